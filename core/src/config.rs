@@ -1,0 +1,89 @@
+//! Settings a [`Store`](crate::Store) is created with.
+
+/// Store and protocol settings, mirroring memcached's command-line options.
+///
+/// Defaults are memcached 1.6.18's: 64 MiB of item memory (`-m 64`), 1 MiB
+/// maximum item size (`-I 1m`), evictions on (no `-M`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Bytes of item memory before least-recently-used items are evicted
+    /// (`-m`, reported as `limit_maxbytes`).
+    pub memory_limit: u64,
+    /// Largest item, counted as memcached counts it (header, key, value,
+    /// CAS), that may be stored (`-I`, reported as `item_size_max`).
+    pub item_size_max: u32,
+    /// When false, a full cache answers `SERVER_ERROR out of memory storing
+    /// object` instead of evicting (`-M`).
+    pub evictions: bool,
+    /// Whether `flush_all` is allowed (`-F` turns it off).
+    pub flush_enabled: bool,
+    /// Version string sent by `version` and `stats`. Clients gate features on
+    /// it, so it must parse as a memcached 1.6 version.
+    pub version: &'static str,
+    /// Seed of the key hash. Hosts facing untrusted clients should pass a
+    /// random value so collisions cannot be precomputed; simulations pass a
+    /// constant so runs are reproducible.
+    pub hash_seed: u64,
+    /// Largest command line, in bytes, before the connection is closed
+    /// (memcached: 2048). `get`/`gets` lines may be longer, up to
+    /// `multiget_line_max`.
+    pub line_max: usize,
+    /// Largest `get`/`gets` line in bytes.
+    pub multiget_line_max: usize,
+    /// Pending output, in bytes, above which a connection stops parsing new
+    /// requests until the host has transmitted some of it.
+    pub output_high_water: usize,
+    /// Requests a connection executes per [`Connection::process`](crate::Connection::process)
+    /// call before yielding to other connections (`-R`, memcached: 20).
+    pub requests_per_event: u32,
+    /// Settings that only the host knows, reported by `stats settings`.
+    pub host: HostSettings,
+}
+
+/// Host-side settings reported verbatim by `stats settings`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostSettings {
+    /// `-c`: connection limit.
+    pub max_connections: u32,
+    /// `-p`: TCP port.
+    pub tcp_port: u16,
+    /// `-l`: listen address, or `None` for all interfaces (`NULL`).
+    pub listen: Option<alloc::string::String>,
+    /// `-v` count.
+    pub verbosity: u32,
+    /// `-b`: listen backlog.
+    pub tcp_backlog: u32,
+    /// Worker threads (`num_threads`).
+    pub threads: u32,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        HostSettings {
+            max_connections: 1024,
+            tcp_port: 11211,
+            listen: None,
+            verbosity: 0,
+            tcp_backlog: 1024,
+            threads: 1,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            memory_limit: 64 * 1024 * 1024,
+            item_size_max: 1024 * 1024,
+            evictions: true,
+            flush_enabled: true,
+            version: "1.6.18",
+            hash_seed: 0x6d65_6d63_6163_6865,
+            line_max: 2048,
+            multiget_line_max: 1024 * 1024,
+            output_high_water: 1024 * 1024,
+            requests_per_event: 20,
+            host: HostSettings::default(),
+        }
+    }
+}

@@ -1,0 +1,752 @@
+//! The meta commands `mg`, `ms`, `md`, `ma`, `me` and `mn`, including the
+//! anti-thundering-herd state (win tokens, stale items, vivify on miss).
+
+use alloc::vec::Vec;
+
+use base64::Engine as _;
+
+use crate::num::{parse_i32_truncating, parse_u32_truncating, parse_u64, push_i64, push_u64};
+use crate::store::{bits, Item, Store};
+
+use super::text::{add_delta, store_item, Delta, StoreMode, StoreRequest, Stored, KEY_MAX};
+use super::tokens::Tokens;
+use super::{Connection, Step};
+
+/// memcached's `MFLAG_MAX_OPT_LENGTH`: most tokens (command, key, flags and
+/// the terminal token) a meta command may have.
+const MAX_OPT_TOKENS: usize = 20;
+/// memcached's `MFLAG_MAX_OPAQUE_LENGTH`, counting the `O` itself.
+const MAX_OPAQUE: usize = 32;
+
+const E_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format";
+const E_BAD_TOKEN: &[u8] = b"CLIENT_ERROR bad token in command line format";
+const E_OPAQUE: &[u8] = b"CLIENT_ERROR opaque token too long";
+
+/// A key as given, or decoded from base64 (`b` flag).
+struct Key {
+    buf: [u8; KEY_MAX],
+    len: usize,
+}
+
+impl Key {
+    fn from(bytes: &[u8]) -> Key {
+        let mut k = Key {
+            buf: [0; KEY_MAX],
+            len: bytes.len().min(KEY_MAX),
+        };
+        k.buf[..k.len].copy_from_slice(&bytes[..k.len]);
+        k
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Flags of one meta command after memcached's `_meta_flag_preparse`.
+#[derive(Default)]
+struct MetaFlags {
+    no_update: bool,
+    vivify: bool,
+    value: bool,
+    set_stale: bool,
+    no_reply: bool,
+    has_cas: bool,
+    new_ttl: bool,
+    key_binary: bool,
+    mode: u8,
+    exptime: u32,
+    autoviv_exptime: u32,
+    recache_time: u32,
+    client_flags: u32,
+    req_cas: u64,
+    delta: u64,
+    initial: u64,
+}
+
+/// Parses the flag tokens from index `start` on. On error returns the
+/// message memcached would send (mg/ms; md/ma use their own).
+fn preparse(
+    store: &Store,
+    toks: &Tokens<'_>,
+    start: usize,
+    key: &mut Key,
+) -> Result<MetaFlags, &'static [u8]> {
+    let mut of = MetaFlags {
+        delta: 1,
+        ..MetaFlags::default()
+    };
+    let mut seen = [false; 127];
+    let mut err: Option<&'static [u8]> = None;
+    let mut has_error = false;
+    for tok in toks.iter_from(start) {
+        let o = tok[0];
+        if o >= 127 || seen[usize::from(o)] {
+            return Err(b"CLIENT_ERROR duplicate flag");
+        }
+        seen[usize::from(o)] = true;
+        let arg = &tok[1..];
+        let mut fail = |e: &'static [u8]| {
+            err = Some(e);
+            has_error = true;
+        };
+        match o {
+            b'b' => {
+                let mut out = [0u8; KEY_MAX];
+                match base64::engine::general_purpose::STANDARD
+                    .decode_slice(key.as_slice(), &mut out)
+                {
+                    Ok(n) if n > 0 => {
+                        key.buf[..n].copy_from_slice(&out[..n]);
+                        key.len = n;
+                    }
+                    _ => {
+                        key.len = 0;
+                        fail(b"CLIENT_ERROR error decoding key");
+                    }
+                }
+                of.key_binary = true;
+            }
+            b'N' => {
+                of.vivify = true;
+                match parse_i32_truncating(arg) {
+                    Some(t) => of.autoviv_exptime = store.realtime(t),
+                    None => fail(E_BAD_TOKEN),
+                }
+            }
+            b'T' => match parse_i32_truncating(arg) {
+                Some(t) => {
+                    of.exptime = store.realtime(t);
+                    of.new_ttl = true;
+                }
+                None => fail(E_BAD_TOKEN),
+            },
+            b'R' => match parse_i32_truncating(arg) {
+                Some(t) => of.recache_time = store.realtime(t),
+                None => fail(E_BAD_TOKEN),
+            },
+            b'l' | b'O' | b'P' | b'L' | b'k' | b's' | b't' | b'c' | b'f' | b'h' => {}
+            b'v' => of.value = true,
+            b'u' => of.no_update = true,
+            b'q' => of.no_reply = true,
+            b'F' => match parse_u32_truncating(arg) {
+                Some(f) => of.client_flags = f,
+                None => has_error = true,
+            },
+            b'C' => match parse_u64(arg) {
+                Some(c) => {
+                    of.req_cas = c;
+                    of.has_cas = true;
+                }
+                None => fail(E_BAD_TOKEN),
+            },
+            b'M' => {
+                if tok.len() != 2 {
+                    fail(b"CLIENT_ERROR incorrect length for M token");
+                } else {
+                    of.mode = tok[1];
+                }
+            }
+            b'J' => match parse_u64(arg) {
+                Some(v) => of.initial = v,
+                None => fail(b"CLIENT_ERROR invalid numeric initial value"),
+            },
+            b'D' => match parse_u64(arg) {
+                Some(v) => of.delta = v,
+                None => fail(b"CLIENT_ERROR invalid numeric delta value"),
+            },
+            b'I' => of.set_stale = true,
+            _ => return Err(b"CLIENT_ERROR invalid flag"),
+        }
+    }
+    if has_error {
+        Err(err.unwrap_or(E_FORMAT))
+    } else {
+        Ok(of)
+    }
+}
+
+/// Appends ` k<key>`, in base64 followed by ` b` for binary keys.
+fn push_key(out: &mut Vec<u8>, key: &[u8], binary: bool) {
+    out.extend_from_slice(b" k");
+    if binary {
+        let mut buf = [0u8; 400];
+        let n = base64::engine::general_purpose::STANDARD
+            .encode_slice(key, &mut buf)
+            .unwrap_or(0);
+        out.extend_from_slice(&buf[..n]);
+        out.extend_from_slice(b" b");
+    } else {
+        out.extend_from_slice(key);
+    }
+}
+
+/// Appends ` t<remaining ttl>` (`-1` for none), with memcached's unsigned
+/// wrap for items already past their expiry.
+fn push_ttl(out: &mut Vec<u8>, exptime: u32, now: u32) {
+    out.extend_from_slice(b" t");
+    if exptime == 0 {
+        out.extend_from_slice(b"-1");
+    } else {
+        push_u64(out, u64::from(exptime.wrapping_sub(now)));
+    }
+}
+
+impl Connection {
+    /// Dispatches a two-letter command starting with `m`.
+    pub(super) fn meta_command(
+        &mut self,
+        store: &mut Store,
+        toks: &Tokens<'_>,
+        data: &[u8],
+        consumed: usize,
+    ) -> Step {
+        let done = Step::Done(consumed);
+        match toks.get(0)[1] {
+            b'g' => self.mg(store, toks),
+            b's' => return self.ms(store, toks, data, consumed),
+            b'd' => self.md(store, toks),
+            b'a' => self.ma(store, toks),
+            b'e' => self.me(store, toks),
+            b'n' => self.out(b"MN"),
+            _ => self.out(b"ERROR"),
+        }
+        done
+    }
+
+    /// Common prologue of mg/md/ma: token count, key length, flag count.
+    /// Returns false after replying with an error.
+    fn meta_prologue(&mut self, toks: &Tokens<'_>, too_long: &[u8], errstring: bool) -> bool {
+        if toks.ntokens() < 3 {
+            self.out(b"ERROR");
+            return false;
+        }
+        if toks.get(1).len() > KEY_MAX {
+            self.out_err(E_FORMAT);
+            return false;
+        }
+        if toks.ntokens() > MAX_OPT_TOKENS {
+            if errstring {
+                self.out_err(too_long);
+            } else {
+                self.out(too_long);
+            }
+            return false;
+        }
+        true
+    }
+
+    fn mg(&mut self, store: &mut Store, toks: &Tokens<'_>) {
+        if !self.meta_prologue(toks, b"CLIENT_ERROR options flags are too long", true) {
+            return;
+        }
+        let mut key = Key::from(toks.get(1));
+        let of = match preparse(store, toks, 2, &mut key) {
+            Ok(of) => of,
+            Err(e) => return self.out_err(e),
+        };
+        self.noreply = of.no_reply;
+        let key = key.as_slice();
+
+        let mut found = store.find(key);
+        let mut created = false;
+        if found.is_none() && of.vivify && store.reserve(key.len(), 0, 0).is_ok() {
+            found = Some(store.link(Item::new(key, &[], 0, 0)));
+            created = true;
+        }
+
+        let start = self.output.len();
+        let Some(idx) = found else {
+            store.stats.get_misses += 1;
+            store.stats.cmd_get += 1;
+            let mut line = Vec::from(&b"EN"[..]);
+            for tok in toks.iter_from(2) {
+                match tok[0] {
+                    b'O' => {
+                        if tok.len() > MAX_OPAQUE {
+                            return self.out_err(E_OPAQUE);
+                        }
+                        line.push(b' ');
+                        line.extend_from_slice(tok);
+                    }
+                    b'k' => push_key(&mut line, key, of.key_binary),
+                    _ => {}
+                }
+            }
+            return self.out(&line);
+        };
+
+        let now = store.now();
+        let mut won = false;
+        let mut ttl_set = false;
+        let mut line = Vec::with_capacity(64);
+        {
+            let it = store.item(idx);
+            if of.value {
+                line.extend_from_slice(b"VA ");
+                push_u64(&mut line, it.value().len() as u64);
+            } else {
+                line.extend_from_slice(b"HD");
+            }
+        }
+        for tok in toks.iter_from(2) {
+            match tok[0] {
+                b'T' => {
+                    ttl_set = true;
+                    store.set_exptime(idx, of.exptime);
+                }
+                b'N' => {
+                    if created {
+                        store.set_exptime(idx, of.autoviv_exptime);
+                        won = true;
+                    }
+                }
+                b'R' => {
+                    let it = store.item(idx);
+                    if !it.has(bits::TOKEN_SENT)
+                        && !created
+                        && it.exptime != 0
+                        && it.exptime < of.recache_time
+                    {
+                        won = true;
+                    }
+                }
+                b's' => {
+                    line.extend_from_slice(b" s");
+                    push_u64(&mut line, store.item(idx).value().len() as u64);
+                }
+                b't' => push_ttl(&mut line, store.item(idx).exptime, now),
+                b'c' => {
+                    line.extend_from_slice(b" c");
+                    push_u64(&mut line, store.item(idx).cas);
+                }
+                b'f' => {
+                    line.extend_from_slice(b" f");
+                    push_u64(&mut line, u64::from(store.item(idx).flags));
+                }
+                b'l' => {
+                    line.extend_from_slice(b" l");
+                    push_u64(&mut line, u64::from(now.wrapping_sub(store.item(idx).time)));
+                }
+                b'h' => {
+                    line.extend_from_slice(if store.item(idx).has(bits::FETCHED) {
+                        b" h1"
+                    } else {
+                        b" h0"
+                    });
+                }
+                b'O' => {
+                    if tok.len() > MAX_OPAQUE {
+                        self.output.truncate(start);
+                        return self.out_err(E_OPAQUE);
+                    }
+                    line.push(b' ');
+                    line.extend_from_slice(tok);
+                }
+                b'k' => {
+                    let it = store.item(idx);
+                    push_key(&mut line, it.key(), it.has(bits::KEY_BINARY));
+                }
+                _ => {}
+            }
+        }
+        {
+            let it = store.item_mut(idx);
+            if it.has(bits::TOKEN_SENT) {
+                line.extend_from_slice(b" Z");
+            }
+            if it.has(bits::STALE) {
+                line.extend_from_slice(b" X");
+                if !it.has(bits::TOKEN_SENT) {
+                    won = true;
+                }
+            }
+            if won {
+                line.extend_from_slice(b" W");
+                it.bits |= bits::TOKEN_SENT;
+            }
+        }
+        line.extend_from_slice(b"\r\n");
+        if of.value {
+            line.extend_from_slice(store.item(idx).value());
+            line.extend_from_slice(b"\r\n");
+        }
+        // A hit is always answered, even with `q`.
+        self.output.extend_from_slice(&line);
+        if !of.no_update {
+            store.bump(idx);
+        }
+        let cls = usize::from(store.item(idx).class());
+        if ttl_set {
+            store.stats.cmd_touch += 1;
+            store.stats.touch_hits += 1;
+            store.classes[cls].touch_hits += 1;
+        } else {
+            store.stats.get_hits += 1;
+            store.classes[cls].get_hits += 1;
+            store.stats.cmd_get += 1;
+        }
+        self.noreply = false;
+    }
+
+    fn ms(&mut self, store: &mut Store, toks: &Tokens<'_>, data: &[u8], consumed: usize) -> Step {
+        let done = Step::Done(consumed);
+        if toks.ntokens() < 3 {
+            self.out(b"ERROR");
+            return done;
+        }
+        if toks.get(1).len() > KEY_MAX || toks.ntokens() == 3 {
+            self.out_err(E_FORMAT);
+            return done;
+        }
+        if toks.ntokens() > MAX_OPT_TOKENS {
+            self.out_err(b"CLIENT_ERROR options flags too long");
+            return done;
+        }
+        let vlen = match parse_i32_truncating(toks.get(2)) {
+            Some(v) if (0..=i32::MAX - 2).contains(&v) => v as usize,
+            _ => {
+                self.out_err(E_FORMAT);
+                return done;
+            }
+        };
+        // From here on every error swallows the data block.
+        let mut key = Key::from(toks.get(1));
+        let of = match preparse(store, toks, 3, &mut key) {
+            Ok(of) => of,
+            Err(e) => return self.ms_reject(e, vlen, consumed),
+        };
+        let key = key.as_slice();
+        let mut ret_flags: Vec<&[u8]> = Vec::new();
+        let mut err = None;
+        for tok in toks.iter_from(3) {
+            match tok[0] {
+                b'O' => {
+                    if tok.len() > MAX_OPAQUE {
+                        err = Some(E_OPAQUE);
+                    } else {
+                        ret_flags.push(tok);
+                    }
+                }
+                b'k' | b'c' => ret_flags.push(tok),
+                _ => {}
+            }
+        }
+        let mut mode = match of.mode {
+            0 | b'S' => StoreMode::Set,
+            b'E' => StoreMode::Add,
+            b'A' => StoreMode::Append,
+            b'P' => StoreMode::Prepend,
+            b'R' => StoreMode::Replace,
+            _ => {
+                return self.ms_reject(b"CLIENT_ERROR invalid mode for ms M token", vlen, consumed)
+            }
+        };
+        if of.has_cas && (mode == StoreMode::Set || mode == StoreMode::Replace) {
+            mode = StoreMode::Cas;
+        }
+        if let Some(e) = err {
+            return self.ms_reject(e, vlen, consumed);
+        }
+        if let Err(e) = store.reserve(key.len(), of.client_flags, vlen) {
+            self.noreply = false;
+            self.reject_store(store, key, e, true);
+            self.swallow = vlen as u64 + 2;
+            return done;
+        }
+        if data.len() < vlen + 2 {
+            return Step::Incomplete;
+        }
+        store.stats.cmd_set += 1;
+        let total = consumed + vlen + 2;
+        if &data[vlen..vlen + 2] != b"\r\n" {
+            self.out_err(b"CLIENT_ERROR bad data chunk");
+            return Step::Done(total);
+        }
+        self.noreply = of.no_reply;
+        let req = StoreRequest {
+            mode,
+            key,
+            flags: of.client_flags,
+            exptime: of.exptime,
+            value: &data[..vlen],
+            cas: of.req_cas,
+            stale_ok: of.set_stale && mode == StoreMode::Cas,
+            key_binary: of.key_binary,
+        };
+        let cls = usize::from(crate::slab::class_of(crate::store::ntotal(
+            key.len(),
+            of.client_flags,
+            vlen,
+        )));
+        store.classes[cls].cmd_set += 1;
+        let res = store_item(store, &req);
+        let mut line = Vec::with_capacity(32);
+        let cas = match res {
+            Stored::Stored(c) => {
+                line.extend_from_slice(b"HD");
+                c
+            }
+            Stored::Exists => {
+                line.extend_from_slice(b"EX");
+                0
+            }
+            Stored::NotFound => {
+                line.extend_from_slice(b"NF");
+                0
+            }
+            Stored::NotStored => {
+                line.extend_from_slice(b"NS");
+                0
+            }
+        };
+        for tok in ret_flags {
+            match tok[0] {
+                b'O' => {
+                    line.push(b' ');
+                    line.extend_from_slice(tok);
+                }
+                b'k' => push_key(&mut line, key, of.key_binary),
+                _ => {
+                    line.extend_from_slice(b" c");
+                    push_u64(&mut line, cas);
+                }
+            }
+        }
+        if matches!(res, Stored::Stored(_)) {
+            self.out(&line);
+        } else {
+            self.out_err(&line);
+        }
+        Step::Done(total)
+    }
+
+    /// An `ms` error found after its length was parsed: reply and swallow
+    /// the data block.
+    fn ms_reject(&mut self, e: &[u8], vlen: usize, consumed: usize) -> Step {
+        self.out_err(e);
+        self.swallow = vlen as u64 + 2;
+        Step::Done(consumed)
+    }
+
+    fn md(&mut self, store: &mut Store, toks: &Tokens<'_>) {
+        if !self.meta_prologue(toks, b"CLIENT_ERROR options flags too long", false) {
+            return;
+        }
+        let mut key = Key::from(toks.get(1));
+        let of = match preparse(store, toks, 2, &mut key) {
+            Ok(of) => of,
+            Err(_) => return self.out_err(b"CLIENT_ERROR invalid or duplicate flag"),
+        };
+        self.noreply = of.no_reply;
+        let key = key.as_slice();
+        let mut flags = Vec::new();
+        for tok in toks.iter_from(2) {
+            match tok[0] {
+                b'O' => {
+                    if tok.len() > MAX_OPAQUE {
+                        return self.out_err(E_OPAQUE);
+                    }
+                    flags.push(b' ');
+                    flags.extend_from_slice(tok);
+                }
+                b'k' => push_key(&mut flags, key, of.key_binary),
+                _ => {}
+            }
+        }
+        let code: &[u8] = match store.find(key) {
+            Some(idx) if of.has_cas && store.item(idx).cas != of.req_cas => {
+                store.stats.delete_misses += 1;
+                self.noreply = false;
+                b"EX"
+            }
+            Some(idx) if of.set_stale => {
+                if of.new_ttl {
+                    store.set_exptime(idx, of.exptime);
+                }
+                let cas = store.next_cas();
+                let it = store.item_mut(idx);
+                it.bits |= bits::STALE;
+                it.bits &= !bits::TOKEN_SENT;
+                it.cas = cas;
+                b"HD"
+            }
+            Some(idx) => {
+                let cls = usize::from(store.item(idx).class());
+                store.classes[cls].delete_hits += 1;
+                store.stats.delete_hits += 1;
+                store.unlink(idx);
+                b"HD"
+            }
+            None => {
+                store.stats.delete_misses += 1;
+                self.noreply = false;
+                b"NF"
+            }
+        };
+        let mut line = Vec::from(code);
+        line.extend_from_slice(&flags);
+        self.out(&line);
+    }
+
+    fn ma(&mut self, store: &mut Store, toks: &Tokens<'_>) {
+        if !self.meta_prologue(toks, b"CLIENT_ERROR options flags too long", false) {
+            return;
+        }
+        let mut key = Key::from(toks.get(1));
+        let of = match preparse(store, toks, 2, &mut key) {
+            Ok(of) => of,
+            Err(_) => return self.out_err(b"CLIENT_ERROR invalid or duplicate flag"),
+        };
+        self.noreply = of.no_reply;
+        let key = key.as_slice();
+        let incr = match of.mode {
+            0 | b'I' | b'+' => true,
+            b'D' | b'-' => false,
+            _ => return self.out_err(b"CLIENT_ERROR invalid mode for ma M token"),
+        };
+        let mut line = Vec::with_capacity(48);
+        let mut item: Option<(u32, u64, bool, bool)> = None; // idx, value, created, replaced
+        match add_delta(store, key, incr, of.delta, of.req_cas) {
+            Delta::Ok {
+                value,
+                idx,
+                replaced,
+            } => item = Some((idx, value, false, replaced)),
+            Delta::NonNumeric => {
+                return self
+                    .out_err(b"CLIENT_ERROR cannot increment or decrement non-numeric value")
+            }
+            Delta::NoMemory => return self.out_err(b"SERVER_ERROR out of memory"),
+            Delta::NotFound if of.vivify => {
+                let mut digits = Vec::with_capacity(20);
+                push_u64(&mut digits, of.initial);
+                if store.reserve(key.len(), 0, digits.len()).is_err() {
+                    return self.out_err(b"SERVER_ERROR Out of memory allocating new item");
+                }
+                let idx = store.link(Item::new(key, &[&digits], 0, 0));
+                item = Some((idx, of.initial, true, false));
+            }
+            Delta::NotFound => {
+                if incr {
+                    store.stats.incr_misses += 1;
+                } else {
+                    store.stats.decr_misses += 1;
+                }
+                line.extend_from_slice(b"NF");
+            }
+            Delta::CasMismatch => line.extend_from_slice(b"EX"),
+        }
+        let now = store.now();
+        if let Some((idx, value, created, replaced)) = item {
+            let mut digits = Vec::with_capacity(20);
+            push_u64(&mut digits, value);
+            if of.value {
+                line.extend_from_slice(b"VA ");
+                push_u64(&mut line, digits.len() as u64);
+            } else {
+                line.extend_from_slice(b"HD");
+            }
+            for tok in toks.iter_from(2) {
+                match tok[0] {
+                    b'c' => {
+                        line.extend_from_slice(b" c");
+                        push_u64(&mut line, store.item(idx).cas);
+                    }
+                    b't' => push_ttl(&mut line, store.item(idx).exptime, now),
+                    // memcached applies T to the item it looked up; when the
+                    // number outgrew the old value that item was replaced,
+                    // so the new TTL is lost. Kept for compatibility.
+                    b'T' if !replaced => store.set_exptime(idx, of.exptime),
+                    b'N' if created => store.set_exptime(idx, of.autoviv_exptime),
+                    b'O' => {
+                        if tok.len() > MAX_OPAQUE {
+                            return self.out_err(E_OPAQUE);
+                        }
+                        line.push(b' ');
+                        line.extend_from_slice(tok);
+                    }
+                    b'k' => push_key(&mut line, key, of.key_binary),
+                    _ => {}
+                }
+            }
+            if of.value {
+                line.extend_from_slice(b"\r\n");
+                line.extend_from_slice(&digits);
+            }
+            self.out(&line);
+        } else {
+            for tok in toks.iter_from(2) {
+                match tok[0] {
+                    b'O' => {
+                        if tok.len() > MAX_OPAQUE {
+                            return self.out_err(E_OPAQUE);
+                        }
+                        line.push(b' ');
+                        line.extend_from_slice(tok);
+                    }
+                    b'k' => push_key(&mut line, key, of.key_binary),
+                    _ => {}
+                }
+            }
+            self.out_err(&line);
+        }
+    }
+
+    /// `me <key> [b]`: the debug line. memcached 1.6.18 prints `exp=` as the
+    /// negated remaining TTL (fixed in 1.6.24). We reproduce 1.6.18 on
+    /// purpose: our compatibility target is its exact bytes, and `me` is a
+    /// debugging aid no client depends on for correctness.
+    fn me(&mut self, store: &mut Store, toks: &Tokens<'_>) {
+        if toks.ntokens() < 3 || toks.get(1).len() > KEY_MAX {
+            return self.out(E_FORMAT);
+        }
+        let mut key = Key::from(toks.get(1));
+        if toks.ntokens() >= 4 && toks.get(2) == b"b" {
+            let mut out = [0u8; KEY_MAX];
+            match base64::engine::general_purpose::STANDARD.decode_slice(key.as_slice(), &mut out) {
+                Ok(n) if n > 0 => {
+                    key.buf[..n].copy_from_slice(&out[..n]);
+                    key.len = n;
+                }
+                _ => return self.out(E_FORMAT),
+            }
+        }
+        store.stats.cmd_meta += 1;
+        let now = store.now();
+        let Some(idx) = store.find(key.as_slice()) else {
+            return self.out(b"EN");
+        };
+        let it = store.item(idx);
+        let mut line = Vec::from(&b"ME "[..]);
+        if it.has(bits::KEY_BINARY) {
+            let mut buf = [0u8; 400];
+            let n = base64::engine::general_purpose::STANDARD
+                .encode_slice(it.key(), &mut buf)
+                .unwrap_or(0);
+            line.extend_from_slice(&buf[..n]);
+        } else {
+            line.extend_from_slice(it.key());
+        }
+        line.extend_from_slice(b" exp=");
+        if it.exptime == 0 {
+            line.extend_from_slice(b"-1");
+        } else {
+            push_i64(&mut line, i64::from(now.wrapping_sub(it.exptime) as i32));
+        }
+        line.extend_from_slice(b" la=");
+        push_u64(&mut line, u64::from(now.wrapping_sub(it.time)));
+        line.extend_from_slice(b" cas=");
+        push_u64(&mut line, it.cas);
+        line.extend_from_slice(if it.has(bits::FETCHED) {
+            b" fetch=yes"
+        } else {
+            b" fetch=no"
+        });
+        line.extend_from_slice(b" cls=");
+        push_u64(&mut line, u64::from(it.class()));
+        line.extend_from_slice(b" size=");
+        push_u64(&mut line, it.ntotal());
+        self.out(&line);
+    }
+}

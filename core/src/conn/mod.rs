@@ -1,0 +1,306 @@
+//! Per-client protocol state: framing, pipelining, back-pressure, replies.
+
+mod meta;
+mod stats_cmd;
+mod text;
+mod tokens;
+
+use alloc::vec::Vec;
+
+use crate::clock::Clock;
+use crate::store::Store;
+use tokens::Tokens;
+
+/// What a [`Connection::process`] call left behind, telling the host what to
+/// do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Progress {
+    /// Every complete request was executed; more input is needed.
+    NeedInput,
+    /// The per-call request budget ran out with complete requests still
+    /// buffered: call `process` again on the next pass, even without new
+    /// input, after serving other connections.
+    Yielded,
+    /// Pending output is above the high-water mark: transmit it (wait for
+    /// the socket to be writable) before calling `process` again, and do
+    /// not read more input meanwhile.
+    Blocked,
+    /// The connection must be closed once the pending output is transmitted
+    /// (`quit`, or a fatal protocol error).
+    Close,
+}
+
+/// Outcome of handling the request at the front of the input.
+enum Step {
+    /// The request was executed; this many input bytes are consumed.
+    Done(usize),
+    /// The request is incomplete (a data block is still arriving).
+    Incomplete,
+    /// A multiget stopped at the output high-water mark; resume later.
+    Paused,
+    /// The connection must close.
+    Close,
+}
+
+/// A multiget interrupted by back-pressure, resumed on the next call. The
+/// request line stays at the front of the input until it completes.
+struct PausedGet {
+    /// Offset, within the line, of the next key to look up.
+    cursor: usize,
+    /// Length of the line without its line ending.
+    line_len: usize,
+    /// Length of the line including its line ending.
+    consumed: usize,
+    /// `gets`/`gats`: print the CAS.
+    cas: bool,
+    /// `gat`/`gats`: the new relative expiry to apply.
+    touch: Option<u32>,
+}
+
+/// The protocol state of one client connection.
+///
+/// A `Connection` owns no socket and no store: the host feeds it received
+/// bytes, lets it execute complete requests against the shared [`Store`],
+/// and transmits the reply bytes it produces. Any split of the input into
+/// `receive` calls produces the same replies.
+///
+/// Call order, once per event-loop pass:
+/// 1. [`receive`](Connection::receive) the bytes read from the socket
+///    (only while [`wants_input`](Connection::wants_input) is true);
+/// 2. [`process`](Connection::process) with the current clock;
+/// 3. write [`pending_output`](Connection::pending_output) to the socket in
+///    one write and report what was written with
+///    [`consume_output`](Connection::consume_output);
+/// 4. if `process` returned [`Progress::Close`] (or
+///    [`is_closing`](Connection::is_closing)) close the socket once the
+///    pending output is gone.
+///
+/// Work per `process` call is bounded by `Config::requests_per_event`, and
+/// parsing stops while pending output exceeds `Config::output_high_water`,
+/// so a client that pipelines without reading cannot grow memory without
+/// bound.
+pub struct Connection {
+    input: Vec<u8>,
+    output: Vec<u8>,
+    sent: usize,
+    /// Bytes of input still to be discarded after a rejected data block.
+    swallow: u64,
+    paused: Option<PausedGet>,
+    closing: bool,
+    /// The current command asked not to be answered.
+    noreply: bool,
+    unreported_read: u64,
+    unreported_written: u64,
+}
+
+impl Default for Connection {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Connection {
+    /// A connection with empty buffers.
+    pub fn new() -> Connection {
+        Connection {
+            input: Vec::new(),
+            output: Vec::new(),
+            sent: 0,
+            swallow: 0,
+            paused: None,
+            closing: false,
+            noreply: false,
+            unreported_read: 0,
+            unreported_written: 0,
+        }
+    }
+
+    /// Appends bytes received from the client. Nothing is parsed until
+    /// [`process`](Connection::process).
+    pub fn receive(&mut self, bytes: &[u8]) {
+        if self.closing {
+            return;
+        }
+        self.unreported_read += bytes.len() as u64;
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// Whether the host should read more from the socket: false while output
+    /// is backed up or once the connection is closing.
+    pub fn wants_input(&self, store: &Store) -> bool {
+        !self.closing && self.pending_len() < store.config().output_high_water
+    }
+
+    /// Bytes waiting to be transmitted.
+    #[must_use]
+    pub fn pending_output(&self) -> &[u8] {
+        &self.output[self.sent..]
+    }
+
+    /// Marks `n` bytes of [`pending_output`](Connection::pending_output) as
+    /// transmitted.
+    pub fn consume_output(&mut self, n: usize) {
+        let n = n.min(self.output.len() - self.sent);
+        self.sent += n;
+        self.unreported_written += n as u64;
+        if self.sent == self.output.len() {
+            self.output.clear();
+            self.sent = 0;
+        }
+    }
+
+    /// True once the connection must close after its pending output.
+    #[must_use]
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    fn pending_len(&self) -> usize {
+        self.output.len() - self.sent
+    }
+
+    /// Executes complete buffered requests against `store`.
+    pub fn process(&mut self, store: &mut Store, clock: Clock) -> Progress {
+        store.advance(clock);
+        store.stats.bytes_read += core::mem::take(&mut self.unreported_read);
+        store.stats.bytes_written += core::mem::take(&mut self.unreported_written);
+        let hwm = store.config().output_high_water;
+        let budget = store.config().requests_per_event.max(1);
+        let mut done = 0u32;
+        let mut pos = 0usize;
+        let progress = loop {
+            if self.closing {
+                break Progress::Close;
+            }
+            if self.swallow > 0 {
+                let avail = (self.input.len() - pos) as u64;
+                let n = avail.min(self.swallow);
+                pos += n as usize;
+                self.swallow -= n;
+                if self.swallow > 0 {
+                    break Progress::NeedInput;
+                }
+                continue;
+            }
+            if self.pending_len() >= hwm {
+                break Progress::Blocked;
+            }
+            if done >= budget {
+                store.stats.conn_yields += 1;
+                break Progress::Yielded;
+            }
+            match self.step(store, pos) {
+                Step::Done(n) => {
+                    pos += n;
+                    done += 1;
+                }
+                Step::Incomplete => break Progress::NeedInput,
+                Step::Paused => break Progress::Blocked,
+                Step::Close => {
+                    self.closing = true;
+                    break Progress::Close;
+                }
+            }
+        };
+        self.input.drain(..pos);
+        if self.closing {
+            self.input = Vec::new();
+        }
+        progress
+    }
+
+    /// Handles the request starting at `input[pos..]`.
+    fn step(&mut self, store: &mut Store, pos: usize) -> Step {
+        if let Some(p) = self.paused.take() {
+            return self.resume_get(store, pos, p);
+        }
+        let buf = &self.input[pos..];
+        let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+            return self.check_partial_line(store, pos);
+        };
+        let cfg = store.config();
+        if nl > cfg.line_max && (!is_multiget_line(buf) || nl > cfg.multiget_line_max) {
+            // A split-independent version of memcached's rule: a non-get
+            // line longer than 2048 bytes is junk and closes the connection.
+            return Step::Close;
+        }
+        // memcached strips a '\r' before the '\n' only when the line has
+        // more than one byte, and stops at a NUL (it uses C strings).
+        let mut end = nl;
+        if nl > 1 && buf[nl - 1] == b'\r' {
+            end -= 1;
+        }
+        let line_full = &buf[..end];
+        let line_len = line_full.iter().position(|&b| b == 0).unwrap_or(end);
+        self.noreply = false;
+        self.dispatch(store, pos, line_len, nl + 1)
+    }
+
+    /// No line ending yet: decide between waiting and closing.
+    fn check_partial_line(&self, store: &Store, pos: usize) -> Step {
+        let buf = &self.input[pos..];
+        let cfg = store.config();
+        if buf.len() > cfg.line_max {
+            if !is_multiget_line(buf) || buf.len() > cfg.multiget_line_max {
+                return Step::Close;
+            }
+        }
+        Step::Incomplete
+    }
+
+    /// Runs the command whose line is `input[pos..pos + line_len]`;
+    /// `consumed` is the line's length including its ending.
+    fn dispatch(
+        &mut self,
+        store: &mut Store,
+        pos: usize,
+        line_len: usize,
+        consumed: usize,
+    ) -> Step {
+        // The line is copied out of the input buffer only for commands that
+        // need the input afterwards (storage commands peek at their data
+        // block); everything else borrows it.
+        let input = core::mem::take(&mut self.input);
+        let line = &input[pos..pos + line_len];
+        let toks = Tokens::new(line);
+        let step = if toks.ntokens() < 2 || toks.get(0).len() < 2 {
+            self.out(b"ERROR");
+            Step::Done(consumed)
+        } else {
+            let data = &input[pos + consumed..];
+            self.command(store, &toks, line, data, consumed)
+        };
+        self.input = input;
+        step
+    }
+
+    /// Writes one reply line unless the command asked for `noreply`; like
+    /// memcached's `out_string`, a suppressed reply clears the flag.
+    pub(crate) fn out(&mut self, s: &[u8]) {
+        if self.noreply {
+            self.noreply = false;
+            return;
+        }
+        self.output.extend_from_slice(s);
+        self.output.extend_from_slice(b"\r\n");
+    }
+
+    /// Writes an error that is sent even under `noreply`/`q` (memcached's
+    /// `out_errstring`).
+    pub(crate) fn out_err(&mut self, s: &[u8]) {
+        self.noreply = false;
+        self.out(s);
+    }
+}
+
+/// memcached lets over-long lines through only if they are multigets:
+/// at most 100 leading spaces, then `get ` or `gets `.
+fn is_multiget_line(buf: &[u8]) -> bool {
+    let spaces = buf.iter().take_while(|&&b| b == b' ').count();
+    if spaces > 100 {
+        return false;
+    }
+    let rest = &buf[spaces..];
+    rest.starts_with(b"get ") || rest.starts_with(b"gets ")
+}

@@ -1,0 +1,41 @@
+//! # wasmcached-core
+//!
+//! The memcached protocol state machine and item store at the heart of
+//! wasmcached. Every host (the WASI socket server, its native build, the
+//! deterministic simulation, third-party embedders) runs this code and
+//! nothing else decides what a command does.
+//!
+//! This crate is fully deterministic and performs no I/O. It is `no_std`
+//! (with `alloc`): no sockets, threads, clock reads, randomness or global
+//! state. Time comes in as a [`Clock`] value on each call; bytes come in
+//! through [`Connection::receive`] and go out through
+//! [`Connection::pending_output`]. Given the same configuration, clock
+//! readings and input bytes, it produces the same output bytes.
+//!
+//! The compatibility target is memcached 1.6.18: replies are byte-for-byte
+//! what that version sends, including its documented quirks.
+//!
+//! Two types make up the API, in the style of a sans-io protocol library:
+//! a shared [`Store`] (one per server) and a per-client [`Connection`].
+//! See [`Connection`] for the call order.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+mod clock;
+mod config;
+mod conn;
+mod num;
+mod slab;
+mod stats;
+mod store;
+#[doc(hidden)]
+pub mod transcript;
+
+pub use clock::Clock;
+pub use config::{Config, HostSettings};
+pub use conn::{Connection, Progress};
+pub use stats::{HostStats, Stats};
+pub use store::Store;

@@ -1,0 +1,548 @@
+//! The shared item store: hash index, LRU, TTL and CAS bookkeeping.
+
+mod item;
+mod lru;
+
+use alloc::vec::Vec;
+use core::hash::BuildHasher;
+
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
+
+pub(crate) use item::{bits, ntotal, Item, NIL};
+use lru::Lru;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::slab::MAX_CLASSES;
+use crate::stats::{ClassStats, Classes, HostStats, Stats};
+
+/// memcached's `REALTIME_MAXDELTA`: exptimes above 30 days are unix times.
+const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
+/// memcached starts its relative clock this many seconds in, so that
+/// relative times 0 ("never") and 1 ("already expired") are never "now".
+const CLOCK_START: u32 = 62;
+/// Items examined per [`Store::handle_timeout`] call.
+const SWEEP_BATCH: usize = 512;
+/// Pause between full expiry sweeps.
+const SWEEP_INTERVAL_MS: u64 = 1000;
+
+/// Why an item could not be allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AllocError {
+    /// Larger than the item size limit.
+    TooLarge,
+    /// No room and evictions are disabled (or the item exceeds the memory
+    /// limit on its own).
+    NoMemory,
+}
+
+/// The cache shared by every connection of a server.
+///
+/// A `Store` holds items, the LRU order, the CAS counter, the `flush_all`
+/// watermark and the statistics. It never reads a clock: every operation is
+/// driven through a [`Connection`](crate::Connection), which passes the
+/// host's [`Clock`] in. Expiry is lazy (checked on every access) and also
+/// active: the host asks [`Store::poll_timeout`] when the next reclaim pass is
+/// due and calls [`Store::handle_timeout`] then; each call does a bounded
+/// amount of work.
+///
+/// Call order for a host:
+/// 1. [`Store::new`] once, with the configuration and a first clock reading.
+/// 2. Per event-loop pass: [`Connection::process`](crate::Connection::process)
+///    for connections with input, then, if `poll_timeout()` is due,
+///    `handle_timeout(now)`.
+/// 3. Keep [`Store::host_stats_mut`] current (connections, rusage).
+pub struct Store {
+    cfg: Config,
+    items: Vec<Item>,
+    table: HashTable<u32>,
+    hasher: FixedState,
+    lru: Lru,
+    last_cas: u64,
+    bytes: u64,
+    ttl_items: usize,
+    oldest_live: u32,
+    oldest_cas: u64,
+    origin_ms: u64,
+    process_started: u64,
+    now: u32,
+    now_ms: u64,
+    sweep_cursor: usize,
+    sweep_next_ms: u64,
+    sweep_pass_start: u32,
+    flush_pending: bool,
+    pub(crate) stats: Stats,
+    pub(crate) classes: Classes,
+    host: HostStats,
+    pub(crate) verbosity: u32,
+}
+
+impl Store {
+    /// Creates an empty store. `clock` is the first reading of the host's
+    /// clocks; relative TTLs count from here and absolute exptimes are
+    /// interpreted against its unix time.
+    pub fn new(cfg: Config, clock: Clock) -> Store {
+        let hasher = FixedState::with_seed(cfg.hash_seed);
+        let verbosity = cfg.host.verbosity;
+        Store {
+            cfg,
+            items: Vec::new(),
+            table: HashTable::new(),
+            hasher,
+            lru: Lru::new(),
+            last_cas: 0,
+            bytes: 0,
+            ttl_items: 0,
+            oldest_live: 0,
+            oldest_cas: 0,
+            origin_ms: clock.mono_ms,
+            process_started: clock.unix_secs.saturating_sub(u64::from(CLOCK_START)),
+            now: CLOCK_START,
+            now_ms: clock.mono_ms,
+            sweep_cursor: 0,
+            sweep_next_ms: clock.mono_ms + SWEEP_INTERVAL_MS,
+            sweep_pass_start: CLOCK_START,
+            flush_pending: false,
+            stats: Stats::default(),
+            classes: [ClassStats::default(); MAX_CLASSES],
+            host: HostStats::default(),
+            verbosity,
+        }
+    }
+
+    /// The configuration the store was created with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Counters for `stats`.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Number of live (linked) items, including ones that have expired but
+    /// were not reclaimed yet.
+    pub fn curr_items(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Bytes of items as memcached accounts them (the `bytes` stat).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Host-side figures reported by `stats`; the host keeps them current.
+    pub fn host_stats_mut(&mut self) -> &mut HostStats {
+        &mut self.host
+    }
+
+    pub(crate) fn host_stats(&self) -> &HostStats {
+        &self.host
+    }
+
+    /// Adopts a new clock reading. Readings that go backwards are ignored.
+    pub fn advance(&mut self, clock: Clock) {
+        if clock.mono_ms > self.now_ms {
+            self.now_ms = clock.mono_ms;
+            let secs = (self.now_ms - self.origin_ms) / 1000;
+            self.now = CLOCK_START.saturating_add(u32::try_from(secs).unwrap_or(u32::MAX));
+        }
+    }
+
+    /// memcached's `current_time`: seconds since start, plus 62.
+    pub(crate) fn now(&self) -> u32 {
+        self.now
+    }
+
+    /// Unix time as memcached reports it (`time` stat).
+    pub(crate) fn unix_now(&self) -> u64 {
+        self.process_started + u64::from(self.now)
+    }
+
+    /// Whole seconds since the store was created.
+    pub(crate) fn uptime(&self) -> u64 {
+        (self.now_ms - self.origin_ms) / 1000
+    }
+
+    /// memcached's `realtime()` applied to a raw exptime token: 0 is never,
+    /// up to 30 days is relative, larger is a unix time, negative is already
+    /// expired.
+    pub(crate) fn realtime(&self, exptime: i32) -> u32 {
+        let e = if exptime < 0 {
+            REALTIME_MAXDELTA + 1
+        } else {
+            i64::from(exptime)
+        };
+        if e == 0 {
+            return 0;
+        }
+        if e > REALTIME_MAXDELTA {
+            if e as u64 <= self.process_started {
+                1
+            } else {
+                (e as u64 - self.process_started) as u32
+            }
+        } else {
+            (e as u32).wrapping_add(self.now)
+        }
+    }
+
+    /// Assigns the next CAS value (memcached's `get_cas_id`).
+    pub(crate) fn next_cas(&mut self) -> u64 {
+        self.last_cas += 1;
+        self.last_cas
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn is_flushed(&self, it: &Item) -> bool {
+        if self.oldest_live == 0 || self.oldest_live > self.now {
+            return false;
+        }
+        it.time <= self.oldest_live
+            || (self.oldest_cas != 0 && it.cas != 0 && it.cas < self.oldest_cas)
+    }
+
+    fn is_expired(&self, it: &Item) -> bool {
+        it.exptime != 0 && it.exptime <= self.now
+    }
+
+    /// Looks `key` up without side effects on the item. Expired or flushed
+    /// items are unlinked and counted (`get_expired`/`get_flushed`), exactly
+    /// as memcached's `do_item_get` does for every lookup.
+    pub(crate) fn find(&mut self, key: &[u8]) -> Option<u32> {
+        let h = self.hash(key);
+        let items = &self.items;
+        let idx = *self.table.find(h, |&i| items[i as usize].key() == key)?;
+        let it = &self.items[idx as usize];
+        if self.is_flushed(it) {
+            self.unlink(idx);
+            self.stats.get_flushed += 1;
+            return None;
+        }
+        if self.is_expired(it) {
+            self.unlink(idx);
+            self.stats.get_expired += 1;
+            return None;
+        }
+        Some(idx)
+    }
+
+    pub(crate) fn item(&self, idx: u32) -> &Item {
+        &self.items[idx as usize]
+    }
+
+    pub(crate) fn item_mut(&mut self, idx: u32) -> &mut Item {
+        &mut self.items[idx as usize]
+    }
+
+    /// A fetch: marks the item fetched (then active, refreshing its access
+    /// time on the second fetch, as memcached's segmented LRU does) and
+    /// moves it to the LRU head.
+    pub(crate) fn bump(&mut self, idx: u32) {
+        let now = self.now;
+        let it = &mut self.items[idx as usize];
+        if !it.has(bits::ACTIVE) {
+            if !it.has(bits::FETCHED) {
+                it.bits |= bits::FETCHED;
+            } else {
+                it.bits |= bits::ACTIVE;
+                it.time = now;
+            }
+        }
+        self.lru.touch(&mut self.items, idx);
+    }
+
+    /// memcached's `do_item_update`: refreshes the access time and LRU
+    /// position without counting a fetch.
+    pub(crate) fn update(&mut self, idx: u32) {
+        self.items[idx as usize].time = self.now;
+        self.lru.touch(&mut self.items, idx);
+    }
+
+    /// Sets an item's expiry, keeping the count of items with a TTL.
+    pub(crate) fn set_exptime(&mut self, idx: u32, exptime: u32) {
+        let it = &mut self.items[idx as usize];
+        match (it.exptime != 0, exptime != 0) {
+            (false, true) => self.ttl_items += 1,
+            (true, false) => self.ttl_items -= 1,
+            _ => {}
+        }
+        it.exptime = exptime;
+    }
+
+    /// Whether an item of this shape is within the item size limit.
+    pub(crate) fn size_ok(&self, klen: usize, flags: u32, vlen: usize) -> bool {
+        ntotal(klen, flags, vlen) <= u64::from(self.cfg.item_size_max)
+    }
+
+    /// Removes an item. Indices of other items may change: the last item is
+    /// moved into the freed slot.
+    pub(crate) fn unlink(&mut self, idx: u32) {
+        let (h, nt, cls, had_ttl) = {
+            let it = &self.items[idx as usize];
+            (
+                self.hash(it.key()),
+                it.ntotal(),
+                it.class(),
+                it.exptime != 0,
+            )
+        };
+        if let Ok(e) = self.table.find_entry(h, |&i| i == idx) {
+            e.remove();
+        }
+        self.lru.remove(&mut self.items, idx);
+        self.bytes -= nt;
+        if had_ttl {
+            self.ttl_items -= 1;
+        }
+        let c = &mut self.classes[usize::from(cls)];
+        c.number -= 1;
+        c.mem_requested -= nt;
+
+        let last = (self.items.len() - 1) as u32;
+        self.items.swap_remove(idx as usize);
+        if idx != last {
+            let moved_hash = self.hash(self.items[idx as usize].key());
+            if let Some(slot) = self.table.find_mut(moved_hash, |&i| i == last) {
+                *slot = idx;
+            }
+            self.lru.relocate(&mut self.items, last, idx);
+        }
+    }
+
+    /// Makes room for `need` more bytes by reclaiming expired items and
+    /// evicting from the LRU tail.
+    fn make_room(&mut self, need: u64) -> Result<(), AllocError> {
+        while self.bytes + need > self.cfg.memory_limit {
+            let tail = self.lru.tail;
+            if tail == NIL {
+                return Err(AllocError::NoMemory);
+            }
+            let it = &self.items[tail as usize];
+            let cls = usize::from(it.class());
+            if self.is_expired(it) || self.is_flushed(it) {
+                self.stats.reclaimed += 1;
+                self.classes[cls].reclaimed += 1;
+                if !it.has(bits::FETCHED) {
+                    self.stats.expired_unfetched += 1;
+                    self.classes[cls].expired_unfetched += 1;
+                }
+            } else if !self.cfg.evictions {
+                self.classes[cls].outofmemory += 1;
+                return Err(AllocError::NoMemory);
+            } else {
+                self.stats.evictions += 1;
+                let c = &mut self.classes[cls];
+                c.evicted += 1;
+                if it.exptime != 0 {
+                    c.evicted_nonzero += 1;
+                }
+                if !it.has(bits::FETCHED) {
+                    self.stats.evicted_unfetched += 1;
+                    c.evicted_unfetched += 1;
+                }
+                if it.has(bits::ACTIVE) {
+                    self.stats.evicted_active += 1;
+                    c.evicted_active += 1;
+                }
+            }
+            self.unlink(tail);
+        }
+        Ok(())
+    }
+
+    /// Checks size and memory for a new item, evicting as needed. Call
+    /// before [`Store::link`]; a successful check guarantees `link` succeeds
+    /// as long as nothing else is linked in between.
+    pub(crate) fn reserve(
+        &mut self,
+        klen: usize,
+        flags: u32,
+        vlen: usize,
+    ) -> Result<(), AllocError> {
+        if !self.size_ok(klen, flags, vlen) {
+            return Err(AllocError::TooLarge);
+        }
+        let need = ntotal(klen, flags, vlen);
+        if need > self.cfg.memory_limit {
+            return Err(AllocError::NoMemory);
+        }
+        self.make_room(need)
+    }
+
+    /// Links a new item (the key must not be present) with a fresh CAS, at
+    /// the LRU head. Returns its index.
+    pub(crate) fn link(&mut self, mut it: Item) -> u32 {
+        it.cas = self.next_cas();
+        it.time = self.now;
+        let nt = it.ntotal();
+        let cls = usize::from(it.class());
+        if it.exptime != 0 {
+            self.ttl_items += 1;
+        }
+        let h = self.hash(it.key());
+        let idx = self.items.len() as u32;
+        self.items.push(it);
+        let items = &self.items;
+        let hasher = &self.hasher;
+        self.table
+            .insert_unique(h, idx, |&i| hasher.hash_one(items[i as usize].key()));
+        self.lru.push_head(&mut self.items, idx);
+        self.bytes += nt;
+        self.stats.total_items += 1;
+        let c = &mut self.classes[cls];
+        c.number += 1;
+        c.mem_requested += nt;
+        idx
+    }
+
+    /// `flush_all [delay]` as memcached 1.6.18 implements it: items last
+    /// updated at or before the watermark, or (for an immediate flush) with a
+    /// CAS older than the flush, become invisible once the watermark is due.
+    pub(crate) fn flush(&mut self, delay: i32) {
+        let new_oldest = if delay > 0 {
+            self.realtime(delay)
+        } else {
+            self.now
+        };
+        self.oldest_live = new_oldest.wrapping_sub(1);
+        if self.oldest_live <= self.now {
+            self.oldest_cas = self.next_cas();
+        }
+        self.flush_pending = true;
+    }
+
+    /// Changes the memory limit (`cache_memlimit`), evicting down to it.
+    pub(crate) fn set_memory_limit(&mut self, bytes: u64) {
+        self.cfg.memory_limit = bytes;
+        let _ = self.make_room(0);
+    }
+
+    /// Zeroes the counters (`stats reset`).
+    pub(crate) fn reset_stats(&mut self) {
+        self.stats = Stats::default();
+        for c in self.classes.iter_mut() {
+            c.reset();
+        }
+        self.host.total_connections = 0;
+        self.host.rejected_connections = 0;
+    }
+
+    /// When the next expiry sweep is due, in the host's monotonic
+    /// milliseconds, or `None` when nothing can expire. Hosts use it as
+    /// their poll timeout.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.ttl_items == 0 && !self.flush_pending {
+            return None;
+        }
+        Some(self.sweep_next_ms)
+    }
+
+    /// Runs one bounded step of the expiry sweep if it is due: examines up to
+    /// a fixed number of items and unlinks the expired and flushed ones.
+    /// Returns how many were reclaimed.
+    pub fn handle_timeout(&mut self, clock: Clock) -> usize {
+        self.advance(clock);
+        if self.now_ms < self.sweep_next_ms {
+            return 0;
+        }
+        if self.sweep_cursor == 0 {
+            self.stats.lru_crawler_starts += 1;
+            self.sweep_pass_start = self.now;
+        }
+        let mut reclaimed = 0;
+        let mut examined = 0;
+        while examined < SWEEP_BATCH && self.sweep_cursor < self.items.len() {
+            let idx = self.sweep_cursor as u32;
+            let it = &self.items[idx as usize];
+            examined += 1;
+            self.stats.crawler_items_checked += 1;
+            if self.is_expired(it) || self.is_flushed(it) {
+                let cls = usize::from(it.class());
+                if !it.has(bits::FETCHED) {
+                    self.stats.expired_unfetched += 1;
+                    self.classes[cls].expired_unfetched += 1;
+                }
+                // Like memcached's LRU maintainer (not its on-demand
+                // crawler), the sweep counts as plain reclaims.
+                self.stats.reclaimed += 1;
+                self.classes[cls].reclaimed += 1;
+                // The last item moves into this slot; examine it next.
+                self.unlink(idx);
+                reclaimed += 1;
+            } else {
+                self.sweep_cursor += 1;
+            }
+        }
+        if self.sweep_cursor >= self.items.len() {
+            self.sweep_cursor = 0;
+            self.sweep_next_ms = self.now_ms + SWEEP_INTERVAL_MS;
+            if self.flush_pending && self.oldest_live < self.sweep_pass_start {
+                self.flush_pending = false;
+            }
+        }
+        reclaimed
+    }
+
+    /// Verifies the internal invariants: index, LRU list and byte accounting
+    /// agree. For tests; O(n).
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), &'static str> {
+        if self.table.len() != self.items.len() {
+            return Err("index size differs from item count");
+        }
+        let mut bytes = 0;
+        let mut ttl = 0;
+        for (i, it) in self.items.iter().enumerate() {
+            bytes += it.ntotal();
+            if it.exptime != 0 {
+                ttl += 1;
+            }
+            let h = self.hash(it.key());
+            match self
+                .table
+                .find(h, |&j| self.items[j as usize].key() == it.key())
+            {
+                Some(&j) if j as usize == i => {}
+                _ => return Err("index does not point at item"),
+            }
+        }
+        if bytes != self.bytes {
+            return Err("byte accounting drifted");
+        }
+        if ttl != self.ttl_items {
+            return Err("ttl item count drifted");
+        }
+        let mut n = 0;
+        let mut prev = NIL;
+        let mut cur = self.lru.head;
+        while cur != NIL {
+            let it = &self.items[cur as usize];
+            if it.prev != prev {
+                return Err("lru back link broken");
+            }
+            n += 1;
+            if n > self.items.len() {
+                return Err("lru has a cycle");
+            }
+            prev = cur;
+            cur = it.next;
+        }
+        if prev != self.lru.tail || n != self.items.len() {
+            return Err("lru does not cover every item");
+        }
+        let class_total: u64 = self.classes.iter().map(|c| c.number).sum();
+        if class_total != self.items.len() as u64 {
+            return Err("class counts drifted");
+        }
+        if self.bytes > self.cfg.memory_limit {
+            return Err("memory limit exceeded");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,67 @@
+"""Starting and stopping servers for tests: free ports, readiness polling."""
+import os
+import socket
+import subprocess
+import time
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port, proc, timeout=20.0):
+    """Polls until the port accepts a connection and answers `version`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited with %s" % proc.returncode)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"version\r\n")
+                if s.recv(64).startswith(b"VERSION"):
+                    return
+        except OSError:
+            time.sleep(0.01)
+    raise RuntimeError("server on port %d not ready" % port)
+
+
+def start_memcached(opts=(), attempts=5):
+    """Starts Debian's memcached on a free loopback port; returns (proc, port)."""
+    for _ in range(attempts):
+        port = free_port()
+        args = ["memcached", "-p", str(port), "-U", "0", "-l", "127.0.0.1"]
+        if os.geteuid() == 0:
+            args += ["-u", "root"]
+        proc = subprocess.Popen(args + list(opts), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_ready(port, proc)
+            return proc, port
+        except RuntimeError:
+            stop(proc)
+    raise RuntimeError("could not start memcached")
+
+
+def start_server(cmd, attempts=5, extra=()):
+    """Starts a wasmcached binary (`cmd` is its argv prefix) on a free port."""
+    for _ in range(attempts):
+        port = free_port()
+        proc = subprocess.Popen(list(cmd) + ["-p", str(port)] + list(extra),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_ready(port, proc)
+            return proc, port
+        except RuntimeError:
+            stop(proc)
+    raise RuntimeError("could not start %s" % cmd)
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
