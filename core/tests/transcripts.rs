@@ -264,3 +264,8 @@ fn run_suite(file: &str) {
 fn text_protocol_transcript() {
     run_suite("text.transcript");
 }
+
+#[test]
+fn meta_protocol_transcript() {
+    run_suite("meta.transcript");
+}

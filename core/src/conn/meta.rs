@@ -606,7 +606,8 @@ impl Connection {
             _ => return self.out_err(b"CLIENT_ERROR invalid mode for ma M token"),
         };
         let mut line = Vec::with_capacity(48);
-        let mut item: Option<(u32, u64, bool, bool)> = None; // idx, value, created, replaced
+        // (index, value, created, replaced)
+        let mut item: Option<(u32, u64, bool, bool)> = None;
         match add_delta(store, key, incr, of.delta, of.req_cas) {
             Delta::Ok {
                 value,
@@ -639,6 +640,11 @@ impl Connection {
         }
         let now = store.now();
         if let Some((idx, value, created, replaced)) = item {
+            // memcached 1.6.18 applies `T` (and reads `t`) on the item it
+            // looked up. When the number outgrew the stored value, that
+            // item was replaced by a new one, so `T` only changes what `t`
+            // reports and the stored TTL is untouched. Reproduced as is.
+            let mut ghost_exptime = store.item(idx).exptime;
             let mut digits = Vec::with_capacity(20);
             push_u64(&mut digits, value);
             if of.value {
@@ -653,11 +659,10 @@ impl Connection {
                         line.extend_from_slice(b" c");
                         push_u64(&mut line, store.item(idx).cas);
                     }
+                    b't' if replaced => push_ttl(&mut line, ghost_exptime, now),
                     b't' => push_ttl(&mut line, store.item(idx).exptime, now),
-                    // memcached applies T to the item it looked up; when the
-                    // number outgrew the old value that item was replaced,
-                    // so the new TTL is lost. Kept for compatibility.
-                    b'T' if !replaced => store.set_exptime(idx, of.exptime),
+                    b'T' if replaced => ghost_exptime = of.exptime,
+                    b'T' => store.set_exptime(idx, of.exptime),
                     b'N' if created => store.set_exptime(idx, of.autoviv_exptime),
                     b'O' => {
                         if tok.len() > MAX_OPAQUE {

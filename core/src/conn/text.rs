@@ -170,7 +170,7 @@ fn link_new(
 /// Outcome of incr/decr (memcached's `delta_result_type`).
 pub(crate) enum Delta {
     /// New value, the item's index, and whether a new item replaced the old
-    /// one (the number grew longer than the stored value).
+    /// one (the number outgrew the stored value's length).
     Ok {
         value: u64,
         idx: u32,

@@ -76,11 +76,6 @@ impl<'a> Tokens<'a> {
         }
     }
 
-    /// Whether more of the line follows the split tokens.
-    pub fn has_rest(&self) -> bool {
-        self.rest.is_some()
-    }
-
     /// memcached's `set_noreply_maybe`: the last split token is exactly
     /// `noreply`.
     pub fn noreply(&self) -> bool {
@@ -133,7 +128,7 @@ mod tests {
             .collect();
         let t = Tokens::new(&line);
         assert_eq!(t.ntokens(), 24);
-        assert!(t.has_rest());
+        assert!(t.rest.is_some());
         assert_eq!(&line[t.offset(23)..t.offset(23) + 3], b"k23");
     }
 
