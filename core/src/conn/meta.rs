@@ -166,6 +166,62 @@ fn preparse(
     }
 }
 
+/// Decodes a base64 key the way memcached's decoder does: bytes outside
+/// the alphabet are skipped, the remaining count must be a non-zero
+/// multiple of four, and at most two `=` pads end the input. Returns the
+/// decoded length, or `None` where memcached returns 0.
+fn decode_key(src: &[u8], out: &mut [u8; KEY_MAX]) -> Option<usize> {
+    fn val(c: u8) -> Option<u8> {
+        match c {
+            b'A'..=b'Z' => Some(c - b'A'),
+            b'a'..=b'z' => Some(c - b'a' + 26),
+            b'0'..=b'9' => Some(c - b'0' + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            b'=' => Some(0),
+            _ => None,
+        }
+    }
+    let count = src.iter().filter(|&&c| val(c).is_some()).count();
+    if count == 0 || count % 4 != 0 {
+        return None;
+    }
+    let mut len = 0;
+    let mut block = [0u8; 4];
+    let mut n = 0;
+    let mut pad = 0;
+    for &c in src {
+        let Some(v) = val(c) else { continue };
+        if c == b'=' {
+            pad += 1;
+        }
+        block[n] = v;
+        n += 1;
+        if n == 4 {
+            let bytes = [
+                (block[0] << 2) | (block[1] >> 4),
+                (block[1] << 4) | (block[2] >> 2),
+                (block[2] << 6) | block[3],
+            ];
+            let keep = match pad {
+                0 => 3,
+                1 => 2,
+                2 => 1,
+                _ => return None,
+            };
+            for &b in &bytes[..keep] {
+                *out.get_mut(len)? = b;
+                len += 1;
+            }
+            n = 0;
+            if pad > 0 {
+                break;
+            }
+        }
+    }
+    (len > 0).then_some(len)
+}
+
 /// Appends ` k<key>`, in base64 followed by ` b` for binary keys.
 fn push_key(out: &mut Vec<u8>, key: &[u8], binary: bool) {
     out.extend_from_slice(b" k");
@@ -679,6 +735,11 @@ impl Connection {
                 line.extend_from_slice(b"\r\n");
                 line.extend_from_slice(&digits);
             }
+            if created {
+                // memcached only applies `q` to a successful delta, not to
+                // an auto-created counter.
+                self.noreply = false;
+            }
             self.out(&line);
         } else {
             for tok in toks.iter_from(2) {
@@ -709,12 +770,12 @@ impl Connection {
         let mut key = Key::from(toks.get(1));
         if toks.ntokens() >= 4 && toks.get(2) == b"b" {
             let mut out = [0u8; KEY_MAX];
-            match base64::engine::general_purpose::STANDARD.decode_slice(key.as_slice(), &mut out) {
-                Ok(n) if n > 0 => {
+            match decode_key(key.as_slice(), &mut out) {
+                Some(n) => {
                     key.buf[..n].copy_from_slice(&out[..n]);
                     key.len = n;
                 }
-                _ => return self.out(E_FORMAT),
+                None => return self.out(E_FORMAT),
             }
         }
         store.stats.cmd_meta += 1;

@@ -132,9 +132,14 @@ impl Connection {
         !self.closing && self.pending_len() < store.config().output_high_water
     }
 
-    /// Bytes waiting to be transmitted.
+    /// Bytes waiting to be transmitted. Like memcached, replies are held
+    /// back while a rejected data block is being discarded, and released
+    /// together once it has been.
     #[must_use]
     pub fn pending_output(&self) -> &[u8] {
+        if self.swallow > 0 {
+            return &[];
+        }
         &self.output[self.sent..]
     }
 

@@ -525,7 +525,10 @@ impl Connection {
         }
         let cursor = toks.offset(first_key);
         // memcached drops every VALUE already produced when a key is too
-        // long, but the lookups before it still happen.
+        // long, but the lookups before it still happen. (It also drops the
+        // unsent replies of earlier pipelined commands, which depends on
+        // read boundaries and loses replies; that part is not copied, so
+        // replies stay independent of how the input was split.)
         let keys = &line[cursor..];
         if let Some(bad) = words(keys).position(|(_, k)| k.len() > KEY_MAX) {
             for (_, k) in words(keys).take(bad) {
