@@ -1,0 +1,103 @@
+//! Named regression tests for inputs found by fuzzing and review. Each
+//! explains the bug it pins down.
+
+use wasmcached_core::{Clock, Config, Connection, Progress, Store};
+
+fn run(cfg: Config, input: &[u8]) -> (Vec<u8>, Store) {
+    let clock = Clock::new(0, 1_700_000_000);
+    let mut store = Store::new(cfg, clock);
+    let mut conn = Connection::new();
+    let mut out = Vec::new();
+    for chunk in input.chunks(7) {
+        conn.receive(chunk);
+        loop {
+            let p = conn.process(&mut store, clock);
+            out.extend_from_slice(conn.pending_output());
+            let n = conn.pending_output().len();
+            conn.consume_output(n);
+            if matches!(p, Progress::NeedInput | Progress::Close) {
+                break;
+            }
+        }
+    }
+    store.check_invariants().unwrap();
+    (out, store)
+}
+
+/// A client that pipelines gets and never reads must not make the
+/// connection buffer more than the high-water mark plus one reply.
+#[test]
+fn pipelined_multiget_without_reading_is_bounded() {
+    let cfg = Config { output_high_water: 4096, ..Config::default() };
+    let clock = Clock::new(0, 1_700_000_000);
+    let mut store = Store::new(cfg, clock);
+    let mut conn = Connection::new();
+    conn.receive(b"set k 0 0 1000\r\n");
+    conn.receive(&[b'v'; 1000]);
+    conn.receive(b"\r\n");
+    let _ = conn.process(&mut store, clock);
+    let n = conn.pending_output().len();
+    conn.consume_output(n);
+    let line = format!("get {}\r\n", "k ".repeat(500));
+    for _ in 0..50 {
+        conn.receive(line.as_bytes());
+    }
+    let p = conn.process(&mut store, clock);
+    assert_eq!(p, Progress::Blocked);
+    assert!(conn.pending_output().len() < 4096 + 1100, "{}", conn.pending_output().len());
+    assert!(!conn.wants_input(&store));
+    // Draining lets it continue, and every reply still arrives whole.
+    let mut total = 0;
+    loop {
+        let n = conn.pending_output().len();
+        total += n;
+        conn.consume_output(n);
+        if conn.process(&mut store, clock) == Progress::NeedInput && conn.pending_output().is_empty() {
+            break;
+        }
+    }
+    // "VALUE k 0 1000\r\n" + value + "\r\n" per key, "END\r\n" per get.
+    assert_eq!(total, 50 * (500 * (16 + 1000 + 2) + 5));
+}
+
+/// The eviction loop must terminate and refuse an item larger than the
+/// whole memory limit instead of evicting everything and looping.
+#[test]
+fn item_larger_than_memory_limit_is_refused() {
+    let cfg = Config { memory_limit: 1000, ..Config::default() };
+    let (out, store) = run(cfg, b"set a 0 0 1\r\n1\r\nset b 0 0 2000\r\n");
+    assert_eq!(out, b"STORED\r\n");
+    assert_eq!(store.curr_items(), 1);
+}
+
+/// incr on a value that is all spaces is non-numeric (strtoull finds no
+/// digits), not zero.
+#[test]
+fn incr_on_spaces_is_non_numeric() {
+    let (out, _) = run(Config::default(), b"set a 0 0 3\r\n   \r\nincr a 1\r\n");
+    assert_eq!(out, b"STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
+}
+
+/// Garbage with no newline past the line limit closes the connection
+/// rather than buffering forever.
+#[test]
+fn endless_line_closes() {
+    let clock = Clock::new(0, 1_700_000_000);
+    let mut store = Store::new(Config::default(), clock);
+    let mut conn = Connection::new();
+    conn.receive(&[b'x'; 5000]);
+    assert_eq!(conn.process(&mut store, clock), Progress::Close);
+}
+
+/// Eviction under a tight limit keeps the byte accounting exact.
+#[test]
+fn eviction_keeps_accounting_exact() {
+    let cfg = Config { memory_limit: 4096, ..Config::default() };
+    let mut input = Vec::new();
+    for i in 0..200 {
+        input.extend(format!("set key{i} 0 0 40\r\n{}\r\n", "v".repeat(40)).bytes());
+    }
+    let (_, store) = run(cfg, &input);
+    assert!(store.bytes() <= 4096);
+    assert!(store.stats().evictions > 150);
+}
