@@ -9,7 +9,13 @@ use wasmcached_core::{Clock, Config, Connection, Store};
 const CLOCK: Clock = Clock::new(0, 1_700_000_000);
 
 fn setup(keys: usize) -> (Store, Connection) {
-    let mut store = Store::new(Config { memory_limit: 1 << 30, ..Config::default() }, CLOCK);
+    let mut store = Store::new(
+        Config {
+            memory_limit: 1 << 30,
+            ..Config::default()
+        },
+        CLOCK,
+    );
     let mut conn = Connection::new();
     for i in 0..keys {
         conn.receive(format!("set key:{i:06} 0 0 64 noreply\r\n{}\r\n", "v".repeat(64)).as_bytes());
@@ -34,17 +40,27 @@ fn bench(c: &mut Criterion) {
     let (mut store, mut conn) = setup(100_000);
     let mut g = c.benchmark_group("op");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("get_hit", |b| b.iter(|| roundtrip(&mut store, &mut conn, b"get key:004242\r\n")));
-    g.bench_function("get_miss", |b| b.iter(|| roundtrip(&mut store, &mut conn, b"get nokey:42\r\n")));
+    g.bench_function("get_hit", |b| {
+        b.iter(|| roundtrip(&mut store, &mut conn, b"get key:004242\r\n"))
+    });
+    g.bench_function("get_miss", |b| {
+        b.iter(|| roundtrip(&mut store, &mut conn, b"get nokey:42\r\n"))
+    });
     let set = format!("set key:001234 0 0 64\r\n{}\r\n", "w".repeat(64)).into_bytes();
     g.bench_function("set", |b| b.iter(|| roundtrip(&mut store, &mut conn, &set)));
-    g.bench_function("incr", |b| b.iter(|| roundtrip(&mut store, &mut conn, b"incr counter 1\r\n")));
-    g.bench_function("mg_hit", |b| b.iter(|| roundtrip(&mut store, &mut conn, b"mg key:004242 v f c\r\n")));
+    g.bench_function("incr", |b| {
+        b.iter(|| roundtrip(&mut store, &mut conn, b"incr counter 1\r\n"))
+    });
+    g.bench_function("mg_hit", |b| {
+        b.iter(|| roundtrip(&mut store, &mut conn, b"mg key:004242 v f c\r\n"))
+    });
     let multi: String = std::iter::once("get".to_string())
         .chain((0..100).map(|i| format!(" key:{:06}", i * 997)))
         .chain(std::iter::once("\r\n".to_string()))
         .collect();
-    g.bench_function("multiget_100", |b| b.iter(|| roundtrip(&mut store, &mut conn, multi.as_bytes())));
+    g.bench_function("multiget_100", |b| {
+        b.iter(|| roundtrip(&mut store, &mut conn, multi.as_bytes()))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("store");

@@ -13,20 +13,58 @@ const LIMIT: u64 = 600;
 
 #[derive(Clone)]
 enum Op {
-    Set { k: usize, v: Vec<u8>, ttl: i64, flags: u32 },
-    Add { k: usize, v: Vec<u8> },
-    Replace { k: usize, v: Vec<u8> },
-    Append { k: usize, v: Vec<u8> },
-    Prepend { k: usize, v: Vec<u8> },
-    Cas { k: usize, v: Vec<u8>, fresh: bool },
-    Get { k: usize },
-    Gets { k: usize },
-    Delete { k: usize },
-    Incr { k: usize, d: u64 },
-    Decr { k: usize, d: u64 },
-    Touch { k: usize, ttl: i64 },
+    Set {
+        k: usize,
+        v: Vec<u8>,
+        ttl: i64,
+        flags: u32,
+    },
+    Add {
+        k: usize,
+        v: Vec<u8>,
+    },
+    Replace {
+        k: usize,
+        v: Vec<u8>,
+    },
+    Append {
+        k: usize,
+        v: Vec<u8>,
+    },
+    Prepend {
+        k: usize,
+        v: Vec<u8>,
+    },
+    Cas {
+        k: usize,
+        v: Vec<u8>,
+        fresh: bool,
+    },
+    Get {
+        k: usize,
+    },
+    Gets {
+        k: usize,
+    },
+    Delete {
+        k: usize,
+    },
+    Incr {
+        k: usize,
+        d: u64,
+    },
+    Decr {
+        k: usize,
+        d: u64,
+    },
+    Touch {
+        k: usize,
+        ttl: i64,
+    },
     Flush,
-    Advance { secs: u64 },
+    Advance {
+        secs: u64,
+    },
 }
 
 impl std::fmt::Debug for Op {
@@ -123,7 +161,8 @@ impl Model {
     }
     /// Lookup with lazy expiry.
     fn live(&mut self, k: &str) -> bool {
-        let dead = matches!(self.items.get(k), Some(it) if it.exptime != 0 && it.exptime <= self.now);
+        let dead =
+            matches!(self.items.get(k), Some(it) if it.exptime != 0 && it.exptime <= self.now);
         if dead {
             self.items.remove(k);
         }
@@ -133,20 +172,37 @@ impl Model {
     /// current item (including one about to be replaced) still counted:
     /// like memcached, the store allocates before it replaces.
     fn reserve(&mut self, k: &str, flags: u32, vlen: usize) {
-        let probe = Item { value: vec![0; vlen], flags, exptime: 0, cas: 0, lru: 0 };
+        let probe = Item {
+            value: vec![0; vlen],
+            flags,
+            exptime: 0,
+            cas: 0,
+            lru: 0,
+        };
         let need = ntotal(k, &probe);
         loop {
             let used: u64 = self.items.iter().map(|(k, it)| ntotal(k, it)).sum();
             if used + need <= LIMIT || self.items.is_empty() {
                 break;
             }
-            let victim = self.items.iter().min_by_key(|(_, it)| it.lru).map(|(k, _)| k.clone()).unwrap();
+            let victim = self
+                .items
+                .iter()
+                .min_by_key(|(_, it)| it.lru)
+                .map(|(k, _)| k.clone())
+                .unwrap();
             self.items.remove(&victim);
         }
     }
 
     fn link(&mut self, k: &str, value: Vec<u8>, flags: u32, exptime: u64) {
-        let mut it = Item { value, flags, exptime, cas: 0, lru: 0 };
+        let mut it = Item {
+            value,
+            flags,
+            exptime,
+            cas: 0,
+            lru: 0,
+        };
         let need = ntotal(k, &it);
         self.items.remove(k);
         loop {
@@ -154,7 +210,12 @@ impl Model {
             if used + need <= LIMIT {
                 break;
             }
-            let victim = self.items.iter().min_by_key(|(_, it)| it.lru).map(|(k, _)| k.clone()).unwrap();
+            let victim = self
+                .items
+                .iter()
+                .min_by_key(|(_, it)| it.lru)
+                .map(|(k, _)| k.clone())
+                .unwrap();
             self.items.remove(&victim);
         }
         it.cas = self.next_cas();
@@ -188,9 +249,11 @@ impl Model {
         };
         match op {
             Op::Set { k, v, flags, .. } => self.reserve(KEYS[*k], *flags, v.len()),
-            Op::Add { k, v } | Op::Replace { k, v } | Op::Append { k, v } | Op::Prepend { k, v } | Op::Cas { k, v, .. } => {
-                self.reserve(KEYS[*k], 0, v.len())
-            }
+            Op::Add { k, v }
+            | Op::Replace { k, v }
+            | Op::Append { k, v }
+            | Op::Prepend { k, v }
+            | Op::Cas { k, v, .. } => self.reserve(KEYS[*k], 0, v.len()),
             _ => {}
         }
         match op {
@@ -199,7 +262,10 @@ impl Model {
                 self.live(k);
                 let e = self.exp(*ttl);
                 self.link(k, v.clone(), *flags, e);
-                (store_req("set", k, *flags, *ttl, v, None), b"STORED\r\n".to_vec())
+                (
+                    store_req("set", k, *flags, *ttl, v, None),
+                    b"STORED\r\n".to_vec(),
+                )
             }
             Op::Add { k, v } => {
                 let k = KEYS[*k];
@@ -239,7 +305,11 @@ impl Model {
             }
             Op::Cas { k, v, fresh } => {
                 let k = KEYS[*k];
-                let token = if *fresh { self.last_cas.get(k).copied().unwrap_or(1) } else { 999_999 };
+                let token = if *fresh {
+                    self.last_cas.get(k).copied().unwrap_or(1)
+                } else {
+                    999_999
+                };
                 let req = store_req("cas", k, 0, 0, v, Some(token));
                 if !self.live(k) {
                     return (req, b"NOT_FOUND\r\n".to_vec());
@@ -276,7 +346,8 @@ impl Model {
             Op::Incr { k, d } | Op::Decr { k, d } => {
                 let incr = matches!(op, Op::Incr { .. });
                 let k = KEYS[*k];
-                let req = format!("{} {k} {d}\r\n", if incr { "incr" } else { "decr" }).into_bytes();
+                let req =
+                    format!("{} {k} {d}\r\n", if incr { "incr" } else { "decr" }).into_bytes();
                 if !self.live(k) {
                     return (req, b"NOT_FOUND\r\n".to_vec());
                 }
@@ -288,12 +359,22 @@ impl Model {
                 let parsed = if ndig == 0 || body.get(ndig).is_some_and(|&b| b != b' ') {
                     None
                 } else {
-                    std::str::from_utf8(&body[..ndig]).ok().and_then(|d| d.parse::<u64>().ok())
+                    std::str::from_utf8(&body[..ndig])
+                        .ok()
+                        .and_then(|d| d.parse::<u64>().ok())
                 };
                 let Some(n) = parsed else {
-                    return (req, b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n".to_vec());
+                    return (
+                        req,
+                        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+                            .to_vec(),
+                    );
                 };
-                let nv = if incr { n.wrapping_add(*d) } else { n.saturating_sub(*d) };
+                let nv = if incr {
+                    n.wrapping_add(*d)
+                } else {
+                    n.saturating_sub(*d)
+                };
                 let digits = nv.to_string();
                 if digits.len() <= it.value.len() {
                     let mut v = digits.clone().into_bytes();
@@ -330,11 +411,17 @@ impl Model {
 }
 
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
-    let cfg = Config { memory_limit: LIMIT, ..Config::default() };
+    let cfg = Config {
+        memory_limit: LIMIT,
+        ..Config::default()
+    };
     let mut clock = Clock::new(0, 1_700_000_000);
     let mut store = Store::new(cfg, clock);
     let mut conn = Connection::new();
-    let mut model = Model { now: 62, ..Model::default() };
+    let mut model = Model {
+        now: 62,
+        ..Model::default()
+    };
     for (i, op) in ops.iter().enumerate() {
         if let Op::Advance { secs } = op {
             clock = clock.advanced_ms(secs * 1000);
@@ -345,7 +432,9 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
             if store.poll_timeout().is_some_and(|t| t <= clock.mono_ms) {
                 store.handle_timeout(clock);
                 let now = model.now;
-                model.items.retain(|_, it| it.exptime == 0 || it.exptime > now);
+                model
+                    .items
+                    .retain(|_, it| it.exptime == 0 || it.exptime > now);
             }
             continue;
         }

@@ -28,7 +28,10 @@ fn run(cfg: Config, input: &[u8]) -> (Vec<u8>, Store) {
 /// connection buffer more than the high-water mark plus one reply.
 #[test]
 fn pipelined_multiget_without_reading_is_bounded() {
-    let cfg = Config { output_high_water: 4096, ..Config::default() };
+    let cfg = Config {
+        output_high_water: 4096,
+        ..Config::default()
+    };
     let clock = Clock::new(0, 1_700_000_000);
     let mut store = Store::new(cfg, clock);
     let mut conn = Connection::new();
@@ -44,7 +47,11 @@ fn pipelined_multiget_without_reading_is_bounded() {
     }
     let p = conn.process(&mut store, clock);
     assert_eq!(p, Progress::Blocked);
-    assert!(conn.pending_output().len() < 4096 + 1100, "{}", conn.pending_output().len());
+    assert!(
+        conn.pending_output().len() < 4096 + 1100,
+        "{}",
+        conn.pending_output().len()
+    );
     assert!(!conn.wants_input(&store));
     // Draining lets it continue, and every reply still arrives whole.
     let mut total = 0;
@@ -52,7 +59,9 @@ fn pipelined_multiget_without_reading_is_bounded() {
         let n = conn.pending_output().len();
         total += n;
         conn.consume_output(n);
-        if conn.process(&mut store, clock) == Progress::NeedInput && conn.pending_output().is_empty() {
+        if conn.process(&mut store, clock) == Progress::NeedInput
+            && conn.pending_output().is_empty()
+        {
             break;
         }
     }
@@ -64,7 +73,10 @@ fn pipelined_multiget_without_reading_is_bounded() {
 /// whole memory limit instead of evicting everything and looping.
 #[test]
 fn item_larger_than_memory_limit_is_refused() {
-    let cfg = Config { memory_limit: 1000, ..Config::default() };
+    let cfg = Config {
+        memory_limit: 1000,
+        ..Config::default()
+    };
     let (out, store) = run(cfg, b"set a 0 0 1\r\n1\r\nset b 0 0 2000\r\n");
     assert_eq!(out, b"STORED\r\n");
     assert_eq!(store.curr_items(), 1);
@@ -75,7 +87,10 @@ fn item_larger_than_memory_limit_is_refused() {
 #[test]
 fn incr_on_spaces_is_non_numeric() {
     let (out, _) = run(Config::default(), b"set a 0 0 3\r\n   \r\nincr a 1\r\n");
-    assert_eq!(out, b"STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
+    assert_eq!(
+        out,
+        b"STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+    );
 }
 
 /// Garbage with no newline past the line limit closes the connection
@@ -92,7 +107,10 @@ fn endless_line_closes() {
 /// Eviction under a tight limit keeps the byte accounting exact.
 #[test]
 fn eviction_keeps_accounting_exact() {
-    let cfg = Config { memory_limit: 4096, ..Config::default() };
+    let cfg = Config {
+        memory_limit: 4096,
+        ..Config::default()
+    };
     let mut input = Vec::new();
     for i in 0..200 {
         input.extend(format!("set key{i} 0 0 40\r\n{}\r\n", "v".repeat(40)).bytes());

@@ -1,0 +1,153 @@
+//! Command-line options, shared by the server and the wasmtime runner.
+
+use clap::Parser;
+use wasmcached_core::{Config, HostSettings};
+
+/// memcached-compatible options.
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(
+    name = "wasmcached",
+    version,
+    about = "A memcached-compatible cache server",
+    disable_help_flag = true
+)]
+pub struct Options {
+    /// TCP port to listen on.
+    #[arg(short = 'p', long = "port", default_value_t = 11211)]
+    pub port: u16,
+    /// Interface to listen on (memcached listens on all by default; we
+    /// default to loopback).
+    #[arg(short = 'l', long = "listen", default_value = "127.0.0.1")]
+    pub listen: String,
+    /// Item memory in megabytes.
+    #[arg(short = 'm', long = "memory-limit", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub memory_limit_mb: u64,
+    /// Maximum simultaneous connections.
+    #[arg(short = 'c', long = "conn-limit", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub conn_limit: u32,
+    /// Maximum item size, with an optional k or m suffix (1k..1024m).
+    #[arg(short = 'I', long = "max-item-size", default_value = "1m", value_parser = parse_size)]
+    pub max_item_size: u32,
+    /// Return an error when memory is exhausted instead of evicting.
+    #[arg(short = 'M', long = "disable-evictions")]
+    pub disable_evictions: bool,
+    /// Refuse flush_all.
+    #[arg(short = 'F', long = "disable-flush-all")]
+    pub disable_flush_all: bool,
+    /// Verbose logging to stderr (-vv for per-connection events).
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Requests handled per connection before serving the others.
+    #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reqs_per_event: u32,
+    /// Print help.
+    #[arg(short = 'h', long = "help", action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+/// Parses memcached's `-I` syntax: bytes, or a number with `k`/`m`.
+fn parse_size(s: &str) -> Result<u32, String> {
+    let (digits, mult) = match s.as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 1024u64),
+        Some(b'm' | b'M') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("invalid size '{s}'"))?;
+    let bytes = n * mult;
+    if !(1024..=1024 * 1024 * 1024).contains(&bytes) {
+        return Err(format!("item size must be between 1k and 1024m, got '{s}'"));
+    }
+    Ok(bytes as u32)
+}
+
+impl Options {
+    /// Checks relations between options that clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if u64::from(self.max_item_size) > self.memory_limit_mb * 1024 * 1024 / 2 {
+            return Err("cannot set item size limit higher than 1/2 of memory max".into());
+        }
+        Ok(())
+    }
+
+    /// The core configuration these options describe.
+    pub fn config(&self, hash_seed: u64) -> Config {
+        Config {
+            memory_limit: self.memory_limit_mb * 1024 * 1024,
+            item_size_max: self.max_item_size,
+            evictions: !self.disable_evictions,
+            flush_enabled: !self.disable_flush_all,
+            hash_seed,
+            requests_per_event: self.reqs_per_event,
+            host: HostSettings {
+                max_connections: self.conn_limit,
+                tcp_port: self.port,
+                listen: Some(self.listen.clone()),
+                verbosity: u32::from(self.verbose),
+                tcp_backlog: 1024,
+                threads: 1,
+            },
+            ..Config::default()
+        }
+    }
+
+    /// The options as arguments, for passing on to the wasm guest.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = vec![
+            "-p".into(),
+            self.port.to_string(),
+            "-l".into(),
+            self.listen.clone(),
+            "-m".into(),
+            self.memory_limit_mb.to_string(),
+            "-c".into(),
+            self.conn_limit.to_string(),
+            "-I".into(),
+            self.max_item_size.to_string(),
+            "-R".into(),
+            self.reqs_per_event.to_string(),
+        ];
+        if self.disable_evictions {
+            v.push("-M".into());
+        }
+        if self.disable_flush_all {
+            v.push("-F".into());
+        }
+        for _ in 0..self.verbose {
+            v.push("-v".into());
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_memcached_except_listen() {
+        let o = Options::try_parse_from(["x"]).unwrap();
+        assert_eq!(
+            (o.port, o.memory_limit_mb, o.conn_limit, o.max_item_size),
+            (11211, 64, 1024, 1 << 20)
+        );
+        assert_eq!(o.listen, "127.0.0.1");
+    }
+
+    #[test]
+    fn sizes_and_round_trip() {
+        let o = Options::try_parse_from(["x", "-I", "2m", "-m", "128", "-vv", "-M"]).unwrap();
+        assert_eq!(o.max_item_size, 2 << 20);
+        let again =
+            Options::try_parse_from(std::iter::once("x".to_string()).chain(o.to_args())).unwrap();
+        assert_eq!(o, again);
+    }
+
+    #[test]
+    fn bad_flags_are_errors() {
+        assert!(Options::try_parse_from(["x", "-p", "notaport"]).is_err());
+        assert!(Options::try_parse_from(["x", "-I", "1g"]).is_err());
+        assert!(Options::try_parse_from(["x", "--bogus"]).is_err());
+        let o = Options::try_parse_from(["x", "-m", "1", "-I", "1m"]).unwrap();
+        assert!(o.validate().is_err());
+    }
+}
