@@ -236,6 +236,7 @@ pub fn parse(text: &str) -> Result<Vec<Case>, String> {
 const VOLATILE_STATS: &[&str] = &[
     "pid",
     "uptime",
+    "pointer_size",
     "time",
     "libevent",
     "rusage_user",
