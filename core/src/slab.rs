@@ -33,7 +33,7 @@ const fn compute_sizes() -> [u32; 41] {
         if size * 5 >= (CHUNK_MAX as u64) * 4 {
             break;
         }
-        if size % 8 != 0 {
+        if !size.is_multiple_of(8) {
             size += 8 - size % 8;
         }
         out[i] = size as u32;

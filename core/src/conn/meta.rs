@@ -351,11 +351,9 @@ impl Connection {
                     ttl_set = true;
                     store.set_exptime(idx, of.exptime);
                 }
-                b'N' => {
-                    if created {
-                        store.set_exptime(idx, of.autoviv_exptime);
-                        won = true;
-                    }
+                b'N' if created => {
+                    store.set_exptime(idx, of.autoviv_exptime);
+                    won = true;
                 }
                 b'R' => {
                     let it = store.item(idx);

@@ -246,10 +246,8 @@ impl Connection {
     fn check_partial_line(&self, store: &Store, pos: usize) -> Step {
         let buf = &self.input[pos..];
         let cfg = store.config();
-        if buf.len() > cfg.line_max {
-            if !is_multiget_line(buf) || buf.len() > cfg.multiget_line_max {
-                return Step::Close;
-            }
+        if buf.len() > cfg.line_max && (!is_multiget_line(buf) || buf.len() > cfg.multiget_line_max) {
+            return Step::Close;
         }
         Step::Incomplete
     }

@@ -34,9 +34,7 @@ fn timeval(us: u64) -> Vec<u8> {
     let frac = us % 1_000_000;
     let mut digits = Vec::new();
     push_u64(&mut digits, frac);
-    for _ in digits.len()..6 {
-        v.push(b'0');
-    }
+    v.resize(v.len() + 6usize.saturating_sub(digits.len()), b'0');
     v.extend_from_slice(&digits);
     v
 }

@@ -25,6 +25,7 @@ pub(crate) enum StoreMode {
 
 /// Result of a store attempt (memcached's `store_item_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // named after memcached's replies
 pub(crate) enum Stored {
     Stored(u64),
     NotStored,
@@ -427,7 +428,7 @@ impl Connection {
                 }
             }
         }
-        if vlen < 0 || vlen > i32::MAX - 2 {
+        if !(0..=i32::MAX - 2).contains(&vlen) {
             self.out(b"CLIENT_ERROR bad command line format");
             return done;
         }

@@ -4,8 +4,6 @@
 //! Links are indices into the store's item vector; every function here keeps
 //! the list and `head`/`tail` consistent.
 
-use alloc::vec::Vec;
-
 use super::item::{Item, NIL};
 
 /// Head and tail of the list.
@@ -66,7 +64,7 @@ impl Lru {
 
     /// After the item at `from` was moved to slot `to` (swap-remove), points
     /// its neighbours and the list ends at the new slot.
-    pub fn relocate(&mut self, items: &mut Vec<Item>, from: u32, to: u32) {
+    pub fn relocate(&mut self, items: &mut [Item], from: u32, to: u32) {
         let (prev, next) = {
             let it = &items[to as usize];
             (it.prev, it.next)
