@@ -119,3 +119,31 @@ fn eviction_keeps_accounting_exact() {
     assert!(store.bytes() <= 4096);
     assert!(store.stats().evictions > 150);
 }
+
+/// A peer whose socket takes a little less than everything each time must
+/// not make the output buffer grow without bound: the transmitted prefix is
+/// compacted away. (Seen as an out-of-memory trap in the wasm guest.)
+#[test]
+fn partial_writes_do_not_grow_the_output_buffer() {
+    let cfg = Config::default();
+    let hwm = cfg.output_high_water;
+    let clock = Clock::new(0, 1_700_000_000);
+    let mut store = Store::new(cfg, clock);
+    let mut conn = Connection::new();
+    conn.receive(b"set v 0 0 100000\r\n");
+    conn.receive(&[b'v'; 100_000]);
+    conn.receive(b"\r\n");
+    let _ = conn.process(&mut store, clock);
+    for _ in 0..2000 {
+        conn.receive(b"get v\r\n");
+        let _ = conn.process(&mut store, clock);
+        // The socket accepts 64 KiB at a time, never quite draining.
+        let n = conn.pending_output().len().min(65_536);
+        conn.consume_output(n.saturating_sub(1));
+        assert!(
+            conn.buffered_capacity() < 8 * hwm,
+            "{}",
+            conn.buffered_capacity()
+        );
+    }
+}

@@ -43,7 +43,16 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
             eprintln!("wasmcached listening on {a}");
         }
     }
-    match server.run() {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    #[cfg(not(target_os = "wasi"))]
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // SIGTERM/SIGINT end the loop and the process exits 0; a cache has
+        // nothing to flush. (Under wasmtime the runner handles signals.)
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("warning: cannot handle signal {sig}: {e}");
+        }
+    }
+    match server.run(&stop) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: event loop failed: {e}");

@@ -79,11 +79,13 @@ impl Server {
         Clock::new(el.as_millis() as u64, self.unix_at_start + el.as_secs())
     }
 
-    /// Runs forever (until an unrecoverable error).
-    pub fn run(&mut self) -> io::Result<()> {
-        loop {
+    /// Runs until `stop` becomes true (checked after every pass; a signal
+    /// interrupts the poll) or an unrecoverable error.
+    pub fn run(&mut self, stop: &std::sync::atomic::AtomicBool) -> io::Result<()> {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             self.pass()?;
         }
+        Ok(())
     }
 
     /// One event-loop pass: poll, accept, read, process, write, reap.

@@ -31,6 +31,10 @@ pub enum Progress {
     Close,
 }
 
+/// Transmitted output is dropped from the front of the buffer once it is at
+/// least this large and at least half of the buffer.
+const COMPACT_AT: usize = 64 * 1024;
+
 /// Outcome of handling the request at the front of the input.
 enum Step {
     /// The request was executed; this many input bytes are consumed.
@@ -152,7 +156,18 @@ impl Connection {
         if self.sent == self.output.len() {
             self.output.clear();
             self.sent = 0;
+        } else if self.sent >= COMPACT_AT && self.sent * 2 >= self.output.len() {
+            // A socket that keeps accepting partial writes would otherwise
+            // let the transmitted prefix (and the buffer) grow forever.
+            self.output.drain(..self.sent);
+            self.sent = 0;
         }
+    }
+
+    /// Bytes of buffer memory the connection holds (input and output
+    /// capacity), for host metrics and limits.
+    pub fn buffered_capacity(&self) -> usize {
+        self.input.capacity() + self.output.capacity()
     }
 
     /// True once the connection must close after its pending output.
@@ -246,7 +261,8 @@ impl Connection {
     fn check_partial_line(&self, store: &Store, pos: usize) -> Step {
         let buf = &self.input[pos..];
         let cfg = store.config();
-        if buf.len() > cfg.line_max && (!is_multiget_line(buf) || buf.len() > cfg.multiget_line_max) {
+        if buf.len() > cfg.line_max && (!is_multiget_line(buf) || buf.len() > cfg.multiget_line_max)
+        {
             return Step::Close;
         }
         Step::Incomplete

@@ -1,0 +1,243 @@
+//! Server behaviour over real sockets, for the wasm server under the runner
+//! and the native build: concurrency, pipelining, large values, slow and
+//! hostile clients, the connection limit, stats, and clean shutdown.
+
+use std::time::{Duration, Instant};
+
+use wasmcached_tests::{parse_stats, start, stat, Client, Kind};
+
+const T: Duration = Duration::from_secs(10);
+
+fn hundreds_of_connections(kind: Kind) {
+    let server = start(kind, &[]);
+    let mut clients: Vec<Client> = (0..300).map(|_| server.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(
+            format!(
+                "set conn{i} 0 0 {}\r\nvalue-{i}\r\n",
+                format!("value-{i}").len()
+            )
+            .as_bytes(),
+        );
+    }
+    for c in clients.iter_mut() {
+        assert_eq!(c.read_n(8, T), b"STORED\r\n");
+    }
+    for (i, c) in clients.iter_mut().enumerate().rev() {
+        let v = format!("value-{i}");
+        let want = format!(
+            "VALUE conn{} 0 {}\r\n{v}\r\nEND\r\n",
+            (i + 1) % 300,
+            v.len()
+        );
+        let other = format!("value-{}", (i + 1) % 300);
+        let want = want.replace(&v, &other).replace(
+            &format!(" {}\r\n", v.len()),
+            &format!(" {}\r\n", other.len()),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&c.call(
+                format!("get conn{}\r\n", (i + 1) % 300).as_bytes(),
+                b"END\r\n"
+            )),
+            want
+        );
+    }
+    let stats = parse_stats(&server.connect().call(b"stats\r\n", b"END\r\n"));
+    assert_eq!(stat(&stats, "curr_connections"), 301);
+    assert!(stat(&stats, "total_connections") >= 301);
+}
+
+fn pipelined_multiget(kind: Kind) {
+    let server = start(kind, &[]);
+    let mut c = server.connect();
+    let mut req = Vec::new();
+    for i in 0..100 {
+        req.extend(format!("set key{i} 0 0 64 noreply\r\n{}\r\n", "x".repeat(64)).bytes());
+    }
+    let keys: Vec<String> = (0..100).map(|i| format!("key{i}")).collect();
+    let get = format!("get {}\r\n", keys.join(" "));
+    for _ in 0..50 {
+        req.extend(get.bytes());
+    }
+    c.send(&req);
+    let one: usize = keys
+        .iter()
+        .map(|k| format!("VALUE {k} 0 64\r\n").len() + 66)
+        .sum::<usize>()
+        + 5;
+    let got = c.read_n(one * 50, T);
+    assert_eq!(got.len(), one * 50);
+    assert!(got.ends_with(b"END\r\n"));
+    assert_eq!(got.windows(6).filter(|w| w == b"VALUE ").count(), 5000);
+}
+
+fn large_values(kind: Kind) {
+    let server = start(kind, &[]);
+    let mut c = server.connect();
+    let big = vec![b'z'; 1_048_000];
+    let mut req = format!("set big 0 0 {}\r\n", big.len()).into_bytes();
+    req.extend(&big);
+    req.extend(b"\r\n");
+    assert_eq!(c.call(&req, b"\r\n"), b"STORED\r\n");
+    let head = format!("VALUE big 0 {}\r\n", big.len());
+    let got = c.call(b"get big\r\n", b"END\r\n");
+    assert_eq!(got.len(), head.len() + big.len() + 7);
+    assert!(got.starts_with(head.as_bytes()) && got[head.len()..head.len() + big.len()] == big[..]);
+    // Over the 1 MiB item limit: refused, data swallowed, old value gone.
+    let mut req = b"set big 0 0 1048577\r\n".to_vec();
+    req.extend(vec![b'y'; 1_048_577]);
+    req.extend(b"\r\nget big\r\n");
+    assert_eq!(
+        c.call(&req, b"END\r\n"),
+        b"SERVER_ERROR object too large for cache\r\nEND\r\n"
+    );
+}
+
+fn reader_that_never_reads_does_not_stall_others(kind: Kind) {
+    let server = start(kind, &[]);
+    let mut setup = server.connect();
+    let mut req = b"set v 0 0 100000\r\n".to_vec();
+    req.extend(vec![b'v'; 100_000]);
+    req.extend(b"\r\n");
+    assert_eq!(setup.call(&req, b"\r\n"), b"STORED\r\n");
+    // 20 MB of replies requested and never read.
+    let mut hog = server.connect();
+    let flood = b"get v\r\n".repeat(200);
+    for _ in 0..20 {
+        hog.send(&flood);
+    }
+    let mut other = server.connect();
+    let start = Instant::now();
+    for i in 0..100 {
+        assert_eq!(
+            other.call(format!("set o{i} 0 0 1\r\nx\r\n").as_bytes(), b"\r\n"),
+            b"STORED\r\n"
+        );
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "other client stalled: {:?}",
+        start.elapsed()
+    );
+    // And the hog still gets every byte once it reads.
+    let per = "VALUE v 0 100000\r\n".len() + 100_002 + 5;
+    let got = hog.read_n(per * 4000, Duration::from_secs(60));
+    assert_eq!(got.len(), per * 4000);
+}
+
+fn garbage_on_one_connection(kind: Kind) {
+    let server = start(kind, &[]);
+    let mut good = server.connect();
+    assert_eq!(good.call(b"set g 0 0 2\r\nok\r\n", b"\r\n"), b"STORED\r\n");
+    let mut rng = 0x1234_5678_u64;
+    for _ in 0..20 {
+        let mut bad = server.connect();
+        let junk: Vec<u8> = (0..5000)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng >> 24) as u8
+            })
+            .collect();
+        bad.send(&junk);
+        assert_eq!(
+            good.call(b"get g\r\n", b"END\r\n"),
+            b"VALUE g 0 2\r\nok\r\nEND\r\n"
+        );
+    }
+    let mut bad = server.connect();
+    bad.send(&[b'x'; 3000]);
+    assert!(
+        bad.closed_within(T),
+        "an endless line must close the connection"
+    );
+    assert_eq!(
+        good.call(b"get g\r\n", b"END\r\n"),
+        b"VALUE g 0 2\r\nok\r\nEND\r\n"
+    );
+}
+
+fn connection_limit(kind: Kind) {
+    let server = start(kind, &["-c", "5"]);
+    // The start-up probe's connection may not be reaped yet: retry until
+    // five clients are admitted.
+    let mut held: Vec<Client> = Vec::new();
+    let deadline = Instant::now() + T;
+    while held.len() < 5 {
+        let mut c = server.connect();
+        if c.call(b"mn\r\n", b"\r\n") == b"MN\r\n" {
+            held.push(c);
+        }
+        assert!(Instant::now() < deadline, "could not hold five connections");
+    }
+    let mut extra = server.connect();
+    assert_eq!(extra.read_n(33, T), b"ERROR Too many open connections\r\n");
+    assert!(extra.closed_within(T));
+    let stats = parse_stats(&held[0].call(b"stats\r\n", b"END\r\n"));
+    assert!(stat(&stats, "rejected_connections") >= 1);
+    assert_eq!(stat(&stats, "max_connections"), 5);
+    drop(held.pop());
+    // A slot frees up once a client leaves.
+    let deadline = Instant::now() + T;
+    loop {
+        let mut c = server.connect();
+        if c.call(b"mn\r\n", b"\r\n") == b"MN\r\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+    }
+}
+
+fn stats_are_real(kind: Kind) {
+    let server = start(kind, &[]);
+    let mut c = server.connect();
+    c.call(
+        b"set a 0 0 1\r\n1\r\nget a b\r\nincr a 5\r\ndelete zz\r\n",
+        b"NOT_FOUND\r\n",
+    );
+    let stats = parse_stats(&c.call(b"stats\r\n", b"END\r\n"));
+    assert_eq!(stat(&stats, "cmd_get"), 2);
+    assert_eq!(stat(&stats, "get_hits"), 1);
+    assert_eq!(stat(&stats, "get_misses"), 1);
+    assert_eq!(stat(&stats, "incr_hits"), 1);
+    assert_eq!(stat(&stats, "delete_misses"), 1);
+    assert_eq!(stat(&stats, "curr_items"), 1);
+    assert_eq!(stat(&stats, "total_items"), 1);
+    assert!(stat(&stats, "bytes_read") >= 50);
+    assert!(stat(&stats, "bytes_written") >= 30);
+    assert_eq!(stat(&stats, "limit_maxbytes"), 64 * 1024 * 1024);
+    assert!(stat(&stats, "pid") > 0);
+    assert!(stat(&stats, "time") > 1_600_000_000);
+}
+
+fn sigterm_stops_cleanly(kind: Kind) {
+    let server = start(kind, &[]);
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod wasm {
+            use super::*;
+            $( #[test] fn $name() { super::$name(Kind::Wasm) } )*
+        }
+        mod native {
+            use super::*;
+            $( #[test] fn $name() { super::$name(Kind::Native) } )*
+        }
+    };
+}
+
+both!(
+    hundreds_of_connections,
+    pipelined_multiget,
+    large_values,
+    reader_that_never_reads_does_not_stall_others,
+    garbage_on_one_connection,
+    connection_limit,
+    stats_are_real,
+    sigterm_stops_cleanly,
+);
