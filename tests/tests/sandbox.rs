@@ -1,0 +1,114 @@
+//! The runner's least privilege, proven with a guest that tries everything
+//! the server must not be able to do (tests/sandbox-probe).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use wasmcached_tests::{bin_dir, free_port};
+
+fn build_probe() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target_dir = root.join("target/sandbox-probe");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "wasmcached-sandbox-probe",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("run cargo");
+    assert!(
+        status.success(),
+        "building the probe failed (rustup target add wasm32-wasip2)"
+    );
+    target_dir.join("wasm32-wasip2/release/wasmcached-sandbox-probe.wasm")
+}
+
+#[test]
+fn guest_gets_only_its_listening_socket() {
+    let probe = build_probe();
+    let runner = bin_dir().join("wasmcached");
+    assert!(
+        runner.exists(),
+        "build the runner first (scripts/test does)"
+    );
+    let port = free_port();
+    let out = Command::new(runner)
+        .env("HOME", "/root")
+        .env("SECRET_TOKEN", "must-not-leak")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-l",
+            "127.0.0.1",
+            "-m",
+            "8",
+            "-I",
+            "1m",
+            "--component",
+        ])
+        .arg(&probe)
+        .output()
+        .expect("run the runner");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("probe printed nothing for {name}"))
+            .to_string()
+    };
+    assert!(
+        line("bind_configured").ends_with("allowed"),
+        "the configured address must work"
+    );
+    for denied in [
+        "bind_other_port",
+        "bind_all_interfaces",
+        "connect_out",
+        "udp_bind",
+        "name_lookup",
+        "read_file",
+        "list_dir",
+        "environment",
+        "allocate_1gib",
+    ] {
+        assert!(line(denied).contains("denied"), "{}", line(denied));
+    }
+}
+
+#[test]
+fn guest_trap_is_reported_with_an_error_exit() {
+    let probe = build_probe();
+    let out = Command::new(bin_dir().join("wasmcached"))
+        .args(["-p", &free_port().to_string(), "-F", "--component"])
+        .arg(&probe)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(70), "{err}");
+    assert!(err.starts_with("error: the server trapped"), "{err}");
+}
+
+#[test]
+fn unloadable_component_is_a_clear_error() {
+    let path = std::env::temp_dir().join(format!("wasmcached-bad-{}", std::process::id()));
+    std::fs::write(&path, b"\0asm\x01\0\0\0").expect("write");
+    let out = Command::new(bin_dir().join("wasmcached"))
+        .args(["-p", &free_port().to_string(), "--component"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(out.status.code(), Some(70));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: loading"));
+}
