@@ -1,1 +1,32 @@
+//! # wasmcached-sim
+//!
+//! Deterministic network simulation (turmoil) of the wasmcached core:
+//! concurrent CAS counters, cold-cache thundering herds and faults, with
+//! every run's history checked. One seed drives everything: turmoil's RNG,
+//! the fixed simulated epoch, the workload and the fault schedule. The same
+//! seed gives a byte-identical trace (its hash is in every report).
 
+pub mod check;
+pub mod client;
+pub mod db;
+pub mod host;
+pub mod report;
+pub mod rng;
+pub mod scenario;
+pub mod trace;
+
+pub use report::Report;
+pub use scenario::RunConfig;
+
+/// The scenarios, by CLI name.
+pub const SCENARIOS: &[&str] = &["cas-counter", "thundering-herd", "faults"];
+
+/// Runs scenario `name` with `cfg`; `None` for an unknown name.
+pub fn run(name: &str, cfg: &RunConfig) -> Option<Report> {
+    Some(match name {
+        "cas-counter" => scenario::cas_counter::run(cfg),
+        "thundering-herd" => scenario::herd::run(cfg),
+        "faults" => scenario::faults::run(cfg),
+        _ => return None,
+    })
+}

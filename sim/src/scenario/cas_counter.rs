@@ -1,0 +1,182 @@
+//! `cas-counter`: N clients each add M visits with the seed article's
+//! gets/cas retry loop; the final count must be exactly N*M. The article's
+//! naive get/set version runs alongside (its lost updates are reported),
+//! and so does the `incr` version.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::check::{check, Policy};
+use crate::client::{Client, Failed};
+use crate::host;
+use crate::report::{Json, Report};
+use crate::rng::Rng;
+use crate::scenario::{sim, RunConfig};
+use crate::trace::Recorder;
+
+/// Clients.
+pub const CLIENTS: u64 = 5;
+/// Visits per client per variant.
+pub const VISITS: u64 = 20;
+
+const CAS_KEY: &str = "visitors:cas";
+const NAIVE_KEY: &str = "visitors:naive";
+const INCR_KEY: &str = "visitors:incr";
+
+/// The article's `on_visit` with gets/cas (add when the key is missing).
+pub async fn visit_cas(c: &mut Client, key: &str) -> Result<u64, Failed> {
+    loop {
+        match c.get(key, true).await? {
+            Some((v, Some(token))) => {
+                let next = String::from_utf8_lossy(&v)
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    + 1;
+                if c.store("cas", key, next.to_string().as_bytes(), Some(token))
+                    .await?
+                {
+                    return Ok(next);
+                }
+            }
+            _ => {
+                if c.store("add", key, b"1", None).await? {
+                    return Ok(1);
+                }
+            }
+        }
+    }
+}
+
+async fn visit_naive(c: &mut Client) -> Result<(), Failed> {
+    let next = match c.get(NAIVE_KEY, false).await? {
+        Some((v, _)) => {
+            String::from_utf8_lossy(&v)
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0)
+                + 1
+        }
+        None => 1,
+    };
+    c.store("set", NAIVE_KEY, next.to_string().as_bytes(), None)
+        .await?;
+    Ok(())
+}
+
+async fn visit_incr(c: &mut Client) -> Result<(), Failed> {
+    if c.incr(INCR_KEY, 1).await?.is_none() {
+        c.store("add", INCR_KEY, b"0", None).await?;
+        while c.incr(INCR_KEY, 1).await?.is_none() {}
+    }
+    Ok(())
+}
+
+/// Runs the scenario.
+pub fn run(cfg: &RunConfig) -> Report {
+    let rec = Recorder::shared(cfg.keep_trace);
+    let mut sim = sim(cfg.seed, Duration::from_secs(120));
+    let broken = cfg.broken;
+    let r = rec.clone();
+    sim.host("server", move || host::serve("server", r.clone(), broken));
+    let finished = Rc::new(RefCell::new(0u64));
+    let finals = Rc::new(RefCell::new(None::<(u64, u64, u64)>));
+    for i in 0..CLIENTS {
+        let (rec, finished, seed) = (rec.clone(), finished.clone(), cfg.seed);
+        sim.client(format!("client-{i}"), async move {
+            let mut c = Client::new(
+                format!("client-{i}"),
+                "server",
+                Rng::new(seed, i + 1),
+                rec,
+                Duration::from_secs(5),
+            );
+            let mut left = [VISITS; 3];
+            while left.iter().any(|&n| n > 0) {
+                let pick = c.rng().below(3) as usize;
+                if left[pick] == 0 {
+                    continue;
+                }
+                let done = match pick {
+                    0 => visit_cas(&mut c, CAS_KEY).await.map(|_| ()),
+                    1 => visit_naive(&mut c).await,
+                    _ => visit_incr(&mut c).await,
+                };
+                if done.is_ok() {
+                    left[pick] -= 1;
+                }
+                let pause = c.rng().below(5);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            *finished.borrow_mut() += 1;
+            Ok(())
+        });
+    }
+    let (r, f, fin) = (rec.clone(), finished.clone(), finals.clone());
+    let seed = cfg.seed;
+    sim.client("reader", async move {
+        while *f.borrow() < CLIENTS {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut c = Client::new(
+            "reader".into(),
+            "server",
+            Rng::new(seed, 0),
+            r,
+            Duration::from_secs(5),
+        );
+        let num = |v: Option<(Vec<u8>, Option<u64>)>| {
+            v.and_then(|(v, _)| String::from_utf8_lossy(&v).trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let cas = num(c.get(CAS_KEY, false).await.map_err(|_| "read")?);
+        let naive = num(c.get(NAIVE_KEY, false).await.map_err(|_| "read")?);
+        let incr = num(c.get(INCR_KEY, false).await.map_err(|_| "read")?);
+        *fin.borrow_mut() = Some((cas, naive, incr));
+        Ok(())
+    });
+    let sim_result = sim.run();
+
+    let rec = rec.borrow();
+    let expected = CLIENTS * VISITS;
+    let mut violations = Vec::new();
+    if let Err(e) = sim_result {
+        violations.push(format!("simulation failed: {e}"));
+    }
+    let (final_cas, final_naive, final_incr) = finals.borrow().unwrap_or((0, 0, 0));
+    if final_cas != expected {
+        violations.push(format!(
+            "cas counter ended at {final_cas}, expected {expected}"
+        ));
+    }
+    if final_incr != expected {
+        violations.push(format!(
+            "incr counter ended at {final_incr}, expected {expected}"
+        ));
+    }
+    let policy = Policy {
+        no_stale_reads: true,
+        no_silent_misses: true,
+    };
+    violations.extend(check(&rec.ops, &rec.restarts, policy));
+    Report {
+        scenario: "cas-counter",
+        seed: cfg.seed,
+        trace_hash: rec.hash(),
+        trace_events: rec.len(),
+        ok: violations.is_empty(),
+        violations,
+        fields: vec![
+            ("expected".into(), Json::Int(expected)),
+            ("final".into(), Json::Int(final_cas)),
+            ("final_incr".into(), Json::Int(final_incr)),
+            ("final_naive".into(), Json::Int(final_naive)),
+            (
+                "lost_updates_naive".into(),
+                Json::Int(expected.saturating_sub(final_naive)),
+            ),
+        ],
+        trace: rec.keep_text.then(|| rec.text.clone()),
+    }
+}

@@ -1,0 +1,317 @@
+//! `thundering-herd`: K clients read H hot keys backed by the database.
+//! The cache is cold at the start (a fresh server) and again after the
+//! server crashes and restarts mid-run. Three strategies, each in its own
+//! simulation with the same seed and workload:
+//! * `naive`: miss -> query -> set;
+//! * `lease`: meta protocol: `mg N R` hands one client the win (`W`), which
+//!   refills with a CAS-guarded `ms`; the others (`Z`) wait or serve stale;
+//! * `fallback`: pymemcache's FallbackClient: a new empty server in front of
+//!   a warm old one during a migration.
+//!
+//! With `lease`, the database sees at most one query per hot key per cold
+//! event.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use turmoil::net::TcpStream;
+
+use crate::check::{check, Policy};
+use crate::client::{Client, Failed};
+use crate::report::{Json, Report};
+use crate::rng::Rng;
+use crate::scenario::{percentile, sim, RunConfig};
+use crate::trace::{now, Recorder, Shared};
+use crate::{db, host};
+
+/// Reading clients.
+pub const CLIENTS: u64 = 20;
+/// Hot keys.
+pub const HOT_KEYS: u64 = 5;
+/// Reads per client.
+pub const READS: u64 = 20;
+/// When the server crashes and restarts (a second cold event).
+pub const CRASH_AT: Duration = Duration::from_millis(400);
+/// Cold events: the fresh start and the restart.
+pub const COLD_EVENTS: u64 = 2;
+
+/// The strategies compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Miss, query, set.
+    Naive,
+    /// Meta-protocol leases.
+    Lease,
+    /// FallbackClient over a warm old server.
+    Fallback,
+}
+
+impl Strategy {
+    fn name(self) -> &'static str {
+        match self {
+            Strategy::Naive => "naive",
+            Strategy::Lease => "lease",
+            Strategy::Fallback => "fallback",
+        }
+    }
+}
+
+struct Db {
+    lines: tokio::io::Lines<BufReader<turmoil::net::tcp::OwnedReadHalf>>,
+    w: turmoil::net::tcp::OwnedWriteHalf,
+}
+
+impl Db {
+    async fn connect() -> Result<Db, Failed> {
+        let s = TcpStream::connect(("db", db::PORT))
+            .await
+            .map_err(|_| Failed)?;
+        let (r, w) = s.into_split();
+        Ok(Db {
+            lines: BufReader::new(r).lines(),
+            w,
+        })
+    }
+
+    async fn query(&mut self, key: &str) -> Result<Vec<u8>, Failed> {
+        self.w
+            .write_all(format!("GET {key}\n").as_bytes())
+            .await
+            .map_err(|_| Failed)?;
+        match self.lines.next_line().await {
+            Ok(Some(l)) => Ok(l.into_bytes()),
+            _ => Err(Failed),
+        }
+    }
+}
+
+/// One read with the strategy; returns the value.
+async fn read(
+    strategy: Strategy,
+    key: &str,
+    cache: &mut Client,
+    old: Option<&mut Client>,
+    db: &mut Db,
+) -> Result<Vec<u8>, Failed> {
+    match strategy {
+        Strategy::Naive => {
+            if let Some((v, _)) = cache.get(key, false).await? {
+                return Ok(v);
+            }
+            let v = db.query(key).await?;
+            cache.store("set", key, &v, None).await?;
+            Ok(v)
+        }
+        Strategy::Lease => loop {
+            let m = cache
+                .meta(key, &format!("mg {key} N30 R5 c v"), None)
+                .await?;
+            if m.has('W') {
+                let v = db.query(key).await?;
+                let cas = m.num('c').unwrap_or(0);
+                cache
+                    .meta(key, &format!("ms {key} {} T60 C{cas}", v.len()), Some(&v))
+                    .await?;
+                return Ok(v);
+            }
+            if !m.value.is_empty() {
+                return Ok(m.value);
+            }
+            // Someone else is recomputing: back off and ask again.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        },
+        Strategy::Fallback => {
+            if let Some((v, _)) = cache.get(key, false).await? {
+                return Ok(v);
+            }
+            if let Some(old) = old {
+                if let Some((v, _)) = old.get(key, false).await? {
+                    return Ok(v);
+                }
+            }
+            let v = db.query(key).await?;
+            cache.store("set", key, &v, None).await?;
+            Ok(v)
+        }
+    }
+}
+
+struct Outcome {
+    queries: u64,
+    latencies: Vec<Duration>,
+    violations: Vec<String>,
+    hash: u64,
+    events: usize,
+    trace: Option<String>,
+}
+
+fn run_strategy(cfg: &RunConfig, strategy: Strategy) -> Outcome {
+    let rec: Shared = Recorder::shared(cfg.keep_trace);
+    let mut sim = sim(cfg.seed, Duration::from_secs(60));
+    let counts: db::Counts = Rc::new(RefCell::new(BTreeMap::new()));
+    let c2 = counts.clone();
+    sim.host("db", move || db::serve(c2.clone()));
+    let (r, broken) = (rec.clone(), cfg.broken);
+    sim.host("server", move || host::serve("server", r.clone(), broken));
+    let warmed = Rc::new(RefCell::new(strategy != Strategy::Fallback));
+    if strategy == Strategy::Fallback {
+        let r = rec.clone();
+        sim.host("old", move || host::serve("old", r.clone(), None));
+        let (r, w, seed) = (rec.clone(), warmed.clone(), cfg.seed);
+        sim.client("warmer", async move {
+            let mut old = Client::new(
+                "warmer".into(),
+                "old",
+                Rng::new(seed, 999),
+                r,
+                Duration::from_secs(5),
+            );
+            for k in 0..HOT_KEYS {
+                let key = format!("hot:{k}");
+                old.store("set", &key, &db::value_of(&key), None)
+                    .await
+                    .map_err(|_| "warm")?;
+            }
+            *w.borrow_mut() = true;
+            Ok(())
+        });
+    }
+    let latencies = Rc::new(RefCell::new(Vec::new()));
+    for i in 0..CLIENTS {
+        let (rec, lat, warmed, seed) = (rec.clone(), latencies.clone(), warmed.clone(), cfg.seed);
+        sim.client(format!("client-{i}"), async move {
+            while !*warmed.borrow() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let mut cache = Client::new(
+                format!("client-{i}"),
+                "server",
+                Rng::new(seed, i + 1),
+                rec.clone(),
+                Duration::from_secs(2),
+            );
+            let mut old = (strategy == Strategy::Fallback).then(|| {
+                Client::new(
+                    format!("client-{i}"),
+                    "old",
+                    Rng::new(seed, 1000 + i),
+                    rec.clone(),
+                    Duration::from_secs(2),
+                )
+            });
+            let mut db = Db::connect().await.map_err(|_| "db")?;
+            let mut rng = Rng::new(seed, 5000 + i);
+            for _ in 0..READS {
+                let key = format!("hot:{}", rng.below(HOT_KEYS));
+                let t = now();
+                loop {
+                    match read(strategy, &key, &mut cache, old.as_mut(), &mut db).await {
+                        Ok(v) if v == db::value_of(&key) => break,
+                        Ok(v) => {
+                            return Err(
+                                format!("{key} read {:?}", String::from_utf8_lossy(&v)).into()
+                            )
+                        }
+                        // The server crashed under us: retry on a new connection.
+                        Err(Failed) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    }
+                }
+                lat.borrow_mut().push(now() - t);
+                tokio::time::sleep(Duration::from_millis(rng.below(40))).await;
+            }
+            Ok(())
+        });
+    }
+    let mut violations = Vec::new();
+    let mut crashed = false;
+    loop {
+        if !crashed && sim.elapsed() >= CRASH_AT {
+            sim.bounce("server");
+            crashed = true;
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                violations.push(format!("{}: {e}", strategy.name()));
+                break;
+            }
+        }
+    }
+    let rec = rec.borrow();
+    let policy = Policy {
+        no_stale_reads: true,
+        no_silent_misses: true,
+    };
+    violations.extend(
+        check(&rec.ops, &rec.restarts, policy)
+            .into_iter()
+            .map(|v| format!("{}: {v}", strategy.name())),
+    );
+    let queries = counts.borrow().values().sum();
+    let mut lat = latencies.borrow().clone();
+    lat.sort();
+    Outcome {
+        queries,
+        latencies: lat,
+        violations,
+        hash: rec.hash(),
+        events: rec.len(),
+        trace: rec.keep_text.then(|| rec.text.clone()),
+    }
+}
+
+/// Runs the three strategies.
+pub fn run(cfg: &RunConfig) -> Report {
+    let mut violations = Vec::new();
+    let mut queries = Vec::new();
+    let mut latency = Vec::new();
+    let mut hash = crate::rng::FNV_START;
+    let mut events = 0;
+    let mut trace = cfg.keep_trace.then(String::new);
+    for s in [Strategy::Naive, Strategy::Lease, Strategy::Fallback] {
+        let o = run_strategy(cfg, s);
+        if s == Strategy::Lease && o.queries > HOT_KEYS * COLD_EVENTS {
+            violations.push(format!(
+                "lease: {} database queries, more than one per hot key per cold event ({})",
+                o.queries,
+                HOT_KEYS * COLD_EVENTS
+            ));
+        }
+        violations.extend(o.violations);
+        hash = crate::rng::fnv1a(&o.hash.to_le_bytes(), hash);
+        events += o.events;
+        if let (Some(t), Some(x)) = (trace.as_mut(), o.trace) {
+            t.push_str(&format!("--- {}\n{x}", s.name()));
+        }
+        queries.push((s.name().to_string(), Json::Int(o.queries)));
+        latency.push((
+            s.name().to_string(),
+            Json::Obj(vec![
+                ("p50_ms".into(), Json::Num(percentile(&o.latencies, 0.5))),
+                ("p99_ms".into(), Json::Num(percentile(&o.latencies, 0.99))),
+                ("max_ms".into(), Json::Num(percentile(&o.latencies, 1.0))),
+            ]),
+        ));
+    }
+    Report {
+        scenario: "thundering-herd",
+        seed: cfg.seed,
+        trace_hash: hash,
+        trace_events: events,
+        ok: violations.is_empty(),
+        violations,
+        fields: vec![
+            ("db_queries".into(), Json::Obj(queries)),
+            ("hot_keys".into(), Json::Int(HOT_KEYS)),
+            ("cold_events".into(), Json::Int(COLD_EVENTS)),
+            ("clients".into(), Json::Int(CLIENTS)),
+            ("reads".into(), Json::Int(CLIENTS * READS)),
+            ("latency".into(), Json::Obj(latency)),
+        ],
+        trace,
+    }
+}

@@ -1,0 +1,42 @@
+//! One module per scenario, each `run(&RunConfig) -> Report`.
+
+pub mod cas_counter;
+pub mod faults;
+pub mod herd;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::host::{Broken, EPOCH_SECS};
+
+/// Settings shared by every scenario run.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// The one seed every random choice derives from.
+    pub seed: u64,
+    /// Replace the store with a double that drops writes (checker test).
+    pub broken: Option<Broken>,
+    /// Keep the trace text in the report.
+    pub keep_trace: bool,
+}
+
+/// A turmoil simulation seeded from the run's seed, with a fixed epoch and
+/// an explicit duration.
+pub(crate) fn sim<'a>(seed: u64, duration: Duration) -> turmoil::Sim<'a> {
+    turmoil::Builder::new()
+        .simulation_duration(duration)
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(4))
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+        .rng_seed(seed)
+        .build()
+}
+
+/// Percentile of sorted sim-time latencies, in milliseconds.
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}

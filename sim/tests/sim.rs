@@ -1,0 +1,119 @@
+//! The simulation's own guarantees: determinism, the checker catching a
+//! broken store, and each scenario's headline property on a few seeds
+//! (`scripts/sim-sweep` runs a thousand per scenario).
+
+use wasmcached_sim::host::Broken;
+use wasmcached_sim::report::Json;
+use wasmcached_sim::{run, RunConfig};
+
+fn cfg(seed: u64) -> RunConfig {
+    RunConfig {
+        seed,
+        broken: None,
+        keep_trace: false,
+    }
+}
+
+fn field<'a>(r: &'a wasmcached_sim::Report, name: &str) -> &'a Json {
+    &r.fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no field {name}"))
+        .1
+}
+
+#[test]
+fn same_seed_same_trace_different_seeds_different_traces() {
+    for scenario in wasmcached_sim::SCENARIOS {
+        let a = run(
+            scenario,
+            &RunConfig {
+                keep_trace: true,
+                ..cfg(7)
+            },
+        )
+        .unwrap();
+        let b = run(
+            scenario,
+            &RunConfig {
+                keep_trace: true,
+                ..cfg(7)
+            },
+        )
+        .unwrap();
+        assert_eq!(a.trace, b.trace, "{scenario}: traces differ for one seed");
+        assert_eq!(a.trace_hash, b.trace_hash);
+        let c = run(scenario, &cfg(8)).unwrap();
+        assert_ne!(
+            a.trace_hash, c.trace_hash,
+            "{scenario}: seeds 7 and 8 gave one trace"
+        );
+    }
+}
+
+#[test]
+fn checker_catches_a_store_that_drops_every_100th_write() {
+    for seed in 0..20 {
+        let broken = RunConfig {
+            broken: Some(Broken { every: 100 }),
+            ..cfg(seed)
+        };
+        let r = run("cas-counter", &broken).unwrap();
+        assert!(!r.ok, "seed {seed}: the broken store went unnoticed");
+        // Not only the final count: the history itself shows the stale read.
+        assert!(
+            r.violations.iter().any(|v| v.contains("had since stored")
+                || v.contains("missed")
+                || v.contains("lost update")),
+            "seed {seed}: {:?}",
+            r.violations
+        );
+    }
+}
+
+#[test]
+fn cas_counter_is_exact_and_naive_loses_updates() {
+    let mut lost = 0;
+    for seed in 0..20 {
+        let r = run("cas-counter", &cfg(seed)).unwrap();
+        assert!(r.ok, "seed {seed}: {:?}", r.violations);
+        assert_eq!(field(&r, "final"), field(&r, "expected"));
+        if let Json::Int(n) = field(&r, "lost_updates_naive") {
+            lost += n;
+        }
+    }
+    assert!(
+        lost > 0,
+        "the naive counter never lost an update: the workload has no concurrency"
+    );
+}
+
+#[test]
+fn leases_bound_database_queries() {
+    for seed in 0..5 {
+        let r = run("thundering-herd", &cfg(seed)).unwrap();
+        assert!(r.ok, "seed {seed}: {:?}", r.violations);
+        let Json::Obj(q) = field(&r, "db_queries") else {
+            panic!()
+        };
+        let get = |n: &str| match q.iter().find(|(k, _)| k == n) {
+            Some((_, Json::Int(v))) => *v,
+            _ => panic!("{n}"),
+        };
+        assert!(get("lease") <= 10, "lease: {}", get("lease"));
+        assert!(
+            get("naive") > get("lease"),
+            "naive {} vs lease {}",
+            get("naive"),
+            get("lease")
+        );
+    }
+}
+
+#[test]
+fn faults_keep_invariants() {
+    for seed in 0..50 {
+        let r = run("faults", &cfg(seed)).unwrap();
+        assert!(r.ok, "seed {seed}: {:?}", r.violations);
+    }
+}
