@@ -31,6 +31,10 @@ pub enum Progress {
     Close,
 }
 
+/// Buffered input beyond which the host is asked not to read more (unless
+/// the buffer ends in an incomplete request, which needs the rest).
+const INPUT_HIGH_WATER: usize = 64 * 1024;
+
 /// Transmitted output is dropped from the front of the buffer once it is at
 /// least this large and at least half of the buffer.
 const COMPACT_AT: usize = 64 * 1024;
@@ -86,6 +90,10 @@ struct PausedGet {
 /// bound.
 pub struct Connection {
     input: Vec<u8>,
+    /// Bytes at the front of `input` already consumed.
+    consumed: usize,
+    /// The buffered input ends in an incomplete request.
+    incomplete: bool,
     output: Vec<u8>,
     sent: usize,
     /// Bytes of input still to be discarded after a rejected data block.
@@ -109,6 +117,8 @@ impl Connection {
     pub fn new() -> Connection {
         Connection {
             input: Vec::new(),
+            consumed: 0,
+            incomplete: false,
             output: Vec::new(),
             sent: 0,
             swallow: 0,
@@ -131,9 +141,14 @@ impl Connection {
     }
 
     /// Whether the host should read more from the socket: false while output
-    /// is backed up or once the connection is closing.
+    /// is backed up, while enough complete requests are already buffered,
+    /// and once the connection is closing. Reading only what can be worked
+    /// off keeps a fast sender from growing the input buffer.
     pub fn wants_input(&self, store: &Store) -> bool {
-        !self.closing && self.pending_len() < store.config().output_high_water
+        let buffered = self.input.len() - self.consumed;
+        !self.closing
+            && self.pending_len() < store.config().output_high_water
+            && (buffered < INPUT_HIGH_WATER || self.incomplete)
     }
 
     /// Bytes waiting to be transmitted. Like memcached, replies are held
@@ -188,7 +203,7 @@ impl Connection {
         let hwm = store.config().output_high_water;
         let budget = store.config().requests_per_event.max(1);
         let mut done = 0u32;
-        let mut pos = 0usize;
+        let mut pos = self.consumed;
         let progress = loop {
             if self.closing {
                 break Progress::Close;
@@ -223,9 +238,20 @@ impl Connection {
                 }
             }
         };
-        self.input.drain(..pos);
+        self.incomplete = progress == Progress::NeedInput && pos < self.input.len();
         if self.closing {
             self.input = Vec::new();
+            self.consumed = 0;
+        } else if pos == self.input.len() {
+            self.input.clear();
+            self.consumed = 0;
+        } else if pos >= COMPACT_AT && pos * 2 >= self.input.len() {
+            // Amortised: consumed bytes are only shifted out once they are
+            // the larger part of the buffer.
+            self.input.drain(..pos);
+            self.consumed = 0;
+        } else {
+            self.consumed = pos;
         }
         progress
     }

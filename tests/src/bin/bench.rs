@@ -1,0 +1,381 @@
+//! `wasmcached-bench`: a load generator and the side-by-side comparison of
+//! wasmcached (wasm under the runner), wasmcached-server (native) and
+//! memcached 1.6.18, started fresh for every measurement, in alternating
+//! rounds so machine drift cancels out.
+//!
+//! ```sh
+//! cargo run --release -p wasmcached-tests --bin wasmcached-bench -- compare
+//! cargo run --release -p wasmcached-tests --bin wasmcached-bench -- memory
+//! cargo run --release -p wasmcached-tests --bin wasmcached-bench -- load --port 11211 --conns 16
+//! ```
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use wasmcached_tests::{rss_bytes, start, Client, Kind};
+
+#[derive(Parser)]
+#[command(name = "wasmcached-bench")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Load one running server.
+    Load {
+        #[arg(long)]
+        port: u16,
+        #[command(flatten)]
+        w: Workload,
+    },
+    /// Every workload against the three servers, alternating rounds.
+    Compare {
+        /// Rounds per workload and server.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3)]
+        secs: u64,
+    },
+    /// RSS growth per item for 1,000,000 items (10-byte keys, 64-byte values).
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        items: usize,
+    },
+}
+
+/// A closed-loop workload.
+#[derive(clap::Args, Clone, Debug)]
+struct Workload {
+    /// Connections.
+    #[arg(long, default_value_t = 16)]
+    conns: usize,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    depth: usize,
+    /// Fraction of gets (the rest are sets).
+    #[arg(long, default_value_t = 0.9)]
+    get_ratio: f64,
+    /// Distinct keys (preloaded).
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 64)]
+    value: usize,
+    /// Keys per get (100 = multiget).
+    #[arg(long, default_value_t = 1)]
+    multi: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 3)]
+    secs: u64,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Default)]
+struct Measure {
+    ops: u64,
+    secs: f64,
+    lat_us: Vec<u32>,
+}
+
+impl Measure {
+    fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.lat_us.len() - 1) as f64 * p).round() as usize;
+        f64::from(self.lat_us[i]) / 1000.0
+    }
+}
+
+fn key(i: usize) -> String {
+    format!("key:{i:06}")
+}
+
+fn preload(port: u16, w: &Workload) {
+    let mut c = Client::connect(port);
+    let value = "v".repeat(w.value);
+    let mut batch = Vec::new();
+    for i in 0..w.keys {
+        batch.extend(format!("set {} 0 0 {} noreply\r\n{value}\r\n", key(i), w.value).bytes());
+        if batch.len() > 256 * 1024 {
+            c.send(&batch);
+            batch.clear();
+        }
+    }
+    batch.extend(b"mn\r\n");
+    c.send(&batch);
+    let got = c.read_until(b"MN\r\n", Duration::from_secs(120));
+    assert!(got.ends_with(b"MN\r\n"), "preload did not finish");
+}
+
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+/// Runs the workload against 127.0.0.1:`port`.
+fn load(port: u16, w: &Workload) -> Measure {
+    preload(port, w);
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..w.conns)
+        .map(|c| {
+            let (w, stop) = (w.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                sock.set_nodelay(true).ok();
+                let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ (c as u64 + 1);
+                let mut next = move || {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng
+                };
+                let value = "v".repeat(w.value);
+                let mut m = Measure::default();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut pending: Vec<u8> = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let mut req = Vec::new();
+                    let (mut gets, mut sets) = (0, 0);
+                    for _ in 0..w.depth {
+                        if (next() % 10_000) as f64 / 10_000.0 < w.get_ratio {
+                            req.extend(b"get");
+                            for _ in 0..w.multi {
+                                req.push(b' ');
+                                req.extend(key(next() as usize % w.keys).bytes());
+                            }
+                            req.extend(b"\r\n");
+                            gets += 1;
+                        } else {
+                            req.extend(
+                                format!(
+                                    "set {} 0 0 {}\r\n{value}\r\n",
+                                    key(next() as usize % w.keys),
+                                    w.value
+                                )
+                                .bytes(),
+                            );
+                            sets += 1;
+                        }
+                    }
+                    let t = Instant::now();
+                    if sock.write_all(&req).is_err() {
+                        break;
+                    }
+                    pending.clear();
+                    let (mut ends, mut stored) = (0, 0);
+                    while ends < gets || stored < sets {
+                        let n = match sock.read(&mut buf) {
+                            Ok(0) | Err(_) => return m,
+                            Ok(n) => n,
+                        };
+                        // Keep a tail so a terminator split across reads counts.
+                        let keep = pending.len().saturating_sub(7);
+                        pending.drain(..keep);
+                        let before = (count(&pending, b"END\r\n"), count(&pending, b"STORED\r\n"));
+                        pending.extend_from_slice(&buf[..n]);
+                        ends += count(&pending, b"END\r\n") - before.0;
+                        stored += count(&pending, b"STORED\r\n") - before.1;
+                    }
+                    let us = t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                    m.ops += (gets + sets) as u64;
+                    for _ in 0..gets + sets {
+                        m.lat_us.push(us);
+                    }
+                }
+                m
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(w.secs));
+    stop.store(true, Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    let mut total = Measure {
+        secs,
+        ..Measure::default()
+    };
+    for h in handles {
+        if let Ok(m) = h.join() {
+            total.ops += m.ops;
+            total.lat_us.extend(m.lat_us);
+        }
+    }
+    total.lat_us.sort_unstable();
+    total
+}
+
+const KINDS: [Kind; 3] = [Kind::Memcached, Kind::Native, Kind::Wasm];
+
+fn server_opts(kind: Kind) -> Vec<&'static str> {
+    match kind {
+        Kind::Memcached => vec!["-m", "1024", "-c", "4096"],
+        _ => vec!["-m", "1024", "-c", "4096"],
+    }
+}
+
+fn compare(rounds: usize, secs: u64) {
+    let base = Workload {
+        conns: 16,
+        depth: 1,
+        get_ratio: 0.9,
+        keys: 10_000,
+        value: 64,
+        multi: 1,
+        secs,
+    };
+    let workloads: Vec<(&str, Workload)> = vec![
+        ("90/10 get/set, 64 B, 16 conns", base.clone()),
+        (
+            "90/10 get/set, 64 B, 256 conns",
+            Workload {
+                conns: 256,
+                ..base.clone()
+            },
+        ),
+        (
+            "100-key multiget, 16 conns",
+            Workload {
+                multi: 100,
+                get_ratio: 1.0,
+                ..base.clone()
+            },
+        ),
+        (
+            "pipelined, depth 64, 16 conns",
+            Workload {
+                depth: 64,
+                ..base.clone()
+            },
+        ),
+        (
+            "90/10, 100 KB values, 16 conns",
+            Workload {
+                value: 100_000,
+                keys: 500,
+                ..base.clone()
+            },
+        ),
+    ];
+    println!("| workload | server | ops/s | p50 ms | p99 ms | p999 ms | ops/s vs memcached | p99 vs memcached |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, w) in &workloads {
+        let mut results: Vec<(Kind, Vec<Measure>)> =
+            KINDS.iter().map(|&k| (k, Vec::new())).collect();
+        for r in 0..rounds {
+            for i in 0..KINDS.len() {
+                let kind = KINDS[(i + r) % KINDS.len()];
+                let server = start(kind, &server_opts(kind));
+                let m = load(server.port, w);
+                drop(server);
+                results
+                    .iter_mut()
+                    .find(|(k, _)| *k == kind)
+                    .map(|(_, v)| v.push(m));
+            }
+        }
+        let summary: Vec<(Kind, f64, Measure)> = results
+            .into_iter()
+            .map(|(k, ms)| {
+                let ops = ms.iter().map(Measure::ops_per_sec).sum::<f64>() / ms.len().max(1) as f64;
+                let mut all = Measure::default();
+                for m in ms {
+                    all.lat_us.extend(m.lat_us);
+                }
+                all.lat_us.sort_unstable();
+                (k, ops, all)
+            })
+            .collect();
+        let (mc_ops, mc_p99) = summary
+            .iter()
+            .find(|(k, _, _)| *k == Kind::Memcached)
+            .map(|(_, o, m)| (*o, m.pct(0.99)))
+            .unwrap_or((1.0, 1.0));
+        for (k, ops, m) in &summary {
+            println!(
+                "| {name} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.2}x | {:.2}x |",
+                k.name(),
+                ops,
+                m.pct(0.5),
+                m.pct(0.99),
+                m.pct(0.999),
+                ops / mc_ops,
+                m.pct(0.99) / mc_p99.max(0.001)
+            );
+        }
+    }
+}
+
+fn memory(items: usize) {
+    println!("| server | RSS before | RSS after | bytes per item | vs memcached |");
+    println!("|---|---|---|---|---|");
+    let mut base = 0.0;
+    for kind in KINDS {
+        let server = start(kind, &["-m", "1024"]);
+        let mut c = server.connect();
+        c.call(b"mn\r\n", b"MN\r\n");
+        let before = rss_bytes(server.pid());
+        let value = "v".repeat(64);
+        let mut batch = Vec::new();
+        for i in 0..items {
+            batch.extend(format!("set k{i:09} 0 0 64 noreply\r\n{value}\r\n").bytes());
+            if batch.len() > 256 * 1024 {
+                c.send(&batch);
+                batch.clear();
+            }
+        }
+        batch.extend(b"mn\r\n");
+        c.send(&batch);
+        let got = c.read_until(b"MN\r\n", Duration::from_secs(300));
+        assert!(got.ends_with(b"MN\r\n"));
+        let stats = wasmcached_tests::parse_stats(&c.call(b"stats\r\n", b"END\r\n"));
+        let stored = wasmcached_tests::stat(&stats, "curr_items");
+        assert_eq!(
+            stored as usize,
+            items,
+            "{} evicted items; raise -m",
+            kind.name()
+        );
+        let after = rss_bytes(server.pid());
+        let per = (after.saturating_sub(before)) as f64 / items as f64;
+        if kind == Kind::Memcached {
+            base = per;
+        }
+        println!(
+            "| {} | {:.1} MiB | {:.1} MiB | {:.1} | {:.2}x |",
+            kind.name(),
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0,
+            per,
+            per / base
+        );
+    }
+}
+
+fn main() {
+    match Cli::parse().cmd {
+        Cmd::Load { port, w } => {
+            let m = load(port, &w);
+            println!(
+                "{:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms ({} ops in {:.1} s)",
+                m.ops_per_sec(),
+                m.pct(0.5),
+                m.pct(0.99),
+                m.pct(0.999),
+                m.ops,
+                m.secs
+            );
+        }
+        Cmd::Compare { rounds, secs } => compare(rounds, secs),
+        Cmd::Memory { items } => memory(items),
+    }
+}
