@@ -41,6 +41,7 @@ pub struct Server {
     unix_at_start: u64,
     buf: Vec<u8>,
     pollfds: Vec<libc::pollfd>,
+    stats_refreshed_ms: u64,
 }
 
 impl Server {
@@ -66,6 +67,7 @@ impl Server {
             unix_at_start,
             buf: vec![0; READ_CHUNK],
             pollfds: Vec::new(),
+            stats_refreshed_ms: 0,
         })
     }
 
@@ -140,7 +142,14 @@ impl Server {
         if self.store.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
             self.store.handle_timeout(now);
         }
-        self.refresh_host_stats();
+        // Connection counts change only here; CPU time is sampled at most
+        // every 100 ms (a syscall per pass would be measurable).
+        if now.mono_ms >= self.stats_refreshed_ms + 100
+            || self.clients.len() as u64 != self.store.host_stats_mut().curr_connections
+        {
+            self.refresh_host_stats();
+            self.stats_refreshed_ms = now.mono_ms;
+        }
         Ok(())
     }
 
@@ -232,10 +241,12 @@ impl Server {
             }
         }
         c.has_work = matches!(c.conn.process(store, now), Progress::Yielded);
-        // One write per pass: a reply split over two writes would wait for
-        // a delayed ACK where TCP_NODELAY is unavailable (WASI).
+        // At most one write per pass, and only once the connection has
+        // caught up with its buffered requests (or is backed up): replies
+        // to one pipelined batch split over several writes would wait for a
+        // delayed ACK where TCP_NODELAY is unavailable (WASI).
         let out = c.conn.pending_output();
-        if !out.is_empty() && !c.dead {
+        if !out.is_empty() && !c.dead && !c.has_work {
             match c.sock.write(out) {
                 Ok(n) => c.conn.consume_output(n),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}

@@ -277,10 +277,9 @@ fn compare(rounds: usize, secs: u64) {
                 let server = start(kind, &server_opts(kind));
                 let m = load(server.port, w);
                 drop(server);
-                results
-                    .iter_mut()
-                    .find(|(k, _)| *k == kind)
-                    .map(|(_, v)| v.push(m));
+                if let Some((_, v)) = results.iter_mut().find(|(k, _)| *k == kind) {
+                    v.push(m);
+                }
             }
         }
         let summary: Vec<(Kind, f64, Measure)> = results
