@@ -82,6 +82,29 @@ struct Measure {
     ops: u64,
     secs: f64,
     lat_us: Vec<u32>,
+    /// Server CPU seconds (user + system) during the measured window.
+    server_cpu: f64,
+}
+
+/// CPU seconds a process has used (Linux `/proc/<pid>/stat`).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15; index from after the comm field.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Runs Debian's memcaslap (90/10 get/set, 64-byte values, 16
+/// concurrency, 2 threads) against `port`; returns its TPS.
+fn memcaslap(port: u16, secs: u64) -> Option<f64> {
+    let out = std::process::Command::new("memcaslap")
+        .args(["-s", &format!("127.0.0.1:{port}"), "-T", "2", "-c", "16", "-X", "64", "-t", &format!("{secs}s")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text.lines().rev().find_map(|l| l.split("TPS: ").nth(1))?;
+    tps.split_whitespace().next()?.parse().ok()
 }
 
 impl Measure {
@@ -124,7 +147,12 @@ fn count(hay: &[u8], needle: &[u8]) -> usize {
 
 /// Runs the workload against 127.0.0.1:`port`.
 fn load(port: u16, w: &Workload) -> Measure {
+    load_pid(port, w, None)
+}
+
+fn load_pid(port: u16, w: &Workload, pid: Option<u32>) -> Measure {
     preload(port, w);
+    let cpu0 = pid.map(cpu_secs).unwrap_or(0.0);
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let handles: Vec<_> = (0..w.conns)
@@ -200,8 +228,10 @@ fn load(port: u16, w: &Workload) -> Measure {
     std::thread::sleep(Duration::from_secs(w.secs));
     stop.store(true, Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
+    let server_cpu = pid.map(cpu_secs).unwrap_or(0.0) - cpu0;
     let mut total = Measure {
         secs,
+        server_cpu,
         ..Measure::default()
     };
     for h in handles {
@@ -266,8 +296,8 @@ fn compare(rounds: usize, secs: u64) {
             },
         ),
     ];
-    println!("| workload | server | ops/s | p50 ms | p99 ms | p999 ms | ops/s vs memcached | p99 vs memcached |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| workload | server | ops/s | p50 ms | p99 ms | p999 ms | server CPU µs/op | ops/s vs memcached | p99 vs memcached |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (name, w) in &workloads {
         let mut results: Vec<(Kind, Vec<Measure>)> =
             KINDS.iter().map(|&k| (k, Vec::new())).collect();
@@ -275,7 +305,7 @@ fn compare(rounds: usize, secs: u64) {
             for i in 0..KINDS.len() {
                 let kind = KINDS[(i + r) % KINDS.len()];
                 let server = start(kind, &server_opts(kind));
-                let m = load(server.port, w);
+                let m = load_pid(server.port, w, Some(server.pid()));
                 drop(server);
                 if let Some((_, v)) = results.iter_mut().find(|(k, _)| *k == kind) {
                     v.push(m);
@@ -289,6 +319,8 @@ fn compare(rounds: usize, secs: u64) {
                 let mut all = Measure::default();
                 for m in ms {
                     all.lat_us.extend(m.lat_us);
+                    all.ops += m.ops;
+                    all.server_cpu += m.server_cpu;
                 }
                 all.lat_us.sort_unstable();
                 (k, ops, all)
@@ -301,16 +333,34 @@ fn compare(rounds: usize, secs: u64) {
             .unwrap_or((1.0, 1.0));
         for (k, ops, m) in &summary {
             println!(
-                "| {name} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.2}x | {:.2}x |",
+                "| {name} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2}x | {:.2}x |",
                 k.name(),
                 ops,
                 m.pct(0.5),
                 m.pct(0.99),
                 m.pct(0.999),
+                m.server_cpu * 1e6 / m.ops.max(1) as f64,
                 ops / mc_ops,
                 m.pct(0.99) / mc_p99.max(0.001)
             );
         }
+    }
+    // The same 90/10 workload from Debian's memaslap, as a cross-check of
+    // this load generator.
+    let mut tps: Vec<(Kind, f64)> = KINDS.iter().map(|&k| (k, 0.0)).collect();
+    for r in 0..rounds {
+        for i in 0..KINDS.len() {
+            let kind = KINDS[(i + r) % KINDS.len()];
+            let server = start(kind, &server_opts(kind));
+            let t = memcaslap(server.port, secs).unwrap_or(0.0);
+            if let Some((_, v)) = tps.iter_mut().find(|(k, _)| *k == kind) {
+                *v += t / rounds as f64;
+            }
+        }
+    }
+    let mc = tps.iter().find(|(k, _)| *k == Kind::Memcached).map(|(_, v)| *v).unwrap_or(1.0);
+    for (k, t) in tps {
+        println!("| memaslap 90/10, 64 B, 16 conc | {} | {t:.0} | | | | | {:.2}x | |", k.name(), t / mc.max(1.0));
     }
 }
 
