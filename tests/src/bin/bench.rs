@@ -89,8 +89,18 @@ struct Measure {
 /// CPU seconds a process has used (Linux `/proc/<pid>/stat`).
 fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15; index from after the comm field.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -99,7 +109,18 @@ fn cpu_secs(pid: u32) -> f64 {
 /// concurrency, 2 threads) against `port`; returns its TPS.
 fn memcaslap(port: u16, secs: u64) -> Option<f64> {
     let out = std::process::Command::new("memcaslap")
-        .args(["-s", &format!("127.0.0.1:{port}"), "-T", "2", "-c", "16", "-X", "64", "-t", &format!("{secs}s")])
+        .args([
+            "-s",
+            &format!("127.0.0.1:{port}"),
+            "-T",
+            "2",
+            "-c",
+            "16",
+            "-X",
+            "64",
+            "-t",
+            &format!("{secs}s"),
+        ])
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -358,9 +379,17 @@ fn compare(rounds: usize, secs: u64) {
             }
         }
     }
-    let mc = tps.iter().find(|(k, _)| *k == Kind::Memcached).map(|(_, v)| *v).unwrap_or(1.0);
+    let mc = tps
+        .iter()
+        .find(|(k, _)| *k == Kind::Memcached)
+        .map(|(_, v)| *v)
+        .unwrap_or(1.0);
     for (k, t) in tps {
-        println!("| memaslap 90/10, 64 B, 16 conc | {} | {t:.0} | | | | | {:.2}x | |", k.name(), t / mc.max(1.0));
+        println!(
+            "| memaslap 90/10, 64 B, 16 conc | {} | {t:.0} | | | | | {:.2}x | |",
+            k.name(),
+            t / mc.max(1.0)
+        );
     }
 }
 
