@@ -12,7 +12,7 @@
 //!   that return the same token return the same value, and at most one
 //!   write succeeds with it;
 //! * where the scenario rules out eviction and expiry, a miss after an
-//!   acknowledged write is only legal across a restart.
+//!   acknowledged write is only legal across a restart or a delete.
 //!
 //! Timed-out operations are indeterminate: their writes may or may not
 //! have happened, so they widen what reads may return and assert nothing.
@@ -52,6 +52,16 @@ fn epoch(restarts: &[Restart], server: &str, at: Duration) -> usize {
 /// legal).
 pub fn check(ops: &[Op], restarts: &[Restart], policy: Policy) -> Vec<String> {
     let mut violations = Vec::new();
+    let mut deletes: BTreeMap<(&str, &str), Vec<&Op>> = BTreeMap::new();
+    for op in ops
+        .iter()
+        .filter(|o| o.kind == "delete" && o.outcome != Outcome::Refused)
+    {
+        deletes
+            .entry((op.server, op.key.as_str()))
+            .or_default()
+            .push(op);
+    }
     let mut all_writes: BTreeMap<(&str, &str), Vec<&Op>> = BTreeMap::new();
     let mut acked: BTreeMap<(&str, &str), Vec<&Op>> = BTreeMap::new();
     for op in ops {
@@ -160,9 +170,17 @@ pub fn check(ops: &[Op], restarts: &[Restart], policy: Policy) -> Vec<String> {
                 }
             }
             Outcome::Miss if policy.no_silent_misses => {
+                // A delete that may have landed after the write explains it.
+                let deleted_after = |w: &Op| {
+                    deletes.get(&key).is_some_and(|ds| {
+                        ds.iter()
+                            .any(|d| d.complete > w.invoke && d.invoke < op.complete)
+                    })
+                };
                 if let Some(w) = acks.iter().find(|w| {
                     w.complete < op.invoke
                         && !restarted_between(restarts, op.server, w.invoke, op.complete)
+                        && !deleted_after(w)
                 }) {
                     violations.push(format!(
                         "{} missed {} at {:?} after {} stored it at {:?} with no restart",

@@ -1,10 +1,12 @@
 //! `thundering-herd`: K clients read H hot keys backed by the database.
-//! The cache is cold at the start (a fresh server) and again after the
-//! server crashes and restarts mid-run. Three strategies, each in its own
+//! The cache is cold at the start (a fresh server), every hot key is
+//! invalidated by a writer mid-run (the naive and fallback strategies
+//! delete, `lease` uses `md I`), and the server crashes and restarts. Three strategies, each in its own
 //! simulation with the same seed and workload:
 //! * `naive`: miss -> query -> set;
 //! * `lease`: meta protocol: `mg N R` hands one client the win (`W`), which
 //!   refills with a CAS-guarded `ms`; the others (`Z`) wait or serve stale;
+//!   writers invalidate with `md I` (stale-while-revalidate);
 //! * `fallback`: pymemcache's FallbackClient: a new empty server in front of
 //!   a warm old one during a migration.
 //!
@@ -33,10 +35,13 @@ pub const CLIENTS: u64 = 20;
 pub const HOT_KEYS: u64 = 5;
 /// Reads per client.
 pub const READS: u64 = 20;
-/// When the server crashes and restarts (a second cold event).
+/// When a writer invalidates every hot key (the data changed).
+pub const INVALIDATE_AT: Duration = Duration::from_millis(200);
+/// When the server crashes and restarts.
 pub const CRASH_AT: Duration = Duration::from_millis(400);
-/// Cold events: the fresh start and the restart.
-pub const COLD_EVENTS: u64 = 2;
+/// Events after which every hot key must be recomputed: the fresh start,
+/// the invalidation and the restart.
+pub const COLD_EVENTS: u64 = 3;
 
 /// The strategies compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,6 +184,26 @@ fn run_strategy(cfg: &RunConfig, strategy: Strategy) -> Outcome {
             Ok(())
         });
     }
+    let (r, seed) = (rec.clone(), cfg.seed);
+    sim.client("writer", async move {
+        tokio::time::sleep(INVALIDATE_AT).await;
+        let mut c = Client::new(
+            "writer".into(),
+            "server",
+            Rng::new(seed, 4242),
+            r,
+            Duration::from_secs(2),
+        );
+        for k in 0..HOT_KEYS {
+            let key = format!("hot:{k}");
+            let line = match strategy {
+                Strategy::Lease => format!("md {key} I T30"),
+                _ => format!("md {key}"),
+            };
+            c.meta(&key, &line, None).await.map_err(|_| "invalidate")?;
+        }
+        Ok(())
+    });
     let latencies = Rc::new(RefCell::new(Vec::new()));
     for i in 0..CLIENTS {
         let (rec, lat, warmed, seed) = (rec.clone(), latencies.clone(), warmed.clone(), cfg.seed);
