@@ -173,15 +173,23 @@ fn load(port: u16, w: &Workload) -> Measure {
 
 fn load_pid(port: u16, w: &Workload, pid: Option<u32>) -> Measure {
     preload(port, w);
-    let cpu0 = pid.map(cpu_secs).unwrap_or(0.0);
     let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
+    // Every connection is established and answered once before the clock
+    // starts, so accept-queue ramp-up is not counted as request latency.
+    let ready = Arc::new(std::sync::Barrier::new(w.conns + 1));
     let handles: Vec<_> = (0..w.conns)
         .map(|c| {
-            let (w, stop) = (w.clone(), stop.clone());
+            let (w, stop, ready) = (w.clone(), stop.clone(), ready.clone());
             std::thread::spawn(move || {
                 let mut sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
                 sock.set_nodelay(true).ok();
+                let mut probe = [0u8; 4];
+                let warmed =
+                    sock.write_all(b"mn\r\n").is_ok() && sock.read_exact(&mut probe).is_ok();
+                ready.wait();
+                if !warmed {
+                    return Measure::default();
+                }
                 let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ (c as u64 + 1);
                 let mut next = move || {
                     rng ^= rng << 13;
@@ -246,6 +254,9 @@ fn load_pid(port: u16, w: &Workload, pid: Option<u32>) -> Measure {
             })
         })
         .collect();
+    ready.wait();
+    let cpu0 = pid.map(cpu_secs).unwrap_or(0.0);
+    let started = Instant::now();
     std::thread::sleep(Duration::from_secs(w.secs));
     stop.store(true, Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
