@@ -10,35 +10,6 @@ use wasmcached_core::transcript::{self, Case, Step};
 use wasmcached_sim::host::{self, PORT};
 use wasmcached_sim::trace::Recorder;
 
-/// Stats that depend on when the expiry sweep ran; masked in cases that
-/// wait (memcached's background reclaim timing differs from ours).
-const SWEEP_TIMING: &[&str] = &[
-    "get_expired",
-    "get_flushed",
-    "reclaimed",
-    "expired_unfetched",
-    "curr_items",
-    "bytes",
-];
-
-fn normalize(case: &Case, reply: &[u8]) -> Vec<u8> {
-    let out = transcript::normalize(reply);
-    if !case.steps.iter().any(|s| matches!(s, Step::Sleep { .. })) {
-        return out;
-    }
-    let mut masked = Vec::new();
-    for line in out.split_inclusive(|&b| b == b'\n') {
-        let text = String::from_utf8_lossy(line);
-        match text.strip_prefix("STAT ").and_then(|r| r.split(' ').next()) {
-            Some(name) if SWEEP_TIMING.contains(&name) => {
-                masked.extend(format!("STAT {name} *\r\n").bytes())
-            }
-            _ => masked.extend_from_slice(line),
-        }
-    }
-    masked
-}
-
 async fn read_reply(s: &mut TcpStream, want: &[u8]) -> (Vec<u8>, bool) {
     let stats = want.windows(5).any(|w| w == b"STAT ");
     let mut got = Vec::new();
@@ -91,7 +62,10 @@ fn run_case(case: &Case) -> Result<(), String> {
                     };
                     s.write_all(request).await?;
                     let (got, eof) = read_reply(s, reply).await;
-                    let (w, g) = (normalize(&case2, reply), normalize(&case2, &got));
+                    let (w, g) = (
+                        transcript::normalize_for_host(&case2, reply),
+                        transcript::normalize_for_host(&case2, &got),
+                    );
                     if w != g {
                         return Err(format!(
                             "step {i}: {}",

@@ -7,36 +7,6 @@ use std::time::Duration;
 use wasmcached_core::transcript::{self, Case, Step};
 use wasmcached_tests::{start, Client, Kind};
 
-/// Stats that depend on when the server's background expiry sweep ran,
-/// which only matters (and differs from memcached's timing) in cases that
-/// wait in real time.
-const SWEEP_TIMING: &[&str] = &[
-    "get_expired",
-    "get_flushed",
-    "reclaimed",
-    "expired_unfetched",
-    "curr_items",
-    "bytes",
-];
-
-fn normalize(case: &Case, reply: &[u8]) -> Vec<u8> {
-    let mut out = transcript::normalize(reply);
-    if case.steps.iter().any(|s| matches!(s, Step::Sleep { .. })) {
-        let mut masked = Vec::new();
-        for line in out.split_inclusive(|&b| b == b'\n') {
-            let text = String::from_utf8_lossy(line);
-            match text.strip_prefix("STAT ").and_then(|r| r.split(' ').next()) {
-                Some(name) if SWEEP_TIMING.contains(&name) => {
-                    masked.extend(format!("STAT {name} *\r\n").bytes())
-                }
-                _ => masked.extend_from_slice(line),
-            }
-        }
-        out = masked;
-    }
-    out
-}
-
 fn run_case(kind: Kind, case: &Case) -> Result<(), String> {
     let opts: Vec<&str> = case.opts.iter().map(String::as_str).collect();
     let server = start(kind, &opts);
@@ -60,8 +30,8 @@ fn run_case(kind: Kind, case: &Case) -> Result<(), String> {
                 } else {
                     c.read_n(reply.len(), Duration::from_secs(10))
                 };
-                let want = normalize(case, reply);
-                let got_n = normalize(case, &got);
+                let want = transcript::normalize_for_host(case, reply);
+                let got_n = transcript::normalize_for_host(case, &got);
                 if want != got_n {
                     return Err(format!(
                         "{}: step {i}: {}",

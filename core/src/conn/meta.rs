@@ -237,6 +237,29 @@ fn push_key(out: &mut Vec<u8>, key: &[u8], binary: bool) {
     }
 }
 
+/// Appends the flags every meta reply reflects even without an item: the
+/// opaque (`O`) and the key (`k`), in request order. Fails with
+/// memcached's error when an opaque is too long.
+fn push_reflected(
+    line: &mut Vec<u8>,
+    toks: &Tokens<'_>,
+    key: &[u8],
+    binary: bool,
+) -> Result<(), &'static [u8]> {
+    for tok in toks.iter_from(2) {
+        match tok[0] {
+            b'O' if tok.len() > MAX_OPAQUE => return Err(E_OPAQUE),
+            b'O' => {
+                line.push(b' ');
+                line.extend_from_slice(tok);
+            }
+            b'k' => push_key(line, key, binary),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Appends ` t<remaining ttl>` (`-1` for none), with memcached's unsigned
 /// wrap for items already past their expiry.
 fn push_ttl(out: &mut Vec<u8>, exptime: u32, now: u32) {
@@ -316,18 +339,8 @@ impl Connection {
             store.stats.get_misses += 1;
             store.stats.cmd_get += 1;
             let mut line = Vec::from(&b"EN"[..]);
-            for tok in toks.iter_from(2) {
-                match tok[0] {
-                    b'O' => {
-                        if tok.len() > MAX_OPAQUE {
-                            return self.out_err(E_OPAQUE);
-                        }
-                        line.push(b' ');
-                        line.extend_from_slice(tok);
-                    }
-                    b'k' => push_key(&mut line, key, of.key_binary),
-                    _ => {}
-                }
+            if let Err(e) = push_reflected(&mut line, toks, key, of.key_binary) {
+                return self.out_err(e);
             }
             return self.out(&line);
         };
@@ -595,18 +608,8 @@ impl Connection {
         self.noreply = of.no_reply;
         let key = key.as_slice();
         let mut flags = Vec::new();
-        for tok in toks.iter_from(2) {
-            match tok[0] {
-                b'O' => {
-                    if tok.len() > MAX_OPAQUE {
-                        return self.out_err(E_OPAQUE);
-                    }
-                    flags.push(b' ');
-                    flags.extend_from_slice(tok);
-                }
-                b'k' => push_key(&mut flags, key, of.key_binary),
-                _ => {}
-            }
+        if let Err(e) = push_reflected(&mut flags, toks, key, of.key_binary) {
+            return self.out_err(e);
         }
         let code: &[u8] = match store.find(key) {
             Some(idx) if of.has_cas && store.item(idx).cas != of.req_cas => {
@@ -740,18 +743,8 @@ impl Connection {
             }
             self.out(&line);
         } else {
-            for tok in toks.iter_from(2) {
-                match tok[0] {
-                    b'O' => {
-                        if tok.len() > MAX_OPAQUE {
-                            return self.out_err(E_OPAQUE);
-                        }
-                        line.push(b' ');
-                        line.extend_from_slice(tok);
-                    }
-                    b'k' => push_key(&mut line, key, of.key_binary),
-                    _ => {}
-                }
+            if let Err(e) = push_reflected(&mut line, toks, key, of.key_binary) {
+                return self.out_err(e);
             }
             self.out_err(&line);
         }
