@@ -147,3 +147,22 @@ fn partial_writes_do_not_grow_the_output_buffer() {
         );
     }
 }
+
+/// `stats items` and `stats slabs` report per-class figures for the classes
+/// in use, in memcached's field order, ending with the slab totals.
+#[test]
+fn class_stats_are_reported_per_class() {
+    let (out, _) = run(
+        Config::default(),
+        b"set a 0 0 1\r\n1\r\nget a\r\nstats items\r\nstats slabs\r\n",
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("STAT items:1:number 1\r\n"), "{text}");
+    assert!(text.contains("STAT items:1:mem_requested 61\r\n"), "{text}");
+    assert!(text.contains("STAT 1:chunk_size 96\r\n"), "{text}");
+    assert!(text.contains("STAT 1:get_hits 1\r\n"), "{text}");
+    assert!(
+        text.contains("STAT active_slabs 1\r\nSTAT total_malloced 1048576\r\nEND\r\n"),
+        "{text}"
+    );
+}

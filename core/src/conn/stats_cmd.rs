@@ -329,7 +329,7 @@ fn items(store: &Store, out: &mut Vec<u8>) {
             continue;
         }
         let p = b"items:";
-        let rows: [(&[u8], u64); 31] = [
+        let rows: [(&[u8], u64); 28] = [
             (b"number", c.number),
             (b"number_hot", 0),
             (b"number_warm", 0),
@@ -358,11 +358,8 @@ fn items(store: &Store, out: &mut Vec<u8>) {
             (b"hits_to_warm", 0),
             (b"hits_to_cold", c.get_hits),
             (b"hits_to_temp", 0),
-            (b"", 0),
-            (b"", 0),
-            (b"", 0),
         ];
-        for (name, v) in rows.iter().filter(|(n, _)| !n.is_empty()) {
+        for (name, v) in rows.iter() {
             class_stat(out, p, cls, name, *v);
         }
     }
@@ -380,7 +377,7 @@ fn slabs(store: &Store, out: &mut Vec<u8>) {
         let per_page = u64::from(slab::per_page(cls as u8));
         let pages = c.number.div_ceil(per_page.max(1));
         malloced += pages * 1024 * 1024;
-        let rows: [(&[u8], u64); 16] = [
+        let rows: [(&[u8], u64); 15] = [
             (b"chunk_size", size),
             (b"chunks_per_page", per_page),
             (b"total_pages", pages),
@@ -396,9 +393,8 @@ fn slabs(store: &Store, out: &mut Vec<u8>) {
             (b"cas_hits", c.cas_hits),
             (b"cas_badval", c.cas_badval),
             (b"touch_hits", c.touch_hits),
-            (b"", 0),
         ];
-        for (name, v) in rows.iter().filter(|(n, _)| !n.is_empty()) {
+        for (name, v) in rows.iter() {
             class_stat(out, b"", cls, name, *v);
         }
     }
