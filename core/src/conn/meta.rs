@@ -334,7 +334,6 @@ impl Connection {
             created = true;
         }
 
-        let start = self.output.len();
         let Some(idx) = found else {
             store.stats.get_misses += 1;
             store.stats.cmd_get += 1;
@@ -404,7 +403,6 @@ impl Connection {
                 }
                 b'O' => {
                     if tok.len() > MAX_OPAQUE {
-                        self.output.truncate(start);
                         return self.out_err(E_OPAQUE);
                     }
                     line.push(b' ');
@@ -433,13 +431,14 @@ impl Connection {
                 it.bits |= bits::TOKEN_SENT;
             }
         }
+        // A hit is always answered, even with `q`. The value goes straight
+        // from the item to the output buffer.
         line.extend_from_slice(b"\r\n");
-        if of.value {
-            line.extend_from_slice(store.item(idx).value());
-            line.extend_from_slice(b"\r\n");
-        }
-        // A hit is always answered, even with `q`.
         self.output.extend_from_slice(&line);
+        if of.value {
+            self.output.extend_from_slice(store.item(idx).value());
+            self.output.extend_from_slice(b"\r\n");
+        }
         if !of.no_update {
             store.bump(idx);
         }

@@ -205,11 +205,9 @@ pub(crate) fn add_delta(store: &mut Store, key: &[u8], incr: bool, delta: u64, c
         old.saturating_sub(delta)
     };
     let cls = usize::from(it.class());
-    let fits = {
-        let mut d = alloc::vec::Vec::with_capacity(20);
-        push_u64(&mut d, value);
-        d.len() <= it.value().len()
-    };
+    let mut digits = alloc::vec::Vec::with_capacity(20);
+    push_u64(&mut digits, value);
+    let fits = digits.len() <= it.value().len();
     if incr {
         store.stats.incr_hits += 1;
         store.classes[cls].incr_hits += 1;
@@ -217,8 +215,6 @@ pub(crate) fn add_delta(store: &mut Store, key: &[u8], incr: bool, delta: u64, c
         store.stats.decr_hits += 1;
         store.classes[cls].decr_hits += 1;
     }
-    let mut digits = alloc::vec::Vec::with_capacity(20);
-    push_u64(&mut digits, value);
     if fits {
         let cas = store.next_cas();
         let it = store.item_mut(idx);
