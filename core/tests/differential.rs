@@ -10,33 +10,16 @@
 // core under test still only gets the explicit `Clock`.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{feed, Rng};
 use wasmcached_core::transcript::{describe_difference, escape};
-use wasmcached_core::{Clock, Config, Connection, Progress, Store};
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.below(v.len() as u64) as usize]
-    }
-    fn chance(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-}
+use wasmcached_core::{Clock, Config, Connection, Store};
 
 struct Memcached {
     child: Child,
@@ -325,21 +308,6 @@ fn harvest_cas(reply: &[u8], casses: &mut Vec<u64>) {
     }
 }
 
-fn core_reply(conn: &mut Connection, store: &mut Store, clock: Clock, req: &[u8]) -> Vec<u8> {
-    conn.receive(req);
-    let mut out = Vec::new();
-    loop {
-        let p = conn.process(store, clock);
-        out.extend_from_slice(conn.pending_output());
-        let n = conn.pending_output().len();
-        conn.consume_output(n);
-        if matches!(p, Progress::NeedInput | Progress::Close) {
-            break;
-        }
-    }
-    out
-}
-
 /// Reads until `want` bytes arrived or two seconds passed; with `want ==
 /// 0`, waits briefly to catch unexpected bytes.
 fn read_up_to(sock: &mut TcpStream, want: usize) -> Vec<u8> {
@@ -410,7 +378,7 @@ fn random_streams_match_memcached() {
             }
             let batch_len = reqs.len();
             batch.extend_from_slice(b"mn\r\n");
-            let mine = core_reply(&mut conn, &mut store, clock, &batch);
+            let (mine, _) = feed(&mut conn, &mut store, clock, &[&batch]);
             sent.extend_from_slice(&batch);
             sock.write_all(&batch).unwrap();
             let theirs = read_up_to(&mut sock, mine.len());

@@ -1,25 +1,17 @@
 //! Named regression tests for inputs found by fuzzing and review. Each
 //! explains the bug it pins down.
 
+mod common;
+
+use common::feed;
 use wasmcached_core::{Clock, Config, Connection, Progress, Store};
 
 fn run(cfg: Config, input: &[u8]) -> (Vec<u8>, Store) {
     let clock = Clock::new(0, 1_700_000_000);
     let mut store = Store::new(cfg, clock);
     let mut conn = Connection::new();
-    let mut out = Vec::new();
-    for chunk in input.chunks(7) {
-        conn.receive(chunk);
-        loop {
-            let p = conn.process(&mut store, clock);
-            out.extend_from_slice(conn.pending_output());
-            let n = conn.pending_output().len();
-            conn.consume_output(n);
-            if matches!(p, Progress::NeedInput | Progress::Close) {
-                break;
-            }
-        }
-    }
+    let chunks: Vec<&[u8]> = input.chunks(7).collect();
+    let (out, _) = feed(&mut conn, &mut store, clock, &chunks);
     store.check_invariants().unwrap();
     (out, store)
 }

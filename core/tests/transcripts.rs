@@ -3,8 +3,11 @@
 //! offset, one byte at a time and in seeded random chunkings; and each
 //! single-connection case also as one pipelined stream.
 
+mod common;
+
+use common::{feed, Rng};
 use wasmcached_core::transcript::{self, Case, Step};
-use wasmcached_core::{Clock, Config, Connection, Progress, Store};
+use wasmcached_core::{Clock, Config, Connection, Store};
 
 const START: Clock = Clock::new(1_000_000, 1_700_000_000);
 
@@ -33,49 +36,6 @@ fn config_for(case: &Case) -> Config {
         it.next();
     }
     cfg
-}
-
-/// Small deterministic RNG for chunkings (splitmix64).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-/// Feeds `chunks` to a connection, draining output after each process call
-/// the way a host does. Returns (output, closed).
-fn feed(
-    conn: &mut Connection,
-    store: &mut Store,
-    clock: Clock,
-    chunks: &[&[u8]],
-) -> (Vec<u8>, bool) {
-    let mut out = Vec::new();
-    let drain = |conn: &mut Connection, out: &mut Vec<u8>| {
-        let n = conn.pending_output().len();
-        out.extend_from_slice(conn.pending_output());
-        conn.consume_output(n);
-    };
-    for chunk in chunks {
-        if conn.is_closing() {
-            break;
-        }
-        conn.receive(chunk);
-        loop {
-            let p = conn.process(store, clock);
-            drain(conn, &mut out);
-            match p {
-                Progress::Yielded | Progress::Blocked => continue,
-                Progress::NeedInput | Progress::Close => break,
-            }
-        }
-    }
-    (out, conn.is_closing())
 }
 
 /// Splits `bytes` according to a list of cut points.
