@@ -179,7 +179,11 @@ impl Model {
             cas: 0,
             lru: 0,
         };
-        let need = ntotal(k, &probe);
+        self.evict_for(ntotal(k, &probe));
+    }
+
+    /// Removes least recently used items until `need` more bytes fit.
+    fn evict_for(&mut self, need: u64) {
         loop {
             let used: u64 = self.items.iter().map(|(k, it)| ntotal(k, it)).sum();
             if used + need <= LIMIT || self.items.is_empty() {
@@ -205,19 +209,7 @@ impl Model {
         };
         let need = ntotal(k, &it);
         self.items.remove(k);
-        loop {
-            let used: u64 = self.items.iter().map(|(k, it)| ntotal(k, it)).sum();
-            if used + need <= LIMIT {
-                break;
-            }
-            let victim = self
-                .items
-                .iter()
-                .min_by_key(|(_, it)| it.lru)
-                .map(|(k, _)| k.clone())
-                .unwrap();
-            self.items.remove(&victim);
-        }
+        self.evict_for(need);
         it.cas = self.next_cas();
         self.tick += 1;
         it.lru = self.tick;
