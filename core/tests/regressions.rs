@@ -158,3 +158,97 @@ fn class_stats_are_reported_per_class() {
         "{text}"
     );
 }
+
+/// Setting or clearing an item's TTL changes its record's size, which can
+/// move it to another size class (or rebox a large one) and move a second
+/// item into the freed slot. Every item must keep its value, flags and TTL,
+/// and the index, LRU and counts must stay consistent.
+#[test]
+fn ttl_changes_that_move_records_keep_every_item() {
+    use common::Rng;
+    use std::collections::BTreeMap;
+
+    let mut rng = Rng(7);
+    let clock = Clock::new(0, 1_700_000_000);
+    let mut store = Store::new(Config::default(), clock);
+    let mut conn = Connection::new();
+    let mut model: BTreeMap<String, (u32, Vec<u8>)> = BTreeMap::new();
+    let send = |conn: &mut Connection, store: &mut Store, req: &[u8]| {
+        let (out, _) = feed(conn, store, clock, &[req]);
+        store.check_invariants().unwrap();
+        out
+    };
+    for step in 0..4000 {
+        let key = format!("k{}", rng.below(300));
+        match rng.below(6) {
+            0 | 1 => {
+                // Sizes around the small/large boundary and class edges.
+                let len = rng.pick(&[0usize, 1, 60, 64, 67, 68, 900, 985, 990, 1000, 3000]);
+                let flags = rng.pick(&[0u32, 1, 0xFFFF_FFFF]);
+                let ttl = rng.pick(&[0u32, 1000]);
+                let value: Vec<u8> = (0..len).map(|i| b'a' + ((i + step) % 26) as u8).collect();
+                let mut req = format!("set {key} {flags} {ttl} {len}\r\n").into_bytes();
+                req.extend_from_slice(&value);
+                req.extend_from_slice(b"\r\n");
+                assert_eq!(send(&mut conn, &mut store, &req), b"STORED\r\n");
+                model.insert(key, (flags, value));
+            }
+            2 => {
+                let ttl = rng.pick(&[0u32, 500, 2000]);
+                let out = send(
+                    &mut conn,
+                    &mut store,
+                    format!("touch {key} {ttl}\r\n").as_bytes(),
+                );
+                let want: &[u8] = if model.contains_key(&key) {
+                    b"TOUCHED\r\n"
+                } else {
+                    b"NOT_FOUND\r\n"
+                };
+                assert_eq!(out, want);
+            }
+            3 => {
+                let ttl = rng.pick(&[0u32, 700]);
+                let _ = send(
+                    &mut conn,
+                    &mut store,
+                    format!("mg {key} T{ttl} v\r\n").as_bytes(),
+                );
+            }
+            4 => {
+                let _ = send(
+                    &mut conn,
+                    &mut store,
+                    format!("delete {key}\r\n").as_bytes(),
+                );
+                model.remove(&key);
+            }
+            _ => {
+                let out = send(&mut conn, &mut store, format!("gat 0 {key}\r\n").as_bytes());
+                let want = match model.get(&key) {
+                    Some((flags, v)) => {
+                        let mut w = format!("VALUE {key} {flags} {}\r\n", v.len()).into_bytes();
+                        w.extend_from_slice(v);
+                        w.extend_from_slice(b"\r\nEND\r\n");
+                        w
+                    }
+                    None => b"END\r\n".to_vec(),
+                };
+                assert_eq!(out, want, "step {step}");
+            }
+        }
+    }
+    assert_eq!(store.curr_items(), model.len());
+    for (key, (flags, v)) in &model {
+        let out = send(
+            &mut conn,
+            &mut store,
+            format!("mg {key} v f t\r\n").as_bytes(),
+        );
+        let head = format!("VA {} f{flags} t", v.len()).into_bytes();
+        assert!(out.starts_with(&head), "{}", String::from_utf8_lossy(&out));
+        assert!(out
+            .windows(v.len().max(1))
+            .any(|w| v.is_empty() || w == &v[..]));
+    }
+}

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use base64::Engine as _;
 
 use crate::num::{parse_i32_truncating, parse_u32_truncating, parse_u64, push_i64, push_u64};
-use crate::store::{bits, Item, Store};
+use crate::store::{bits, Store};
 
 use super::text::{add_delta, store_item, Delta, StoreMode, StoreRequest, Stored, KEY_MAX};
 use super::tokens::Tokens;
@@ -330,11 +330,11 @@ impl Connection {
         let mut found = store.find(key);
         let mut created = false;
         if found.is_none() && of.vivify && store.reserve(key.len(), 0, 0).is_ok() {
-            found = Some(store.link(Item::new(key, &[], 0, 0)));
-            created = true;
+            found = store.link(key, &[], 0, 0, 0).ok();
+            created = found.is_some();
         }
 
-        let Some(idx) = found else {
+        let Some(mut idx) = found else {
             store.stats.get_misses += 1;
             store.stats.cmd_get += 1;
             let mut line = Vec::from(&b"EN"[..]);
@@ -361,18 +361,18 @@ impl Connection {
             match tok[0] {
                 b'T' => {
                     ttl_set = true;
-                    store.set_exptime(idx, of.exptime);
+                    idx = store.set_exptime(idx, of.exptime);
                 }
                 b'N' if created => {
-                    store.set_exptime(idx, of.autoviv_exptime);
+                    idx = store.set_exptime(idx, of.autoviv_exptime);
                     won = true;
                 }
                 b'R' => {
                     let it = store.item(idx);
                     if !it.has(bits::TOKEN_SENT)
                         && !created
-                        && it.exptime != 0
-                        && it.exptime < of.recache_time
+                        && it.exptime() != 0
+                        && it.exptime() < of.recache_time
                     {
                         won = true;
                     }
@@ -381,18 +381,21 @@ impl Connection {
                     line.extend_from_slice(b" s");
                     push_u64(&mut line, store.item(idx).value().len() as u64);
                 }
-                b't' => push_ttl(&mut line, store.item(idx).exptime, now),
+                b't' => push_ttl(&mut line, store.item(idx).exptime(), now),
                 b'c' => {
                     line.extend_from_slice(b" c");
-                    push_u64(&mut line, store.item(idx).cas);
+                    push_u64(&mut line, store.item(idx).cas());
                 }
                 b'f' => {
                     line.extend_from_slice(b" f");
-                    push_u64(&mut line, u64::from(store.item(idx).flags));
+                    push_u64(&mut line, u64::from(store.item(idx).flags()));
                 }
                 b'l' => {
                     line.extend_from_slice(b" l");
-                    push_u64(&mut line, u64::from(now.wrapping_sub(store.item(idx).time)));
+                    push_u64(
+                        &mut line,
+                        u64::from(now.wrapping_sub(store.item(idx).time())),
+                    );
                 }
                 b'h' => {
                     line.extend_from_slice(if store.item(idx).has(bits::FETCHED) {
@@ -416,7 +419,7 @@ impl Connection {
             }
         }
         {
-            let it = store.item_mut(idx);
+            let mut it = store.item_mut(idx);
             if it.has(bits::TOKEN_SENT) {
                 line.extend_from_slice(b" Z");
             }
@@ -428,7 +431,7 @@ impl Connection {
             }
             if won {
                 line.extend_from_slice(b" W");
-                it.bits |= bits::TOKEN_SENT;
+                it.insert_bits(bits::TOKEN_SENT);
             }
         }
         // A hit is always answered, even with `q`. The value goes straight
@@ -611,20 +614,20 @@ impl Connection {
             return self.out_err(e);
         }
         let code: &[u8] = match store.find(key) {
-            Some(idx) if of.has_cas && store.item(idx).cas != of.req_cas => {
+            Some(idx) if of.has_cas && store.item(idx).cas() != of.req_cas => {
                 store.stats.delete_misses += 1;
                 self.noreply = false;
                 b"EX"
             }
-            Some(idx) if of.set_stale => {
+            Some(mut idx) if of.set_stale => {
                 if of.new_ttl {
-                    store.set_exptime(idx, of.exptime);
+                    idx = store.set_exptime(idx, of.exptime);
                 }
                 let cas = store.next_cas();
-                let it = store.item_mut(idx);
-                it.bits |= bits::STALE;
-                it.bits &= !bits::TOKEN_SENT;
-                it.cas = cas;
+                let mut it = store.item_mut(idx);
+                it.insert_bits(bits::STALE);
+                it.remove_bits(bits::TOKEN_SENT);
+                it.set_cas(cas);
                 b"HD"
             }
             Some(idx) => {
@@ -681,7 +684,9 @@ impl Connection {
                 if store.reserve(key.len(), 0, digits.len()).is_err() {
                     return self.out_err(b"SERVER_ERROR Out of memory allocating new item");
                 }
-                let idx = store.link(Item::new(key, &[&digits], 0, 0));
+                let Ok(idx) = store.link(key, &[&digits], 0, 0, 0) else {
+                    return self.out_err(b"SERVER_ERROR Out of memory allocating new item");
+                };
                 item = Some((idx, of.initial, true, false));
             }
             Delta::NotFound => {
@@ -695,12 +700,12 @@ impl Connection {
             Delta::CasMismatch => line.extend_from_slice(b"EX"),
         }
         let now = store.now();
-        if let Some((idx, value, created, replaced)) = item {
+        if let Some((mut idx, value, created, replaced)) = item {
             // memcached 1.6.18 applies `T` (and reads `t`) on the item it
             // looked up. When the number outgrew the stored value, that
             // item was replaced by a new one, so `T` only changes what `t`
             // reports and the stored TTL is untouched. Reproduced as is.
-            let mut ghost_exptime = store.item(idx).exptime;
+            let mut ghost_exptime = store.item(idx).exptime();
             let mut digits = Vec::with_capacity(20);
             push_u64(&mut digits, value);
             if of.value {
@@ -713,13 +718,13 @@ impl Connection {
                 match tok[0] {
                     b'c' => {
                         line.extend_from_slice(b" c");
-                        push_u64(&mut line, store.item(idx).cas);
+                        push_u64(&mut line, store.item(idx).cas());
                     }
                     b't' if replaced => push_ttl(&mut line, ghost_exptime, now),
-                    b't' => push_ttl(&mut line, store.item(idx).exptime, now),
+                    b't' => push_ttl(&mut line, store.item(idx).exptime(), now),
                     b'T' if replaced => ghost_exptime = of.exptime,
-                    b'T' => store.set_exptime(idx, of.exptime),
-                    b'N' if created => store.set_exptime(idx, of.autoviv_exptime),
+                    b'T' => idx = store.set_exptime(idx, of.exptime),
+                    b'N' if created => idx = store.set_exptime(idx, of.autoviv_exptime),
                     b'O' => {
                         if tok.len() > MAX_OPAQUE {
                             return self.out_err(E_OPAQUE);
@@ -785,15 +790,15 @@ impl Connection {
             line.extend_from_slice(it.key());
         }
         line.extend_from_slice(b" exp=");
-        if it.exptime == 0 {
+        if it.exptime() == 0 {
             line.extend_from_slice(b"-1");
         } else {
-            push_i64(&mut line, i64::from(now.wrapping_sub(it.exptime) as i32));
+            push_i64(&mut line, i64::from(now.wrapping_sub(it.exptime()) as i32));
         }
         line.extend_from_slice(b" la=");
-        push_u64(&mut line, u64::from(now.wrapping_sub(it.time)));
+        push_u64(&mut line, u64::from(now.wrapping_sub(it.time())));
         line.extend_from_slice(b" cas=");
-        push_u64(&mut line, it.cas);
+        push_u64(&mut line, it.cas());
         line.extend_from_slice(if it.has(bits::FETCHED) {
             b" fetch=yes"
         } else {

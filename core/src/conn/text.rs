@@ -4,7 +4,7 @@
 use crate::num::{
     parse_i32_truncating, parse_stored_u64, parse_u32_truncating, parse_u64, push_u64,
 };
-use crate::store::{bits, AllocError, Item, Store};
+use crate::store::{bits, AllocError, Store};
 
 use super::tokens::{words, Tokens};
 use super::{Connection, PausedGet, Step};
@@ -69,7 +69,7 @@ pub(crate) fn store_item(store: &mut Store, req: &StoreRequest<'_>) -> Stored {
         Stale,
         BadVal,
     }
-    let old_cas = store.item(old).cas;
+    let old_cas = store.item(old).cas();
     let cas_res = if req.cas == 0 {
         CasResult::None
     } else if req.cas == old_cas {
@@ -99,7 +99,7 @@ pub(crate) fn store_item(store: &mut Store, req: &StoreRequest<'_>) -> Stored {
                 store.stats.cas_hits += 1;
                 let (exptime, token) = {
                     let it = store.item(old);
-                    (it.exptime, it.bits & bits::TOKEN_SENT)
+                    (it.exptime(), it.bits() & bits::TOKEN_SENT)
                 };
                 store.unlink(old);
                 link_new(store, req, exptime, bits::STALE | token, &[req.value])
@@ -117,10 +117,10 @@ pub(crate) fn store_item(store: &mut Store, req: &StoreRequest<'_>) -> Stored {
             let (flags, exptime, old_len, kb) = {
                 let it = store.item(old);
                 (
-                    it.flags,
-                    it.exptime,
+                    it.flags(),
+                    it.exptime(),
                     it.value().len(),
-                    it.bits & bits::KEY_BINARY,
+                    it.bits() & bits::KEY_BINARY,
                 )
             };
             let total = old_len + req.value.len();
@@ -159,13 +159,15 @@ fn link_new(
     if store.reserve(req.key.len(), req.flags, vlen).is_err() {
         return Stored::NotStored;
     }
-    let mut it = Item::new(req.key, parts, req.flags, exptime);
-    it.bits = extra_bits;
-    if req.key_binary {
-        it.bits |= bits::KEY_BINARY;
+    let state = if req.key_binary {
+        extra_bits | bits::KEY_BINARY
+    } else {
+        extra_bits
+    };
+    match store.link(req.key, parts, req.flags, exptime, state) {
+        Ok(idx) => Stored::Stored(store.item(idx).cas()),
+        Err(_) => Stored::NotStored,
     }
-    let idx = store.link(it);
-    Stored::Stored(store.item(idx).cas)
 }
 
 /// Outcome of incr/decr (memcached's `delta_result_type`).
@@ -193,7 +195,7 @@ pub(crate) fn add_delta(store: &mut Store, key: &[u8], incr: bool, delta: u64, c
     if it.value().is_empty() {
         return Delta::NonNumeric;
     }
-    if cas != 0 && it.cas != cas {
+    if cas != 0 && it.cas() != cas {
         return Delta::CasMismatch;
     }
     let Some(old) = parse_stored_u64(it.value()) else {
@@ -217,8 +219,8 @@ pub(crate) fn add_delta(store: &mut Store, key: &[u8], incr: bool, delta: u64, c
     }
     if fits {
         let cas = store.next_cas();
-        let it = store.item_mut(idx);
-        it.cas = cas;
+        let mut it = store.item_mut(idx);
+        it.set_cas(cas);
         let v = it.value_mut();
         v[..digits.len()].copy_from_slice(&digits);
         v[digits.len()..].fill(b' ');
@@ -230,15 +232,15 @@ pub(crate) fn add_delta(store: &mut Store, key: &[u8], incr: bool, delta: u64, c
         }
     } else {
         let it = store.item(idx);
-        let (flags, exptime, kb) = (it.flags, it.exptime, it.bits & bits::KEY_BINARY);
+        let (flags, exptime, kb) = (it.flags(), it.exptime(), it.bits() & bits::KEY_BINARY);
         let key = alloc::vec::Vec::from(it.key());
         store.unlink(idx);
         if store.reserve(key.len(), flags, digits.len()).is_err() {
             return Delta::NoMemory;
         }
-        let mut it = Item::new(&key, &[&digits], flags, exptime);
-        it.bits = kb;
-        let idx = store.link(it);
+        let Ok(idx) = store.link(&key, &[&digits], flags, exptime, kb) else {
+            return Delta::NoMemory;
+        };
         Delta::Ok {
             value,
             idx,
@@ -562,12 +564,12 @@ impl Connection {
                 self.output.extend_from_slice(b"VALUE ");
                 self.output.extend_from_slice(it.key());
                 self.output.push(b' ');
-                push_u64(&mut self.output, u64::from(it.flags));
+                push_u64(&mut self.output, u64::from(it.flags()));
                 self.output.push(b' ');
                 push_u64(&mut self.output, it.value().len() as u64);
                 if p.cas {
                     self.output.push(b' ');
-                    push_u64(&mut self.output, it.cas);
+                    push_u64(&mut self.output, it.cas());
                 }
                 self.output.extend_from_slice(b"\r\n");
                 self.output.extend_from_slice(it.value());
@@ -588,10 +590,11 @@ impl Connection {
         if touch.is_none() {
             store.stats.cmd_get += 1;
         }
-        let found = store.find(key);
+        let mut found = store.find(key);
         match (found, touch) {
             (Some(idx), Some(exp)) => {
-                store.set_exptime(idx, exp);
+                let idx = store.set_exptime(idx, exp);
+                found = Some(idx);
                 store.bump(idx);
                 store.stats.cmd_touch += 1;
                 store.stats.touch_hits += 1;
@@ -694,7 +697,7 @@ impl Connection {
         match store.find(key) {
             Some(idx) => {
                 store.bump(idx);
-                store.set_exptime(idx, exptime);
+                let idx = store.set_exptime(idx, exptime);
                 store.stats.touch_hits += 1;
                 let cls = usize::from(store.item(idx).class());
                 store.classes[cls].touch_hits += 1;

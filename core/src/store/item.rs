@@ -1,13 +1,38 @@
-//! One cached item and its per-item state bits.
-
-use alloc::boxed::Box;
+//! The byte layout of one stored item (its "record") and typed views of it.
+//!
+//! An item lives as one packed record in the [`Arena`](super::arena::Arena):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 7 | CAS, 56 bits little-endian |
+//! | 7 | 1 | state [`bits`] |
+//! | 8 | 4 | LRU `prev` handle |
+//! | 12 | 4 | LRU `next` handle |
+//! | 16 | 4 | last access, store-relative seconds |
+//! | 20 | 1 | key length |
+//! | 21 | 1–5 | value length, LEB128 |
+//! | … | 0 or 4 | client flags, present only when non-zero ([`bits::HAS_FLAGS`]) |
+//! | … | 0 or 4 | exptime, present only when set ([`bits::HAS_EXPTIME`]) |
+//! | … | klen | key |
+//! | … | vlen | value |
+//!
+//! memcached drops the flags word when it is zero; we do the same and also
+//! drop the exptime, because most caches store most items with neither.
+//! With a 10-byte key and a 64-byte value a record is 96 bytes.
+//!
+//! CAS values are 56 bits wide: at ten million mutations per second the
+//! counter lasts over two hundred years, and 1.6.18 has no way for a client
+//! to choose a CAS value, so every stored CAS comes from the store's counter.
 
 use crate::slab;
 
-/// Sentinel index for "no neighbour" in the LRU list.
+/// Sentinel handle for "no neighbour" in the LRU list.
 pub(crate) const NIL: u32 = u32::MAX;
 
-/// Per-item state bits. memcached keeps the same ones in `it_flags`.
+/// Largest CAS value a record holds.
+pub(crate) const CAS_MAX: u64 = (1 << 56) - 1;
+
+/// Per-item state bits. memcached keeps the first five in `it_flags`.
 pub(crate) mod bits {
     /// The item has been read at least once since it was stored.
     pub const FETCHED: u8 = 1;
@@ -20,77 +45,328 @@ pub(crate) mod bits {
     pub const STALE: u8 = 8;
     /// Stored with a base64 (`b`) key: the key is printed back in base64.
     pub const KEY_BINARY: u8 = 16;
+    /// The record carries a client flags word (flags are non-zero).
+    pub(crate) const HAS_FLAGS: u8 = 32;
+    /// The record carries an exptime word (the item expires).
+    pub(crate) const HAS_EXPTIME: u8 = 64;
+    /// Bits that describe the layout, not the item's state; callers never
+    /// set or clear them directly.
+    pub(crate) const LAYOUT: u8 = HAS_FLAGS | HAS_EXPTIME;
 }
 
-/// A stored item. Key and value share one allocation to keep the per-item
-/// overhead small; the LRU list is threaded through `prev`/`next` as indices
-/// into the store's item vector.
-pub(crate) struct Item {
-    data: Box<[u8]>,
-    pub cas: u64,
-    /// Expiry in store-relative seconds; 0 means never.
-    pub exptime: u32,
-    /// Store-relative second of the last store or (active) access.
-    pub time: u32,
+const BITS: usize = 7;
+const PREV: usize = 8;
+const NEXT: usize = 12;
+const TIME: usize = 16;
+const KLEN: usize = 20;
+const VLEN: usize = 21;
+
+/// Bytes a value length takes in LEB128.
+fn varint_len(v: usize) -> usize {
+    match v {
+        0..=0x7f => 1,
+        0x80..=0x3fff => 2,
+        0x4000..=0x1f_ffff => 3,
+        0x20_0000..=0xfff_ffff => 4,
+        _ => 5,
+    }
+}
+
+/// The shape of a record: everything needed to size and write it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub klen: usize,
+    pub vlen: usize,
     pub flags: u32,
-    pub prev: u32,
-    pub next: u32,
-    klen: u8,
-    pub bits: u8,
+    pub exptime: u32,
 }
 
-impl Item {
-    /// Builds an item whose value is the concatenation of `parts`.
-    pub fn new(key: &[u8], parts: &[&[u8]], flags: u32, exptime: u32) -> Item {
-        let vlen: usize = parts.iter().map(|p| p.len()).sum();
-        let mut data = alloc::vec::Vec::with_capacity(key.len() + vlen);
-        data.extend_from_slice(key);
+impl Shape {
+    /// Size of the record in bytes.
+    pub fn size(&self) -> usize {
+        VLEN + varint_len(self.vlen)
+            + if self.flags != 0 { 4 } else { 0 }
+            + if self.exptime != 0 { 4 } else { 0 }
+            + self.klen
+            + self.vlen
+    }
+
+    /// Writes a fresh record of this shape into `rec` (at least
+    /// [`Shape::size`] bytes): LRU links unset, CAS and time zero, the value
+    /// the concatenation of `parts`.
+    pub fn write(&self, rec: &mut [u8], key: &[u8], parts: &[&[u8]], state: u8) {
+        rec[..BITS].fill(0);
+        let mut layout = 0;
+        if self.flags != 0 {
+            layout |= bits::HAS_FLAGS;
+        }
+        if self.exptime != 0 {
+            layout |= bits::HAS_EXPTIME;
+        }
+        rec[BITS] = (state & !bits::LAYOUT) | layout;
+        rec[PREV..NEXT].copy_from_slice(&NIL.to_le_bytes());
+        rec[NEXT..TIME].copy_from_slice(&NIL.to_le_bytes());
+        rec[TIME..KLEN].fill(0);
+        // Keys are checked against the 250-byte limit before any record is
+        // built, so the length always fits.
+        rec[KLEN] = key.len().min(255) as u8;
+        let mut at = VLEN;
+        let mut v = self.vlen;
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                rec[at] = byte;
+                at += 1;
+                break;
+            }
+            rec[at] = byte | 0x80;
+            at += 1;
+        }
+        if self.flags != 0 {
+            rec[at..at + 4].copy_from_slice(&self.flags.to_le_bytes());
+            at += 4;
+        }
+        if self.exptime != 0 {
+            rec[at..at + 4].copy_from_slice(&self.exptime.to_le_bytes());
+            at += 4;
+        }
+        rec[at..at + key.len()].copy_from_slice(key);
+        at += key.len();
         for p in parts {
-            data.extend_from_slice(p);
-        }
-        Item {
-            data: data.into_boxed_slice(),
-            cas: 0,
-            exptime,
-            time: 0,
-            flags,
-            prev: NIL,
-            next: NIL,
-            // Keys are checked against the 250-byte limit before any item is
-            // built, so the length always fits.
-            klen: key.len().min(255) as u8,
-            bits: 0,
+            rec[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
         }
     }
+}
 
-    pub fn key(&self) -> &[u8] {
-        &self.data[..usize::from(self.klen)]
+/// Where the variable part of a record starts.
+#[derive(Clone, Copy)]
+struct Offsets {
+    /// Offset of the flags word (if present): the end of the value length.
+    flags: usize,
+    /// Offset of the key.
+    key: usize,
+    klen: usize,
+    vlen: usize,
+}
+
+#[inline]
+fn offsets(rec: &[u8]) -> Offsets {
+    let first = rec[VLEN];
+    let (vlen, at) = if first < 0x80 {
+        (usize::from(first), VLEN + 1)
+    } else {
+        let mut at = VLEN;
+        let mut vlen = 0usize;
+        let mut shift = 0;
+        loop {
+            let b = rec[at];
+            at += 1;
+            vlen |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 || shift >= 35 {
+                break;
+            }
+        }
+        (vlen, at)
+    };
+    let state = rec[BITS];
+    let key = at
+        + if state & bits::HAS_FLAGS != 0 { 4 } else { 0 }
+        + if state & bits::HAS_EXPTIME != 0 { 4 } else { 0 };
+    Offsets {
+        flags: at,
+        key,
+        klen: usize::from(rec[KLEN]),
+        vlen,
+    }
+}
+
+fn read_u32(rec: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&rec[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+fn write_u32(rec: &mut [u8], at: usize, v: u32) {
+    rec[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// A read-only view of a stored item. The variable offsets are decoded
+/// once, when the view is made.
+#[derive(Clone, Copy)]
+pub(crate) struct ItemRef<'a> {
+    rec: &'a [u8],
+    o: Offsets,
+}
+
+impl<'a> ItemRef<'a> {
+    #[inline]
+    pub fn new(rec: &'a [u8]) -> ItemRef<'a> {
+        ItemRef {
+            rec,
+            o: offsets(rec),
+        }
     }
 
-    pub fn value(&self) -> &[u8] {
-        &self.data[usize::from(self.klen)..]
+    pub fn cas(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b[..BITS].copy_from_slice(&self.rec[..BITS]);
+        u64::from_le_bytes(b)
     }
 
-    /// The value, writable in place (incr/decr reuse the buffer when the
-    /// new number fits, as memcached does).
-    pub fn value_mut(&mut self) -> &mut [u8] {
-        let k = usize::from(self.klen);
-        &mut self.data[k..]
+    pub fn bits(&self) -> u8 {
+        self.rec[BITS]
     }
 
     pub fn has(&self, bit: u8) -> bool {
-        self.bits & bit != 0
+        self.rec[BITS] & bit != 0
+    }
+
+    pub fn prev(&self) -> u32 {
+        read_u32(self.rec, PREV)
+    }
+
+    pub fn next(&self) -> u32 {
+        read_u32(self.rec, NEXT)
+    }
+
+    /// Store-relative second of the last store or (active) access.
+    pub fn time(&self) -> u32 {
+        read_u32(self.rec, TIME)
+    }
+
+    pub fn flags(&self) -> u32 {
+        if self.has(bits::HAS_FLAGS) {
+            read_u32(self.rec, self.o.flags)
+        } else {
+            0
+        }
+    }
+
+    /// Expiry in store-relative seconds; 0 means never.
+    pub fn exptime(&self) -> u32 {
+        if !self.has(bits::HAS_EXPTIME) {
+            return 0;
+        }
+        let at = if self.has(bits::HAS_FLAGS) {
+            self.o.flags + 4
+        } else {
+            self.o.flags
+        };
+        read_u32(self.rec, at)
+    }
+
+    #[inline]
+    pub fn key(&self) -> &'a [u8] {
+        &self.rec[self.o.key..self.o.key + self.o.klen]
+    }
+
+    pub fn value(&self) -> &'a [u8] {
+        let start = self.o.key + self.o.klen;
+        &self.rec[start..start + self.o.vlen]
+    }
+
+    pub fn shape(&self) -> Shape {
+        Shape {
+            klen: self.o.klen,
+            vlen: self.o.vlen,
+            flags: self.flags(),
+            exptime: self.exptime(),
+        }
     }
 
     /// Size memcached would account for this item (`ITEM_ntotal`).
     pub fn ntotal(&self) -> u64 {
-        ntotal(self.key().len(), self.flags, self.value().len())
+        ntotal(self.o.klen, self.flags(), self.o.vlen)
     }
 
     /// memcached's slab class for this item.
     pub fn class(&self) -> u8 {
         slab::class_of(self.ntotal())
     }
+}
+
+/// A writable view of a stored item. Only fields that never change the
+/// record's size are writable here; the exptime goes through the store,
+/// which may have to move the record.
+pub(crate) struct ItemMut<'a> {
+    rec: &'a mut [u8],
+}
+
+impl<'a> ItemMut<'a> {
+    pub fn new(rec: &'a mut [u8]) -> ItemMut<'a> {
+        ItemMut { rec }
+    }
+
+    pub fn has(&self, bit: u8) -> bool {
+        self.rec[BITS] & bit != 0
+    }
+
+    pub fn set_cas(&mut self, cas: u64) {
+        self.rec[..BITS].copy_from_slice(&cas.to_le_bytes()[..BITS]);
+    }
+
+    /// Sets state bits (never layout bits).
+    pub fn insert_bits(&mut self, b: u8) {
+        self.rec[BITS] |= b & !bits::LAYOUT;
+    }
+
+    /// Clears state bits (never layout bits).
+    pub fn remove_bits(&mut self, b: u8) {
+        self.rec[BITS] &= !(b & !bits::LAYOUT);
+    }
+
+    pub fn set_prev(&mut self, h: u32) {
+        write_u32(self.rec, PREV, h);
+    }
+
+    pub fn set_next(&mut self, h: u32) {
+        write_u32(self.rec, NEXT, h);
+    }
+
+    pub fn set_time(&mut self, t: u32) {
+        write_u32(self.rec, TIME, t);
+    }
+
+    /// Rewrites a present exptime word. The caller guarantees the record
+    /// has one and `exptime` is non-zero.
+    pub fn overwrite_exptime(&mut self, exptime: u32) {
+        let o = offsets(self.rec);
+        let at = if self.has(bits::HAS_FLAGS) {
+            o.flags + 4
+        } else {
+            o.flags
+        };
+        write_u32(self.rec, at, exptime);
+    }
+
+    /// The value, writable in place (incr/decr reuse the bytes when the new
+    /// number fits, as memcached does).
+    pub fn value_mut(&mut self) -> &mut [u8] {
+        let o = offsets(self.rec);
+        let start = o.key + o.klen;
+        &mut self.rec[start..start + o.vlen]
+    }
+}
+
+/// Copies the record `src` into `dst` (at least the new shape's size) with
+/// its exptime changed to `exptime`, keeping every other field.
+pub(crate) fn rewrite_exptime(src: &[u8], dst: &mut [u8], exptime: u32) {
+    let it = ItemRef::new(src);
+    let shape = Shape {
+        exptime,
+        ..it.shape()
+    };
+    let state = it.bits();
+    let (prev, next, time, cas) = (it.prev(), it.next(), it.time(), it.cas());
+    shape.write(dst, it.key(), &[it.value()], state);
+    let mut m = ItemMut::new(dst);
+    m.set_prev(prev);
+    m.set_next(next);
+    m.set_time(time);
+    m.set_cas(cas);
 }
 
 /// memcached's `ITEM_ntotal`: header, key and its NUL, the flags word when
@@ -103,4 +379,76 @@ pub(crate) fn ntotal(klen: usize, flags: u32, vlen: usize) -> u64 {
         + vlen as u64
         + 2
         + slab::ITEM_CAS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn round_trips_every_field() {
+        for (flags, exptime, vlen) in [(0, 0, 0), (7, 0, 64), (0, 99, 200), (u32::MAX, 5, 70_000)] {
+            let value = vec![b'v'; vlen];
+            let shape = Shape {
+                klen: 3,
+                vlen,
+                flags,
+                exptime,
+            };
+            let mut rec = vec![0xAA; shape.size() + 8];
+            shape.write(
+                &mut rec,
+                b"key",
+                &[&value[..vlen / 2], &value[vlen / 2..]],
+                bits::STALE,
+            );
+            let mut m = ItemMut::new(&mut rec);
+            m.set_cas(CAS_MAX);
+            m.set_prev(1);
+            m.set_next(2);
+            m.set_time(3);
+            let it = ItemRef::new(&rec);
+            assert_eq!(it.cas(), CAS_MAX);
+            assert_eq!((it.prev(), it.next(), it.time()), (1, 2, 3));
+            assert_eq!((it.flags(), it.exptime()), (flags, exptime));
+            assert_eq!(it.key(), b"key");
+            assert_eq!(it.value(), &value[..]);
+            assert!(it.has(bits::STALE));
+            assert_eq!(it.shape(), shape);
+        }
+    }
+
+    #[test]
+    fn bench_shaped_item_is_96_bytes() {
+        let shape = Shape {
+            klen: 10,
+            vlen: 64,
+            flags: 0,
+            exptime: 0,
+        };
+        assert_eq!(shape.size(), 96);
+    }
+
+    #[test]
+    fn rewrite_exptime_keeps_the_rest() {
+        let shape = Shape {
+            klen: 1,
+            vlen: 2,
+            flags: 9,
+            exptime: 0,
+        };
+        let mut a = vec![0; shape.size()];
+        shape.write(&mut a, b"k", &[b"vv"], bits::FETCHED);
+        ItemMut::new(&mut a).set_cas(42);
+        let mut b = vec![0; shape.size() + 4];
+        rewrite_exptime(&a, &mut b, 77);
+        let it = ItemRef::new(&b);
+        assert_eq!((it.cas(), it.flags(), it.exptime()), (42, 9, 77));
+        assert_eq!((it.key(), it.value()), (&b"k"[..], &b"vv"[..]));
+        assert!(it.has(bits::FETCHED));
+        let mut c = vec![0; shape.size()];
+        rewrite_exptime(&b, &mut c, 0);
+        assert_eq!(c, a);
+    }
 }

@@ -1,16 +1,30 @@
-//! The doubly linked LRU list threaded through [`Item::prev`]/[`Item::next`].
+//! The doubly linked LRU list threaded through the records' `prev`/`next`
+//! handles.
 //!
 //! The head is the most recently used item, the tail the eviction candidate.
-//! Links are indices into the store's item vector; every function here keeps
-//! the list and `head`/`tail` consistent.
+//! Every function here keeps the list and `head`/`tail` consistent.
 
-use super::item::{Item, NIL};
+use super::arena::Arena;
+use super::item::{ItemMut, ItemRef, NIL};
 
 /// Head and tail of the list.
 #[derive(Debug)]
 pub(crate) struct Lru {
     pub head: u32,
     pub tail: u32,
+}
+
+fn links(arena: &Arena, h: u32) -> (u32, u32) {
+    let it = ItemRef::new(arena.get(h));
+    (it.prev(), it.next())
+}
+
+fn set_prev(arena: &mut Arena, h: u32, to: u32) {
+    ItemMut::new(arena.get_mut(h)).set_prev(to);
+}
+
+fn set_next(arena: &mut Arena, h: u32, to: u32) {
+    ItemMut::new(arena.get_mut(h)).set_next(to);
 }
 
 impl Lru {
@@ -21,59 +35,53 @@ impl Lru {
         }
     }
 
-    /// Links `idx` (currently unlinked) at the head.
-    pub fn push_head(&mut self, items: &mut [Item], idx: u32) {
+    /// Links `h` (currently unlinked) at the head.
+    pub fn push_head(&mut self, arena: &mut Arena, h: u32) {
         let old = self.head;
-        items[idx as usize].prev = NIL;
-        items[idx as usize].next = old;
+        set_prev(arena, h, NIL);
+        set_next(arena, h, old);
         if old != NIL {
-            items[old as usize].prev = idx;
+            set_prev(arena, old, h);
         } else {
-            self.tail = idx;
+            self.tail = h;
         }
-        self.head = idx;
+        self.head = h;
     }
 
-    /// Unlinks `idx` from wherever it is.
-    pub fn remove(&mut self, items: &mut [Item], idx: u32) {
-        let (prev, next) = {
-            let it = &items[idx as usize];
-            (it.prev, it.next)
-        };
+    /// Unlinks `h` from wherever it is.
+    pub fn remove(&mut self, arena: &mut Arena, h: u32) {
+        let (prev, next) = links(arena, h);
         if prev != NIL {
-            items[prev as usize].next = next;
+            set_next(arena, prev, next);
         } else {
             self.head = next;
         }
         if next != NIL {
-            items[next as usize].prev = prev;
+            set_prev(arena, next, prev);
         } else {
             self.tail = prev;
         }
-        items[idx as usize].prev = NIL;
-        items[idx as usize].next = NIL;
+        set_prev(arena, h, NIL);
+        set_next(arena, h, NIL);
     }
 
-    /// Moves `idx` to the head.
-    pub fn touch(&mut self, items: &mut [Item], idx: u32) {
-        if self.head != idx {
-            self.remove(items, idx);
-            self.push_head(items, idx);
+    /// Moves `h` to the head.
+    pub fn touch(&mut self, arena: &mut Arena, h: u32) {
+        if self.head != h {
+            self.remove(arena, h);
+            self.push_head(arena, h);
         }
     }
 
-    /// After the item at `from` was moved to slot `to` (swap-remove), points
-    /// its neighbours and the list ends at the new slot.
-    pub fn relocate(&mut self, items: &mut [Item], from: u32, to: u32) {
-        let (prev, next) = {
-            let it = &items[to as usize];
-            (it.prev, it.next)
-        };
+    /// After a linked record moved from handle `from` to `to`, points its
+    /// neighbours and the list ends at the new handle.
+    pub fn relocate(&mut self, arena: &mut Arena, from: u32, to: u32) {
+        let (prev, next) = links(arena, to);
         if prev != NIL {
-            items[prev as usize].next = to;
+            set_next(arena, prev, to);
         }
         if next != NIL {
-            items[next as usize].prev = to;
+            set_prev(arena, next, to);
         }
         if self.head == from {
             self.head = to;

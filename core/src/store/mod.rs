@@ -1,15 +1,16 @@
 //! The shared item store: hash index, LRU, TTL and CAS bookkeeping.
 
+mod arena;
 mod item;
 mod lru;
 
-use alloc::vec::Vec;
 use core::hash::BuildHasher;
 
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 
-pub(crate) use item::{bits, ntotal, Item, NIL};
+use arena::{Arena, Resize};
+pub(crate) use item::{bits, ntotal, ItemMut, ItemRef, Shape, CAS_MAX, NIL};
 use lru::Lru;
 
 use crate::clock::Clock;
@@ -55,7 +56,7 @@ pub(crate) enum AllocError {
 /// 3. Keep [`Store::host_stats_mut`] current (connections, rusage).
 pub struct Store {
     cfg: Config,
-    items: Vec<Item>,
+    arena: Arena,
     table: HashTable<u32>,
     hasher: FixedState,
     lru: Lru,
@@ -68,7 +69,8 @@ pub struct Store {
     process_started: u64,
     now: u32,
     now_ms: u64,
-    sweep_cursor: usize,
+    /// Next (page id, slot) the expiry sweep examines.
+    sweep_cursor: (usize, usize),
     sweep_next_ms: u64,
     sweep_pass_start: u32,
     flush_pending: bool,
@@ -87,7 +89,7 @@ impl Store {
         let verbosity = cfg.host.verbosity;
         Store {
             cfg,
-            items: Vec::new(),
+            arena: Arena::new(),
             table: HashTable::new(),
             hasher,
             lru: Lru::new(),
@@ -100,7 +102,7 @@ impl Store {
             process_started: clock.unix_secs.saturating_sub(u64::from(CLOCK_START)),
             now: CLOCK_START,
             now_ms: clock.mono_ms,
-            sweep_cursor: 0,
+            sweep_cursor: (0, 0),
             sweep_next_ms: clock.mono_ms + SWEEP_INTERVAL_MS,
             sweep_pass_start: CLOCK_START,
             flush_pending: false,
@@ -124,7 +126,7 @@ impl Store {
     /// Number of live (linked) items, including ones that have expired but
     /// were not reclaimed yet.
     pub fn curr_items(&self) -> usize {
-        self.items.len()
+        self.arena.len()
     }
 
     /// Bytes of items as memcached accounts them (the `bytes` stat).
@@ -189,8 +191,14 @@ impl Store {
     }
 
     /// Assigns the next CAS value (memcached's `get_cas_id`).
+    /// The counter wraps to 1 after [`CAS_MAX`] (56 bits), the width a
+    /// record stores.
     pub(crate) fn next_cas(&mut self) -> u64 {
-        self.last_cas += 1;
+        self.last_cas = if self.last_cas >= CAS_MAX {
+            1
+        } else {
+            self.last_cas + 1
+        };
         self.last_cas
     }
 
@@ -198,16 +206,19 @@ impl Store {
         self.hasher.hash_one(key)
     }
 
-    fn is_flushed(&self, it: &Item) -> bool {
+    fn is_flushed(&self, it: ItemRef<'_>) -> bool {
         if self.oldest_live == 0 || self.oldest_live > self.now {
             return false;
         }
-        it.time <= self.oldest_live
-            || (self.oldest_cas != 0 && it.cas != 0 && it.cas < self.oldest_cas)
+        it.time() <= self.oldest_live || {
+            let cas = it.cas();
+            self.oldest_cas != 0 && cas != 0 && cas < self.oldest_cas
+        }
     }
 
-    fn is_expired(&self, it: &Item) -> bool {
-        it.exptime != 0 && it.exptime <= self.now
+    fn is_expired(&self, it: ItemRef<'_>) -> bool {
+        let e = it.exptime();
+        e != 0 && e <= self.now
     }
 
     /// Looks `key` up without side effects on the item. Expired or flushed
@@ -215,9 +226,11 @@ impl Store {
     /// as memcached's `do_item_get` does for every lookup.
     pub(crate) fn find(&mut self, key: &[u8]) -> Option<u32> {
         let h = self.hash(key);
-        let items = &self.items;
-        let idx = *self.table.find(h, |&i| items[i as usize].key() == key)?;
-        let it = &self.items[idx as usize];
+        let arena = &self.arena;
+        let idx = *self
+            .table
+            .find(h, |&i| ItemRef::new(arena.get(i)).key() == key)?;
+        let it = self.item(idx);
         if self.is_flushed(it) {
             self.unlink(idx);
             self.stats.get_flushed += 1;
@@ -231,12 +244,12 @@ impl Store {
         Some(idx)
     }
 
-    pub(crate) fn item(&self, idx: u32) -> &Item {
-        &self.items[idx as usize]
+    pub(crate) fn item(&self, idx: u32) -> ItemRef<'_> {
+        ItemRef::new(self.arena.get(idx))
     }
 
-    pub(crate) fn item_mut(&mut self, idx: u32) -> &mut Item {
-        &mut self.items[idx as usize]
+    pub(crate) fn item_mut(&mut self, idx: u32) -> ItemMut<'_> {
+        ItemMut::new(self.arena.get_mut(idx))
     }
 
     /// A fetch: marks the item fetched (then active, refreshing its access
@@ -244,34 +257,92 @@ impl Store {
     /// moves it to the LRU head.
     pub(crate) fn bump(&mut self, idx: u32) {
         let now = self.now;
-        let it = &mut self.items[idx as usize];
+        let mut it = self.item_mut(idx);
         if !it.has(bits::ACTIVE) {
             if !it.has(bits::FETCHED) {
-                it.bits |= bits::FETCHED;
+                it.insert_bits(bits::FETCHED);
             } else {
-                it.bits |= bits::ACTIVE;
-                it.time = now;
+                it.insert_bits(bits::ACTIVE);
+                it.set_time(now);
             }
         }
-        self.lru.touch(&mut self.items, idx);
+        self.lru.touch(&mut self.arena, idx);
     }
 
     /// memcached's `do_item_update`: refreshes the access time and LRU
     /// position without counting a fetch.
     pub(crate) fn update(&mut self, idx: u32) {
-        self.items[idx as usize].time = self.now;
-        self.lru.touch(&mut self.items, idx);
+        let now = self.now;
+        self.item_mut(idx).set_time(now);
+        self.lru.touch(&mut self.arena, idx);
     }
 
-    /// Sets an item's expiry, keeping the count of items with a TTL.
-    pub(crate) fn set_exptime(&mut self, idx: u32, exptime: u32) {
-        let it = &mut self.items[idx as usize];
-        match (it.exptime != 0, exptime != 0) {
+    /// Sets an item's expiry, keeping the count of items with a TTL, and
+    /// returns the item's handle, which changes when the record has to grow
+    /// or shrink by its exptime word into another size class. Other handles
+    /// may change too, as with [`Store::unlink`].
+    #[must_use]
+    pub(crate) fn set_exptime(&mut self, idx: u32, exptime: u32) -> u32 {
+        let old = self.item(idx).exptime();
+        match (old != 0, exptime != 0) {
             (false, true) => self.ttl_items += 1,
             (true, false) => self.ttl_items -= 1,
-            _ => {}
+            (true, true) => {
+                self.item_mut(idx).overwrite_exptime(exptime);
+                return idx;
+            }
+            (false, false) => return idx,
         }
-        it.exptime = exptime;
+        let new_size = Shape {
+            exptime,
+            ..self.item(idx).shape()
+        }
+        .size();
+        match self.arena.resize_plan(idx, new_size) {
+            Resize::InPlace => {
+                let mut copy = [0u8; arena::SMALL_MAX];
+                let rec = self.arena.get_mut(idx);
+                let n = rec.len();
+                copy[..n].copy_from_slice(rec);
+                item::rewrite_exptime(&copy[..n], rec, exptime);
+                idx
+            }
+            Resize::Rebox => {
+                let mut rec = alloc::vec![0u8; new_size];
+                item::rewrite_exptime(self.arena.get(idx), &mut rec, exptime);
+                self.arena.rebox(idx, rec.into_boxed_slice());
+                idx
+            }
+            Resize::Move => {
+                let Some(to) = self.arena.alloc(new_size) else {
+                    // Unreachable: `link` keeps a page in reserve for every
+                    // class (see `Arena::can_link`). Keep the counts right.
+                    if exptime != 0 {
+                        self.ttl_items -= 1;
+                    } else {
+                        self.ttl_items += 1;
+                    }
+                    return idx;
+                };
+                self.arena
+                    .with_pair(idx, to, |src, dst| item::rewrite_exptime(src, dst, exptime));
+                self.moved(idx, to);
+                if let Some(from) = self.arena.remove(idx) {
+                    self.moved(from, idx);
+                }
+                to
+            }
+        }
+    }
+
+    /// A linked record moved from handle `from` to `to`: repoints its index
+    /// entry and LRU neighbours.
+    fn moved(&mut self, from: u32, to: u32) {
+        let h = self.hash(self.item(to).key());
+        if let Some(slot) = self.table.find_mut(h, |&i| i == from) {
+            *slot = to;
+        }
+        self.lru.relocate(&mut self.arena, from, to);
     }
 
     /// Whether an item of this shape is within the item size limit.
@@ -279,22 +350,22 @@ impl Store {
         ntotal(klen, flags, vlen) <= u64::from(self.cfg.item_size_max)
     }
 
-    /// Removes an item. Indices of other items may change: the last item is
-    /// moved into the freed slot.
+    /// Removes an item. The handle of one other item may change: the last
+    /// record of its size class moves into the freed slot.
     pub(crate) fn unlink(&mut self, idx: u32) {
         let (h, nt, cls, had_ttl) = {
-            let it = &self.items[idx as usize];
+            let it = self.item(idx);
             (
                 self.hash(it.key()),
                 it.ntotal(),
                 it.class(),
-                it.exptime != 0,
+                it.exptime() != 0,
             )
         };
         if let Ok(e) = self.table.find_entry(h, |&i| i == idx) {
             e.remove();
         }
-        self.lru.remove(&mut self.items, idx);
+        self.lru.remove(&mut self.arena, idx);
         self.bytes -= nt;
         if had_ttl {
             self.ttl_items -= 1;
@@ -302,15 +373,8 @@ impl Store {
         let c = &mut self.classes[usize::from(cls)];
         c.number -= 1;
         c.mem_requested -= nt;
-
-        let last = (self.items.len() - 1) as u32;
-        self.items.swap_remove(idx as usize);
-        if idx != last {
-            let moved_hash = self.hash(self.items[idx as usize].key());
-            if let Some(slot) = self.table.find_mut(moved_hash, |&i| i == last) {
-                *slot = idx;
-            }
-            self.lru.relocate(&mut self.items, last, idx);
+        if let Some(from) = self.arena.remove(idx) {
+            self.moved(from, idx);
         }
     }
 
@@ -322,7 +386,7 @@ impl Store {
             if tail == NIL {
                 return Err(AllocError::NoMemory);
             }
-            let it = &self.items[tail as usize];
+            let it = ItemRef::new(self.arena.get(tail));
             let cls = usize::from(it.class());
             if self.is_expired(it) || self.is_flushed(it) {
                 self.stats.reclaimed += 1;
@@ -338,7 +402,7 @@ impl Store {
                 self.stats.evictions += 1;
                 let c = &mut self.classes[cls];
                 c.evicted += 1;
-                if it.exptime != 0 {
+                if it.exptime() != 0 {
                     c.evicted_nonzero += 1;
                 }
                 if !it.has(bits::FETCHED) {
@@ -375,29 +439,52 @@ impl Store {
     }
 
     /// Links a new item (the key must not be present) with a fresh CAS, at
-    /// the LRU head. Returns its index.
-    pub(crate) fn link(&mut self, mut it: Item) -> u32 {
-        it.cas = self.next_cas();
-        it.time = self.now;
-        let nt = it.ntotal();
-        let cls = usize::from(it.class());
-        if it.exptime != 0 {
+    /// the LRU head: `key`, the concatenation of `parts` as its value, and
+    /// the given state `bits`. Returns its handle; fails only when every
+    /// handle is in use.
+    pub(crate) fn link(
+        &mut self,
+        key: &[u8],
+        parts: &[&[u8]],
+        flags: u32,
+        exptime: u32,
+        state: u8,
+    ) -> Result<u32, AllocError> {
+        let vlen = parts.iter().map(|p| p.len()).sum();
+        let shape = Shape {
+            klen: key.len(),
+            vlen,
+            flags,
+            exptime,
+        };
+        if !self.arena.can_link() {
+            return Err(AllocError::NoMemory);
+        }
+        let idx = self.arena.alloc(shape.size()).ok_or(AllocError::NoMemory)?;
+        shape.write(self.arena.get_mut(idx), key, parts, state);
+        let cas = self.next_cas();
+        let now = self.now;
+        let mut m = self.item_mut(idx);
+        m.set_cas(cas);
+        m.set_time(now);
+        let nt = ntotal(key.len(), flags, vlen);
+        let cls = usize::from(crate::slab::class_of(nt));
+        if exptime != 0 {
             self.ttl_items += 1;
         }
-        let h = self.hash(it.key());
-        let idx = self.items.len() as u32;
-        self.items.push(it);
-        let items = &self.items;
+        let h = self.hash(key);
+        let arena = &self.arena;
         let hasher = &self.hasher;
-        self.table
-            .insert_unique(h, idx, |&i| hasher.hash_one(items[i as usize].key()));
-        self.lru.push_head(&mut self.items, idx);
+        self.table.insert_unique(h, idx, |&i| {
+            hasher.hash_one(ItemRef::new(arena.get(i)).key())
+        });
+        self.lru.push_head(&mut self.arena, idx);
         self.bytes += nt;
         self.stats.total_items += 1;
         let c = &mut self.classes[cls];
         c.number += 1;
         c.mem_requested += nt;
-        idx
+        Ok(idx)
     }
 
     /// `flush_all [delay]` as memcached 1.6.18 implements it: items last
@@ -451,15 +538,20 @@ impl Store {
         if self.now_ms < self.sweep_next_ms {
             return 0;
         }
-        if self.sweep_cursor == 0 {
+        if self.sweep_cursor == (0, 0) {
             self.stats.lru_crawler_starts += 1;
             self.sweep_pass_start = self.now;
         }
         let mut reclaimed = 0;
         let mut examined = 0;
-        while examined < SWEEP_BATCH && self.sweep_cursor < self.items.len() {
-            let idx = self.sweep_cursor as u32;
-            let it = &self.items[idx as usize];
+        while examined < SWEEP_BATCH && self.sweep_cursor.0 < self.arena.page_ids() {
+            let (pid, slot) = self.sweep_cursor;
+            if slot >= self.arena.records_on(pid) {
+                self.sweep_cursor = (pid + 1, 0);
+                continue;
+            }
+            let idx = Arena::handle_at(pid, slot);
+            let it = ItemRef::new(self.arena.get(idx));
             examined += 1;
             self.stats.crawler_items_checked += 1;
             if self.is_expired(it) || self.is_flushed(it) {
@@ -472,15 +564,15 @@ impl Store {
                 // crawler), the sweep counts as plain reclaims.
                 self.stats.reclaimed += 1;
                 self.classes[cls].reclaimed += 1;
-                // The last item moves into this slot; examine it next.
+                // Another record moves into this slot; examine it next.
                 self.unlink(idx);
                 reclaimed += 1;
             } else {
-                self.sweep_cursor += 1;
+                self.sweep_cursor.1 += 1;
             }
         }
-        if self.sweep_cursor >= self.items.len() {
-            self.sweep_cursor = 0;
+        if self.sweep_cursor.0 >= self.arena.page_ids() {
+            self.sweep_cursor = (0, 0);
             self.sweep_next_ms = self.now_ms + SWEEP_INTERVAL_MS;
             if self.flush_pending && self.oldest_live < self.sweep_pass_start {
                 self.flush_pending = false;
@@ -493,24 +585,27 @@ impl Store {
     /// agree. For tests; O(n).
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), &'static str> {
-        if self.table.len() != self.items.len() {
+        if self.table.len() != self.arena.len() {
             return Err("index size differs from item count");
         }
         let mut bytes = 0;
         let mut ttl = 0;
-        for (i, it) in self.items.iter().enumerate() {
+        let mut count = 0;
+        for i in self.arena.handles() {
+            let it = self.item(i);
+            count += 1;
             bytes += it.ntotal();
-            if it.exptime != 0 {
+            if it.exptime() != 0 {
                 ttl += 1;
             }
             let h = self.hash(it.key());
-            match self
-                .table
-                .find(h, |&j| self.items[j as usize].key() == it.key())
-            {
-                Some(&j) if j as usize == i => {}
+            match self.table.find(h, |&j| self.item(j).key() == it.key()) {
+                Some(&j) if j == i => {}
                 _ => return Err("index does not point at item"),
             }
+        }
+        if count != self.arena.len() {
+            return Err("arena count drifted");
         }
         if bytes != self.bytes {
             return Err("byte accounting drifted");
@@ -522,22 +617,22 @@ impl Store {
         let mut prev = NIL;
         let mut cur = self.lru.head;
         while cur != NIL {
-            let it = &self.items[cur as usize];
-            if it.prev != prev {
+            let it = self.item(cur);
+            if it.prev() != prev {
                 return Err("lru back link broken");
             }
             n += 1;
-            if n > self.items.len() {
+            if n > self.arena.len() {
                 return Err("lru has a cycle");
             }
             prev = cur;
-            cur = it.next;
+            cur = it.next();
         }
-        if prev != self.lru.tail || n != self.items.len() {
+        if prev != self.lru.tail || n != self.arena.len() {
             return Err("lru does not cover every item");
         }
         let class_total: u64 = self.classes.iter().map(|c| c.number).sum();
-        if class_total != self.items.len() as u64 {
+        if class_total != self.arena.len() as u64 {
             return Err("class counts drifted");
         }
         if self.bytes > self.cfg.memory_limit {

@@ -1,0 +1,423 @@
+//! Dense, size-classed storage for item records.
+//!
+//! Records are grouped by size class (8-byte steps up to [`SMALL_MAX`]
+//! bytes; one class of individually allocated records above that). Each
+//! class is a *dense* array spread over pages of [`SLOTS`] records: a new
+//! record goes at the end, and removing one moves the class's last record
+//! into the hole. So a class never holds free slots, at most its last page
+//! is partly used, and memory freed by one class is returned at once instead
+//! of being stranded in it (memcached's slab calcification cannot happen).
+//!
+//! The price is that a removal can move one other record. [`Arena::remove`]
+//! reports which one, and the store fixes the index entry and LRU links that
+//! name it.
+//!
+//! A handle is `page id << 8 | slot`. Page ids are shared by all classes
+//! and reused, so handles are dense too and a `u32` addresses four billion
+//! records. [`NIL`](super::item::NIL) is never a valid handle.
+
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// Records per page.
+pub(crate) const SLOTS: usize = 256;
+const SLOT_BITS: u32 = 8;
+/// Granularity of the small classes.
+const GRAIN: usize = 8;
+/// Largest record stored inline in a page; larger ones are boxed one by one,
+/// where the allocator's few bytes of overhead do not matter.
+pub(crate) const SMALL_MAX: usize = 1016;
+const SMALL_CLASSES: usize = SMALL_MAX / GRAIN;
+/// Index of the class of boxed records.
+const LARGE: usize = SMALL_CLASSES;
+const CLASSES: usize = SMALL_CLASSES + 1;
+/// Page ids stay below this so that no handle equals `NIL`.
+const MAX_PAGES: usize = (1 << (32 - SLOT_BITS)) - 1;
+/// Records the store may link. Below this, every class can still open a
+/// page, so moving a record to another class (which adds one record before
+/// it removes one) never runs out of handles.
+const MAX_RECORDS: usize = (MAX_PAGES - CLASSES - 1) * SLOTS;
+
+enum Data {
+    /// Records of one small class, back to back, `class_size` bytes each.
+    Small(Vec<u8>),
+    /// Boxed records of the large class.
+    Large(Vec<Box<[u8]>>),
+}
+
+struct Page {
+    class: usize,
+    /// Position of this page in its class's page list.
+    pos: usize,
+    data: Data,
+}
+
+#[derive(Default)]
+struct Class {
+    pages: Vec<u32>,
+    len: usize,
+}
+
+/// How a record can change size (see [`Arena::resize_plan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resize {
+    /// The new size fits the record's current slot.
+    InPlace,
+    /// A boxed record: replace the box at the same handle.
+    Rebox,
+    /// The record must move to another class.
+    Move,
+}
+
+/// The record storage. See the module documentation for the layout.
+pub(crate) struct Arena {
+    pages: Vec<Page>,
+    free: Vec<u32>,
+    classes: Vec<Class>,
+    len: usize,
+}
+
+fn class_for(size: usize) -> usize {
+    if size <= SMALL_MAX {
+        size.max(1).div_ceil(GRAIN) - 1
+    } else {
+        LARGE
+    }
+}
+
+fn class_size(class: usize) -> usize {
+    (class + 1) * GRAIN
+}
+
+fn split(h: u32) -> (usize, usize) {
+    ((h >> SLOT_BITS) as usize, (h as usize) & (SLOTS - 1))
+}
+
+fn handle(pid: u32, slot: usize) -> u32 {
+    (pid << SLOT_BITS) | slot as u32
+}
+
+impl Arena {
+    pub fn new() -> Arena {
+        Arena {
+            pages: Vec::new(),
+            free: Vec::new(),
+            classes: (0..CLASSES).map(|_| Class::default()).collect(),
+            len: 0,
+        }
+    }
+
+    /// Number of records stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether a new record may be added (see `MAX_RECORDS`).
+    pub fn can_link(&self) -> bool {
+        self.len < MAX_RECORDS
+    }
+
+    /// The record at `h`. Small records are returned with their whole slot,
+    /// which may extend past the record's own end.
+    pub fn get(&self, h: u32) -> &[u8] {
+        let (pid, slot) = split(h);
+        let page = &self.pages[pid];
+        match &page.data {
+            Data::Small(v) => {
+                let s = class_size(page.class);
+                &v[slot * s..slot * s + s]
+            }
+            Data::Large(v) => &v[slot],
+        }
+    }
+
+    /// The record at `h`, writable.
+    pub fn get_mut(&mut self, h: u32) -> &mut [u8] {
+        let (pid, slot) = split(h);
+        let page = &mut self.pages[pid];
+        match &mut page.data {
+            Data::Small(v) => {
+                let s = class_size(page.class);
+                &mut v[slot * s..slot * s + s]
+            }
+            Data::Large(v) => &mut v[slot],
+        }
+    }
+
+    /// Appends a zeroed record of `size` bytes to its class and returns its
+    /// handle, or `None` when every handle is in use.
+    pub fn alloc(&mut self, size: usize) -> Option<u32> {
+        let c = class_for(size);
+        let class = &mut self.classes[c];
+        if class.len.is_multiple_of(SLOTS) {
+            let data = if c == LARGE {
+                Data::Large(Vec::with_capacity(SLOTS))
+            } else {
+                Data::Small(Vec::with_capacity(SLOTS * class_size(c)))
+            };
+            let page = Page {
+                class: c,
+                pos: class.pages.len(),
+                data,
+            };
+            let pid = match self.free.pop() {
+                Some(pid) => {
+                    self.pages[pid as usize] = page;
+                    pid
+                }
+                None if self.pages.len() < MAX_PAGES => {
+                    self.pages.push(page);
+                    (self.pages.len() - 1) as u32
+                }
+                None => return None,
+            };
+            class.pages.push(pid);
+        }
+        let pid = class.pages[class.len / SLOTS];
+        let slot = class.len % SLOTS;
+        match &mut self.pages[pid as usize].data {
+            Data::Small(v) => v.resize(v.len() + class_size(c), 0),
+            Data::Large(v) => v.push(vec![0u8; size].into_boxed_slice()),
+        }
+        class.len += 1;
+        self.len += 1;
+        Some(handle(pid, slot))
+    }
+
+    /// Removes the record at `h`. The class's last record moves into the
+    /// freed slot; its old handle is returned (`None` when `h` was the last).
+    pub fn remove(&mut self, h: u32) -> Option<u32> {
+        let (pid, slot) = split(h);
+        let c = self.pages[pid].class;
+        let index = self.pages[pid].pos * SLOTS + slot;
+        let class = &mut self.classes[c];
+        let last = class.len - 1;
+        let last_pid = class.pages[last / SLOTS] as usize;
+        let last_slot = last % SLOTS;
+        let moved = if index != last {
+            if c == LARGE {
+                let b = match &mut self.pages[last_pid].data {
+                    Data::Large(v) => v.pop(),
+                    Data::Small(_) => None,
+                };
+                if let (Some(b), Data::Large(v)) = (b, &mut self.pages[pid].data) {
+                    v[slot] = b;
+                }
+            } else {
+                let s = class_size(c);
+                let (dst, src) = (slot * s, last_slot * s);
+                if pid == last_pid {
+                    if let Data::Small(v) = &mut self.pages[pid].data {
+                        v.copy_within(src..src + s, dst);
+                    }
+                } else {
+                    let (to, from) = two_mut(&mut self.pages, pid, last_pid);
+                    if let (Data::Small(t), Data::Small(f)) = (&mut to.data, &from.data) {
+                        t[dst..dst + s].copy_from_slice(&f[src..src + s]);
+                    }
+                }
+            }
+            Some(handle(last_pid as u32, last_slot))
+        } else {
+            None
+        };
+        match &mut self.pages[last_pid].data {
+            Data::Small(v) => v.truncate(v.len() - class_size(c)),
+            Data::Large(v) => {
+                if moved.is_none() {
+                    v.pop();
+                }
+            }
+        }
+        class.len -= 1;
+        self.len -= 1;
+        if class.len.is_multiple_of(SLOTS) {
+            class.pages.pop();
+            // Drop the page's memory now; the id is reused by the next page.
+            self.pages[last_pid].data = Data::Small(Vec::new());
+            self.free.push(last_pid as u32);
+        }
+        moved
+    }
+
+    /// How a record at `h` can become `new_size` bytes long.
+    pub fn resize_plan(&self, h: u32, new_size: usize) -> Resize {
+        let c = self.pages[split(h).0].class;
+        if c == LARGE && class_for(new_size) == LARGE {
+            Resize::Rebox
+        } else if c != LARGE && new_size <= class_size(c) && class_for(new_size) == c {
+            Resize::InPlace
+        } else {
+            Resize::Move
+        }
+    }
+
+    /// Replaces the boxed record at `h` (only for [`Resize::Rebox`]).
+    pub fn rebox(&mut self, h: u32, rec: Box<[u8]>) {
+        let (pid, slot) = split(h);
+        if let Data::Large(v) = &mut self.pages[pid].data {
+            v[slot] = rec;
+        }
+    }
+
+    /// Runs `f` with the record at `from` and the (distinct) record at `to`.
+    pub fn with_pair(&mut self, from: u32, to: u32, f: impl FnOnce(&[u8], &mut [u8])) {
+        let (fp, _) = split(from);
+        let (tp, _) = split(to);
+        if fp == tp {
+            let src = Vec::from(self.get(from));
+            f(&src, self.get_mut(to));
+            return;
+        }
+        // Borrow the two pages separately, then slice each.
+        let (a, b) = two_mut(&mut self.pages, fp, tp);
+        let src = record_of(a, split(from).1);
+        let dst = record_of_mut(b, split(to).1);
+        f(src, dst);
+    }
+
+    /// Number of page ids in use or free; pages are visited by id.
+    pub fn page_ids(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Number of records on page `pid` (0 for a free page).
+    pub fn records_on(&self, pid: usize) -> usize {
+        let page = &self.pages[pid];
+        match &page.data {
+            Data::Small(v) => v.len() / class_size(page.class),
+            Data::Large(v) => v.len(),
+        }
+    }
+
+    /// The handle of slot `slot` on page `pid`.
+    pub fn handle_at(pid: usize, slot: usize) -> u32 {
+        handle(pid as u32, slot)
+    }
+
+    /// Every handle in use, page by page.
+    pub fn handles(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.pages.len())
+            .flat_map(move |pid| (0..self.records_on(pid)).map(move |s| handle(pid as u32, s)))
+    }
+}
+
+fn record_of(page: &Page, slot: usize) -> &[u8] {
+    match &page.data {
+        Data::Small(v) => {
+            let s = class_size(page.class);
+            &v[slot * s..slot * s + s]
+        }
+        Data::Large(v) => &v[slot],
+    }
+}
+
+fn record_of_mut(page: &mut Page, slot: usize) -> &mut [u8] {
+    match &mut page.data {
+        Data::Small(v) => {
+            let s = class_size(page.class);
+            &mut v[slot * s..slot * s + s]
+        }
+        Data::Large(v) => &mut v[slot],
+    }
+}
+
+/// Two distinct pages, both writable, in argument order.
+fn two_mut(pages: &mut [Page], a: usize, b: usize) -> (&mut Page, &mut Page) {
+    if a < b {
+        let (lo, hi) = pages.split_at_mut(b);
+        (&mut lo[a], &mut hi[0])
+    } else {
+        let (lo, hi) = pages.split_at_mut(a);
+        (&mut hi[0], &mut lo[b])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tags a record with an id in its first four bytes.
+    fn tag(a: &mut Arena, h: u32, id: u32) {
+        a.get_mut(h)[..4].copy_from_slice(&id.to_le_bytes());
+    }
+
+    fn id(a: &Arena, h: u32) -> u32 {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&a.get(h)[..4]);
+        u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn removal_moves_the_class_tail_and_frees_pages() {
+        // A model: id -> handle. Removing an id moves one other id.
+        let mut a = Arena::new();
+        let mut at: Vec<(u32, u32)> = Vec::new();
+        let mut seed = 0x2545_f491_u64;
+        let mut next_id = 0;
+        for step in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let grow = step < 10_000 || seed % 3 == 0;
+            if grow || at.is_empty() {
+                let size = [24, 96, 100, 1016, 1017, 5000][(seed >> 8) as usize % 6];
+                let h = a.alloc(size).unwrap();
+                assert!(a.get(h).len() >= size);
+                tag(&mut a, h, next_id);
+                at.push((next_id, h));
+                next_id += 1;
+            } else {
+                let i = (seed >> 16) as usize % at.len();
+                let (_, h) = at.swap_remove(i);
+                if let Some(from) = a.remove(h) {
+                    let e = at.iter_mut().find(|e| e.1 == from).unwrap();
+                    e.1 = h;
+                }
+            }
+            assert_eq!(a.len(), at.len());
+        }
+        for &(i, h) in &at {
+            assert_eq!(id(&a, h), i);
+        }
+        let mut seen: Vec<u32> = a.handles().collect();
+        seen.sort_unstable();
+        let mut want: Vec<u32> = at.iter().map(|e| e.1).collect();
+        want.sort_unstable();
+        assert_eq!(seen, want);
+        // Empty it: every page goes back.
+        while let Some((_, h)) = at.pop() {
+            if let Some(from) = a.remove(h) {
+                let e = at.iter_mut().find(|e| e.1 == from).unwrap();
+                e.1 = h;
+            }
+        }
+        assert_eq!(a.len(), 0);
+        assert!((0..a.page_ids()).all(|p| a.records_on(p) == 0));
+        assert_eq!(a.free.len(), a.page_ids());
+    }
+
+    #[test]
+    fn resize_plans() {
+        let mut a = Arena::new();
+        let small = a.alloc(96).unwrap();
+        let big = a.alloc(2000).unwrap();
+        assert_eq!(a.resize_plan(small, 92), Resize::InPlace);
+        assert_eq!(a.resize_plan(small, 89), Resize::InPlace);
+        assert_eq!(a.resize_plan(small, 88), Resize::Move);
+        assert_eq!(a.resize_plan(small, 100), Resize::Move);
+        assert_eq!(a.resize_plan(big, 2004), Resize::Rebox);
+        assert_eq!(a.resize_plan(big, 1000), Resize::Move);
+    }
+
+    #[test]
+    fn pairs_across_pages() {
+        let mut a = Arena::new();
+        let x = a.alloc(40).unwrap();
+        let y = a.alloc(200).unwrap();
+        tag(&mut a, x, 7);
+        a.with_pair(x, y, |s, d| d[..4].copy_from_slice(&s[..4]));
+        assert_eq!(id(&a, y), 7);
+    }
+}
