@@ -42,6 +42,12 @@ enum Cmd {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3)]
         secs: u64,
+        /// Only workloads whose name contains this (e.g. "16 conns").
+        #[arg(long, default_value = "")]
+        only: String,
+        /// Skip the memaslap cross-check.
+        #[arg(long)]
+        no_memaslap: bool,
     },
     /// RSS growth per item for 1,000,000 items (10-byte keys, 64-byte values).
     Memory {
@@ -285,7 +291,7 @@ fn server_opts(kind: Kind) -> Vec<&'static str> {
     }
 }
 
-fn compare(rounds: usize, secs: u64) {
+fn compare(rounds: usize, secs: u64, only: &str, memaslap: bool) {
     let base = Workload {
         conns: 16,
         depth: 1,
@@ -330,7 +336,7 @@ fn compare(rounds: usize, secs: u64) {
     ];
     println!("| workload | server | ops/s | p50 ms | p99 ms | p999 ms | server CPU µs/op | ops/s vs memcached | p99 vs memcached |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (name, w) in &workloads {
+    for (name, w) in workloads.iter().filter(|(n, _)| n.contains(only)) {
         let mut results: Vec<(Kind, Vec<Measure>)> =
             KINDS.iter().map(|&k| (k, Vec::new())).collect();
         for r in 0..rounds {
@@ -376,6 +382,9 @@ fn compare(rounds: usize, secs: u64) {
                 m.pct(0.99) / mc_p99.max(0.001)
             );
         }
+    }
+    if !memaslap {
+        return;
     }
     // The same 90/10 workload from Debian's memaslap, as a cross-check of
     // this load generator.
@@ -464,7 +473,12 @@ fn main() {
                 m.secs
             );
         }
-        Cmd::Compare { rounds, secs } => compare(rounds, secs),
+        Cmd::Compare {
+            rounds,
+            secs,
+            only,
+            no_memaslap,
+        } => compare(rounds, secs, &only, !no_memaslap),
         Cmd::Memory { items } => memory(items),
     }
 }

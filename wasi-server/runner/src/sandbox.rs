@@ -83,7 +83,7 @@ pub fn run(opts: &Options, component: Option<&Path>) -> anyhow::Result<u8> {
             .map_err(|e| anyhow!("loading the server component: {e}"))?,
     };
     let mut linker: Linker<Host> = Linker::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow!("{e}"))?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e}"))?;
 
     let mut args = vec!["wasmcached".to_string()];
     let mut guest_opts = opts.clone();
@@ -120,10 +120,25 @@ pub fn run(opts: &Options, component: Option<&Path>) -> anyhow::Result<u8> {
     };
     let mut store = Store::new(&engine, host);
     store.limiter(|h| &mut h.limits);
-    let command =
-        wasmtime_wasi::p2::bindings::sync::Command::instantiate(&mut store, &component, &linker)
-            .map_err(|e| anyhow!("instantiating the component: {e}"))?;
-    match command.wasi_cli_run().call_run(&mut store) {
+    // One thread runs the guest, the host's socket futures and tokio's I/O
+    // driver. wasmtime-wasi's synchronous bindings would instead drive each
+    // host call on a multi-threaded runtime, where every readiness event is
+    // handed from a worker thread to the guest's thread: two context
+    // switches per request on top of the kernel's.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("starting the I/O runtime")?;
+    let result = rt.block_on(async {
+        let command = wasmtime_wasi::p2::bindings::Command::instantiate_async(
+            &mut store, &component, &linker,
+        )
+        .await
+        .map_err(|e| anyhow!("instantiating the component: {e}"))?;
+        Ok::<_, anyhow::Error>(command.wasi_cli_run().call_run(&mut store).await)
+    })?;
+    match result {
         Ok(Ok(())) => Ok(0),
         Ok(Err(())) => Ok(1),
         Err(e) => {
