@@ -69,6 +69,42 @@ pub fn stop_on_signals() {
     });
 }
 
+/// Replaces `wasi:io/poll.poll` with one that first lets the runtime poll
+/// its I/O driver.
+///
+/// The guest, the host's socket futures and tokio's I/O driver share one
+/// thread, and the driver only runs when the guest's future is pending. A
+/// `poll` that is ready at once (a zero timeout while the server still has
+/// buffered requests) would never yield, so socket readiness would never be
+/// refreshed and a background write would never finish: the server would
+/// spin. wasmtime-wasi's synchronous bindings yield on every call for the
+/// same reason. The cost is one `epoll_wait(0)` per event-loop pass.
+fn yield_in_poll(linker: &mut Linker<Host>) -> anyhow::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi_io::bindings::wasi::io::poll::Host as _;
+    use wasmtime_wasi_io::poll::DynPollable;
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_IO_POLL).map_err(|e| anyhow!("{e}"))?;
+    poll.func_wrap_async(
+        "poll",
+        |mut store, (list,): (Vec<Resource<DynPollable>>,)| {
+            Box::new(async move {
+                tokio::task::yield_now().await;
+                let host: &mut Host = store.data_mut();
+                let ready = host.table.poll(list).await?;
+                Ok((ready,))
+            })
+        },
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The interface wasmtime-wasi 48 registers for `wasi:io/poll`; guests
+/// importing any 0.2.x version are linked to it.
+const WASI_IO_POLL: &str = "wasi:io/poll@0.2.12";
+
 /// Runs the server (or `component`) until it exits. Returns the exit code.
 pub fn run(opts: &Options, component: Option<&Path>) -> anyhow::Result<u8> {
     let listen = listen_addr(opts)?;
@@ -84,6 +120,7 @@ pub fn run(opts: &Options, component: Option<&Path>) -> anyhow::Result<u8> {
     };
     let mut linker: Linker<Host> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e}"))?;
+    yield_in_poll(&mut linker)?;
 
     let mut args = vec!["wasmcached".to_string()];
     let mut guest_opts = opts.clone();
@@ -130,14 +167,20 @@ pub fn run(opts: &Options, component: Option<&Path>) -> anyhow::Result<u8> {
         .enable_time()
         .build()
         .context("starting the I/O runtime")?;
-    let result = rt.block_on(async {
+    // The whole guest is one task, so tokio's cooperative budget (128 I/O
+    // operations per poll) would run out within an event-loop pass over
+    // many connections; every later read or write would then report "not
+    // ready" and, since wasmtime-wasi polls those with a no-op waker, the
+    // same connections would starve pass after pass. The guest schedules
+    // its own work fairly, so it runs unconstrained.
+    let result = rt.block_on(tokio::task::unconstrained(async {
         let command = wasmtime_wasi::p2::bindings::Command::instantiate_async(
             &mut store, &component, &linker,
         )
         .await
         .map_err(|e| anyhow!("instantiating the component: {e}"))?;
         Ok::<_, anyhow::Error>(command.wasi_cli_run().call_run(&mut store).await)
-    })?;
+    }))?;
     match result {
         Ok(Ok(())) => Ok(0),
         Ok(Err(())) => Ok(1),
