@@ -360,7 +360,7 @@ mod tests {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            let grow = step < 10_000 || seed % 3 == 0;
+            let grow = step < 10_000 || seed.is_multiple_of(3);
             if grow || at.is_empty() {
                 let size = [24, 96, 100, 1016, 1017, 5000][(seed >> 8) as usize % 6];
                 let h = a.alloc(size).unwrap();
