@@ -241,3 +241,65 @@ both!(
     stats_are_real,
     sigterm_stops_cleanly,
 );
+
+/// Native workers (`-t`) each accept their own connections but share one
+/// store: 64 clients increment one counter and set keys that every other
+/// client reads back; nothing is lost and `stats` counts every connection.
+/// A wasm guest reports one thread whatever `-t` says.
+#[test]
+fn workers_share_one_store() {
+    for (kind, threads, want_threads) in [(Kind::Native, "4", 4), (Kind::Wasm, "4", 1)] {
+        let server = start(kind, &["-t", threads]);
+        server
+            .connect()
+            .call(b"set n 0 0 1\r\n0\r\n", b"STORED\r\n");
+        let port = server.port;
+        let workers: Vec<_> = (0..64)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(port);
+                    let seen: Vec<u64> = (0..50)
+                        .map(|_| {
+                            let r = c.call(b"incr n 1\r\n", b"\r\n");
+                            let text = String::from_utf8_lossy(&r);
+                            text.trim_end()
+                                .parse()
+                                .unwrap_or_else(|_| panic!("{text:?}"))
+                        })
+                        .collect();
+                    let set = format!("set k{i} 0 0 {}\r\nv{i}\r\n", format!("v{i}").len());
+                    assert_eq!(c.call(set.as_bytes(), b"\r\n"), b"STORED\r\n");
+                    (c, seen)
+                })
+            })
+            .collect();
+        let mut clients = Vec::new();
+        let mut seen = Vec::new();
+        for w in workers {
+            let (c, s) = w.join().unwrap();
+            clients.push(c);
+            seen.extend(s);
+        }
+        // Every increment was applied once: the replies are 1..=3200.
+        seen.sort_unstable();
+        assert!(seen.iter().copied().eq(1..=3200), "{}", kind.name());
+        for (i, c) in clients.iter_mut().enumerate() {
+            let j = (i + 17) % 64;
+            let v = format!("v{j}");
+            let want = format!("VALUE k{j} 0 {}\r\n{v}\r\nEND\r\n", v.len());
+            assert_eq!(
+                c.call(format!("get k{j}\r\n").as_bytes(), b"END\r\n"),
+                want.as_bytes()
+            );
+        }
+        let mut c = server.connect();
+        assert_eq!(
+            c.call(b"get n\r\n", b"END\r\n"),
+            b"VALUE n 0 4\r\n3200\r\nEND\r\n"
+        );
+        let stats = parse_stats(&c.call(b"stats\r\n", b"END\r\n"));
+        assert_eq!(stat(&stats, "curr_connections"), 65, "{}", kind.name());
+        assert_eq!(stat(&stats, "incr_hits"), 3200);
+        assert_eq!(stat(&stats, "threads"), want_threads, "{}", kind.name());
+    }
+}

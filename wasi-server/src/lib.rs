@@ -30,6 +30,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
         &addr,
         opts.config(hash_seed()),
         opts.conn_limit as usize,
+        opts.worker_threads() as usize,
         opts.verbose,
     ) {
         Ok(s) => s,

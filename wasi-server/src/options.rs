@@ -37,6 +37,10 @@ pub struct Options {
     /// Verbose logging to stderr (-vv for per-connection events).
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Worker threads (memcached's -t). A wasm guest has no threads and
+    /// always runs one.
+    #[arg(short = 't', long = "threads", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: u32,
     /// Requests handled per connection before serving the others.
     #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub reqs_per_event: u32,
@@ -69,6 +73,15 @@ impl Options {
         Ok(())
     }
 
+    /// Threads the server runs: `-t`, or 1 in a wasm guest.
+    pub fn worker_threads(&self) -> u32 {
+        if cfg!(target_os = "wasi") {
+            1
+        } else {
+            self.threads
+        }
+    }
+
     /// The core configuration these options describe.
     pub fn config(&self, hash_seed: u64) -> Config {
         Config {
@@ -84,7 +97,7 @@ impl Options {
                 listen: Some(self.listen.clone()),
                 verbosity: u32::from(self.verbose),
                 tcp_backlog: 1024,
-                threads: 1,
+                threads: self.worker_threads(),
             },
             ..Config::default()
         }
@@ -105,6 +118,8 @@ impl Options {
             self.max_item_size.to_string(),
             "-R".into(),
             self.reqs_per_event.to_string(),
+            "-t".into(),
+            self.threads.to_string(),
         ];
         if self.disable_evictions {
             v.push("-M".into());
@@ -127,15 +142,22 @@ mod tests {
     fn defaults_match_memcached_except_listen() {
         let o = Options::try_parse_from(["x"]).unwrap();
         assert_eq!(
-            (o.port, o.memory_limit_mb, o.conn_limit, o.max_item_size),
-            (11211, 64, 1024, 1 << 20)
+            (
+                o.port,
+                o.memory_limit_mb,
+                o.conn_limit,
+                o.max_item_size,
+                o.threads
+            ),
+            (11211, 64, 1024, 1 << 20, 4)
         );
         assert_eq!(o.listen, "127.0.0.1");
     }
 
     #[test]
     fn sizes_and_round_trip() {
-        let o = Options::try_parse_from(["x", "-I", "2m", "-m", "128", "-vv", "-M"]).unwrap();
+        let o = Options::try_parse_from(["x", "-I", "2m", "-m", "128", "-vv", "-M", "-t", "2"])
+            .unwrap();
         assert_eq!(o.max_item_size, 2 << 20);
         let again =
             Options::try_parse_from(std::iter::once("x".to_string()).chain(o.to_args())).unwrap();

@@ -1,15 +1,24 @@
-//! The single-threaded, non-blocking event loop hosting the core.
+//! The non-blocking event loop hosting the core, on one or more threads.
 //!
 //! It only moves bytes: it accepts sockets, reads what arrived into each
 //! connection's [`Connection`], runs the core, writes each connection's
 //! pending output in one write per pass, and closes connections the core
-//! or the peer ended. The clock is read once per pass; the store's expiry
-//! deadline becomes the poll timeout. `std::net` with `set_nonblocking`
-//! and `libc::poll` behave the same on wasm32-wasip2 and natively.
+//! or the peer ended. `std::net` with `set_nonblocking` and `libc::poll`
+//! behave the same on wasm32-wasip2 and natively.
+//!
+//! Natively the server can run several workers (memcached's `-t`). Each
+//! worker has its own listening socket on the same address
+//! (`SO_REUSEPORT`, so the kernel spreads new connections), owns the
+//! connections it accepts and polls them; the one [`Store`] sits behind a
+//! mutex that a worker takes once per pass, for the core's work only.
+//! Reads, writes and the poll, where a request's CPU time goes, run in
+//! parallel. A wasm guest has no threads and runs one worker.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use wasmcached_core::{Clock, Config, Connection, Progress, Store};
@@ -25,6 +34,9 @@ const FIRST_READ: usize = 4 * 1024;
 const READS_PER_PASS: usize = 4;
 /// What a rejected client is told (memcached's wording).
 const TOO_MANY: &[u8] = b"ERROR Too many open connections\r\n";
+/// How often CPU time is sampled for `stats` (a syscall per pass would be
+/// measurable).
+const RUSAGE_EVERY_MS: u64 = 100;
 
 struct Client {
     sock: TcpStream,
@@ -35,79 +47,167 @@ struct Client {
     dead: bool,
 }
 
-/// A server: the listener, the shared store and the clients.
-pub struct Server {
-    listener: TcpListener,
-    store: Store,
-    clients: Vec<Client>,
+/// What the workers share.
+struct Shared {
+    /// One listening socket per worker, all on the same address.
+    listeners: Vec<TcpListener>,
+    store: Mutex<Store>,
+    /// The store's configuration, readable without the lock.
+    cfg: Config,
     conn_limit: usize,
+    threads: usize,
     verbose: u8,
     started: Instant,
     unix_at_start: u64,
-    buf: Vec<u8>,
-    pollfds: Vec<libc::pollfd>,
-    stats_refreshed_ms: u64,
+    /// Open connections over all workers.
+    conns: AtomicUsize,
+    total_conns: AtomicU64,
+    rejected_conns: AtomicU64,
+    /// Monotonic millisecond of the last CPU-time sample.
+    rusage_ms: AtomicU64,
+}
+
+impl Shared {
+    fn clock(&self) -> Clock {
+        let el = self.started.elapsed();
+        Clock::new(el.as_millis() as u64, self.unix_at_start + el.as_secs())
+    }
+
+    /// The store. A worker that panicked while holding it cannot have left
+    /// it half-updated by an input-driven path (those do not panic), so a
+    /// poisoned lock is taken over rather than propagated.
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A server: the listener, the shared store and its workers.
+///
+/// Call order: [`Server::bind`], then [`Server::run`] (or
+/// [`Server::pass`] repeatedly on a single-threaded server).
+pub struct Server {
+    shared: Arc<Shared>,
+    /// The worker run by the calling thread.
+    main: Worker,
 }
 
 impl Server {
-    /// Binds `addr` and creates the store.
-    pub fn bind(addr: &str, cfg: Config, conn_limit: usize, verbose: u8) -> io::Result<Server> {
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
+    /// Binds `addr` and creates the store. `threads` workers serve
+    /// connections; it is 1 where threads are unavailable (wasm).
+    pub fn bind(
+        addr: &str,
+        cfg: Config,
+        conn_limit: usize,
+        threads: usize,
+        verbose: u8,
+    ) -> io::Result<Server> {
+        let threads = threads.max(1);
+        let listeners = listen(addr, threads)?;
         let started = Instant::now();
         let unix_at_start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let clock = Clock::new(0, unix_at_start);
-        let mut store = Store::new(cfg, clock);
+        let mut store = Store::new(cfg.clone(), clock);
         store.host_stats_mut().pid = host_pid();
-        Ok(Server {
-            listener,
-            store,
-            clients: Vec::new(),
+        let shared = Arc::new(Shared {
+            listeners,
+            store: Mutex::new(store),
+            cfg,
             conn_limit,
+            threads,
             verbose,
             started,
             unix_at_start,
-            buf: vec![0; READ_CHUNK],
-            pollfds: Vec::new(),
-            stats_refreshed_ms: 0,
+            conns: AtomicUsize::new(0),
+            total_conns: AtomicU64::new(0),
+            rejected_conns: AtomicU64::new(0),
+            rusage_ms: AtomicU64::new(0),
+        });
+        Ok(Server {
+            main: Worker::new(shared.clone(), 0),
+            shared,
         })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
+        self.shared.listeners[0].local_addr()
     }
 
-    fn clock(&self) -> Clock {
-        let el = self.started.elapsed();
-        Clock::new(el.as_millis() as u64, self.unix_at_start + el.as_secs())
-    }
-
-    /// Runs until `stop` becomes true (checked after every pass; a signal
-    /// interrupts the poll) or an unrecoverable error.
-    pub fn run(&mut self, stop: &std::sync::atomic::AtomicBool) -> io::Result<()> {
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            self.pass()?;
+    /// Starts the other workers, then runs the first one on this thread
+    /// until `stop` becomes true (checked after every pass; a signal
+    /// interrupts this thread's poll) or an unrecoverable error. The other
+    /// workers end with the process.
+    pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        for id in 1..self.shared.threads {
+            let mut w = Worker::new(self.shared.clone(), id);
+            std::thread::Builder::new()
+                .name(format!("worker-{id}"))
+                .spawn(move || {
+                    if let Err(e) = w.run_forever() {
+                        eprintln!("error: worker {id} failed: {e}");
+                        std::process::exit(70);
+                    }
+                })?;
+        }
+        while !stop.load(Ordering::Relaxed) {
+            self.main.pass()?;
         }
         Ok(())
     }
 
-    /// One event-loop pass: poll, accept, read, process, write, reap.
+    /// One event-loop pass of the first worker.
     pub fn pass(&mut self) -> io::Result<()> {
-        let now = self.clock();
+        self.main.pass()
+    }
+}
+
+/// One event loop: its own connections, polled together.
+struct Worker {
+    shared: Arc<Shared>,
+    id: usize,
+    clients: Vec<Client>,
+    buf: Vec<u8>,
+    pollfds: Vec<libc::pollfd>,
+    /// The store's next expiry step, as of this worker's last pass (only
+    /// the first worker drives expiry).
+    deadline: Option<u64>,
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>, id: usize) -> Worker {
+        Worker {
+            shared,
+            id,
+            clients: Vec::new(),
+            buf: vec![0; READ_CHUNK],
+            pollfds: Vec::new(),
+            deadline: None,
+        }
+    }
+
+    fn run_forever(&mut self) -> io::Result<()> {
+        loop {
+            self.pass()?;
+        }
+    }
+
+    /// One pass: poll, accept, read, process (holding the store), write,
+    /// reap.
+    fn pass(&mut self) -> io::Result<()> {
+        let now = self.shared.clock();
         let timeout = self.poll_timeout(now);
         self.pollfds.clear();
         self.pollfds.push(libc::pollfd {
-            fd: self.listener.as_raw_fd(),
+            fd: self.shared.listeners[self.id].as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         });
         for c in &self.clients {
             let mut events = 0;
-            if c.conn.wants_input(&self.store) {
+            if c.conn.wants_input(&self.shared.cfg) {
                 events |= libc::POLLIN;
             }
             if !c.conn.pending_output().is_empty() {
@@ -135,52 +235,51 @@ impl Server {
             }
             return Err(e);
         }
-        let now = self.clock();
         if self.pollfds[0].revents != 0 {
             self.accept_all();
         }
         for i in 0..self.clients.len() {
             let revents = self.pollfds.get(i + 1).map(|p| p.revents).unwrap_or(0);
-            self.serve(i, revents, now);
+            if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                self.read(i);
+            }
+        }
+        self.process();
+        for c in &mut self.clients {
+            write(c, &self.shared.cfg);
         }
         self.reap();
-        if self.store.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
-            self.store.handle_timeout(now);
-        }
-        // Connection counts change only here; CPU time is sampled at most
-        // every 100 ms (a syscall per pass would be measurable).
-        if now.mono_ms >= self.stats_refreshed_ms + 100
-            || self.clients.len() as u64 != self.store.host_stats_mut().curr_connections
-        {
-            self.refresh_host_stats();
-            self.stats_refreshed_ms = now.mono_ms;
-        }
         Ok(())
     }
 
     /// Milliseconds to wait in poll: 0 when a connection has buffered work,
-    /// until the store's next expiry step otherwise, or forever.
+    /// until the store's next expiry step otherwise (first worker), or
+    /// forever.
     fn poll_timeout(&self, now: Clock) -> libc::c_int {
         if self.clients.iter().any(|c| c.has_work) {
             return 0;
         }
-        match self.store.poll_timeout() {
+        match self.deadline {
             None => -1,
             Some(t) => t.saturating_sub(now.mono_ms).min(i32::MAX as u64) as libc::c_int,
         }
     }
 
     fn accept_all(&mut self) {
+        let shared = &*self.shared;
         loop {
-            match self.listener.accept() {
+            match shared.listeners[self.id].accept() {
                 Ok((mut sock, peer)) => {
-                    if self.clients.len() >= self.conn_limit {
+                    if shared.conns.load(Ordering::Relaxed) >= shared.conn_limit {
                         // memcached's maxconns_fast: tell the client and hang up.
                         let _ = sock.set_nonblocking(true);
                         let _ = sock.write(TOO_MANY);
-                        self.store.host_stats_mut().rejected_connections += 1;
-                        if self.verbose > 0 {
-                            eprintln!("rejected connection from {peer}: limit {}", self.conn_limit);
+                        shared.rejected_conns.fetch_add(1, Ordering::Relaxed);
+                        if shared.verbose > 0 {
+                            eprintln!(
+                                "rejected connection from {peer}: limit {}",
+                                shared.conn_limit
+                            );
                         }
                         continue;
                     }
@@ -188,10 +287,11 @@ impl Server {
                         continue;
                     }
                     let _ = sock.set_nodelay(true);
-                    if self.verbose > 1 {
+                    if shared.verbose > 1 {
                         eprintln!("<{} new client connection from {peer}", sock.as_raw_fd());
                     }
-                    self.store.host_stats_mut().total_connections += 1;
+                    shared.conns.fetch_add(1, Ordering::Relaxed);
+                    shared.total_conns.fetch_add(1, Ordering::Relaxed);
                     self.clients.push(Client {
                         sock,
                         conn: Connection::new(),
@@ -202,7 +302,7 @@ impl Server {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    if self.verbose > 0 {
+                    if shared.verbose > 0 {
                         eprintln!("accept: {e}");
                     }
                     break;
@@ -211,80 +311,143 @@ impl Server {
         }
     }
 
-    /// Reads, processes and writes for client `i`.
-    fn serve(&mut self, i: usize, revents: libc::c_short, now: Clock) {
-        let Server {
-            clients,
-            store,
-            buf,
-            ..
-        } = self;
-        let c = &mut clients[i];
-        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-            let mut want = FIRST_READ;
-            for _ in 0..READS_PER_PASS {
-                if !c.conn.wants_input(store) {
+    /// Reads what client `i` sent, as much as the core wants.
+    fn read(&mut self, i: usize) {
+        let c = &mut self.clients[i];
+        let mut want = FIRST_READ;
+        for _ in 0..READS_PER_PASS {
+            if !c.conn.wants_input(&self.shared.cfg) {
+                break;
+            }
+            match c.sock.read(&mut self.buf[..want]) {
+                Ok(0) => {
+                    c.dead = true;
                     break;
                 }
-                match c.sock.read(&mut buf[..want]) {
-                    Ok(0) => {
-                        c.dead = true;
+                Ok(n) => {
+                    c.conn.receive(&self.buf[..n]);
+                    if n < want {
                         break;
                     }
-                    Ok(n) => {
-                        c.conn.receive(&buf[..n]);
-                        if n < want {
-                            break;
-                        }
-                        want = READ_CHUNK;
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(_) => {
-                        c.dead = true;
-                        break;
-                    }
+                    want = READ_CHUNK;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    c.dead = true;
+                    break;
                 }
             }
         }
-        c.has_work = matches!(c.conn.process(store, now), Progress::Yielded);
-        // At most one write per pass, and only once the connection has
-        // caught up with its buffered requests (or is backed up): replies
-        // to one pipelined batch split over several writes would wait for a
-        // delayed ACK where TCP_NODELAY is unavailable (WASI).
-        let out = c.conn.pending_output();
-        if !out.is_empty() && !c.dead && !c.has_work {
-            match c.sock.write(out) {
-                Ok(n) => c.conn.consume_output(n),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
-                Err(_) => c.dead = true,
+    }
+
+    /// Runs the core for every connection, holding the store once for the
+    /// whole pass. The clock is read under the lock so that the store sees
+    /// time move forward whichever worker holds it.
+    fn process(&mut self) {
+        let shared = &*self.shared;
+        let mut store = shared.store();
+        let now = shared.clock();
+        refresh_host_stats(shared, &mut store, now);
+        for c in &mut self.clients {
+            c.has_work = matches!(c.conn.process(&mut store, now), Progress::Yielded);
+        }
+        if self.id == 0 {
+            if store.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
+                store.handle_timeout(now);
             }
-            // Output drained below the high-water mark: parse what is
-            // already buffered on the next pass.
-            if c.conn.wants_input(store) {
-                c.has_work = true;
-            }
+            self.deadline = store.poll_timeout();
         }
     }
 
     /// Drops clients that are finished.
     fn reap(&mut self) {
-        let verbose = self.verbose;
+        let shared = &*self.shared;
         self.clients.retain(|c| {
             let done = c.dead || (c.conn.is_closing() && c.conn.pending_output().is_empty());
-            if done && verbose > 1 {
-                eprintln!("<{} connection closed.", c.sock.as_raw_fd());
+            if done {
+                shared.conns.fetch_sub(1, Ordering::Relaxed);
+                if shared.verbose > 1 {
+                    eprintln!("<{} connection closed.", c.sock.as_raw_fd());
+                }
             }
             !done
         });
     }
+}
 
-    fn refresh_host_stats(&mut self) {
-        let n = self.clients.len() as u64;
+/// Binds `n` non-blocking listening sockets to `addr`: one natively
+/// unless `n` > 1, then each with `SO_REUSEPORT` (the first fixes the port
+/// when `addr` asks for port 0).
+#[cfg(not(target_os = "wasi"))]
+fn listen(addr: &str, n: usize) -> io::Result<Vec<TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let mut at = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "no address"))?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        if n > 1 {
+            s.set_reuse_port(true)?;
+        }
+        s.bind(&at.into())?;
+        s.listen(1024)?;
+        s.set_nonblocking(true)?;
+        let l: TcpListener = s.into();
+        at = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// A wasm guest binds its one listener through `std::net`.
+#[cfg(target_os = "wasi")]
+fn listen(addr: &str, _n: usize) -> io::Result<Vec<TcpListener>> {
+    let l = TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(vec![l])
+}
+
+/// At most one write per pass, and only once the connection has caught up
+/// with its buffered requests (or is backed up): replies to one pipelined
+/// batch split over several writes would wait for a delayed ACK where
+/// TCP_NODELAY is unavailable (WASI).
+fn write(c: &mut Client, cfg: &Config) {
+    let out = c.conn.pending_output();
+    if out.is_empty() || c.dead || c.has_work {
+        return;
+    }
+    match c.sock.write(out) {
+        Ok(n) => c.conn.consume_output(n),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+        Err(_) => c.dead = true,
+    }
+    // Output drained below the high-water mark: parse what is already
+    // buffered on the next pass.
+    if c.conn.wants_input(cfg) {
+        c.has_work = true;
+    }
+}
+
+/// Copies the connection counters into the store (so `stats` is exact)
+/// and samples CPU time every [`RUSAGE_EVERY_MS`].
+fn refresh_host_stats(shared: &Shared, store: &mut Store, now: Clock) {
+    let n = shared.conns.load(Ordering::Relaxed) as u64;
+    let sample = now.mono_ms >= shared.rusage_ms.load(Ordering::Relaxed) + RUSAGE_EVERY_MS;
+    if sample {
+        shared.rusage_ms.store(now.mono_ms, Ordering::Relaxed);
+    }
+    let h = store.host_stats_mut();
+    h.curr_connections = n;
+    h.connection_structures = h.connection_structures.max(n);
+    h.total_connections = shared.total_conns.load(Ordering::Relaxed);
+    h.rejected_connections = shared.rejected_conns.load(Ordering::Relaxed);
+    if sample {
         let (user, sys) = rusage_us();
-        let h = self.store.host_stats_mut();
-        h.curr_connections = n;
-        h.connection_structures = h.connection_structures.max(n);
         h.rusage_user_us = user;
         h.rusage_system_us = sys;
     }
@@ -309,7 +472,7 @@ fn host_pid() -> u32 {
     }
 }
 
-/// CPU time used, where the platform can tell.
+/// CPU time used by the whole process, where the platform can tell.
 fn rusage_us() -> (u64, u64) {
     #[cfg(not(target_os = "wasi"))]
     {

@@ -8,6 +8,7 @@ mod tokens;
 use alloc::vec::Vec;
 
 use crate::clock::Clock;
+use crate::config::Config;
 use crate::store::Store;
 use tokens::Tokens;
 
@@ -144,10 +145,12 @@ impl Connection {
     /// is backed up, while enough complete requests are already buffered,
     /// and once the connection is closing. Reading only what can be worked
     /// off keeps a fast sender from growing the input buffer.
-    pub fn wants_input(&self, store: &Store) -> bool {
+    /// `cfg` is the store's configuration ([`Store::config`]); it is passed
+    /// alone so a host can ask without holding the store.
+    pub fn wants_input(&self, cfg: &Config) -> bool {
         let buffered = self.input.len() - self.consumed;
         !self.closing
-            && self.pending_len() < store.config().output_high_water
+            && self.pending_len() < cfg.output_high_water
             && (buffered < INPUT_HIGH_WATER || self.incomplete)
     }
 
