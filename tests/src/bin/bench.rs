@@ -90,6 +90,9 @@ struct Measure {
     lat_us: Vec<u32>,
     /// Server CPU seconds (user + system) during the measured window.
     server_cpu: f64,
+    /// The load generator's own CPU seconds in the same window: on a
+    /// shared machine, server and generator split the cores.
+    client_cpu: f64,
 }
 
 /// CPU seconds a process has used (Linux `/proc/<pid>/stat`).
@@ -262,14 +265,17 @@ fn load_pid(port: u16, w: &Workload, pid: Option<u32>) -> Measure {
         .collect();
     ready.wait();
     let cpu0 = pid.map(cpu_secs).unwrap_or(0.0);
+    let own0 = cpu_secs(std::process::id());
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(w.secs));
     stop.store(true, Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
     let server_cpu = pid.map(cpu_secs).unwrap_or(0.0) - cpu0;
+    let client_cpu = cpu_secs(std::process::id()) - own0;
     let mut total = Measure {
         secs,
         server_cpu,
+        client_cpu,
         ..Measure::default()
     };
     for h in handles {
@@ -334,8 +340,8 @@ fn compare(rounds: usize, secs: u64, only: &str, memaslap: bool) {
             },
         ),
     ];
-    println!("| workload | server | ops/s | p50 ms | p99 ms | p999 ms | server CPU µs/op | ops/s vs memcached | p99 vs memcached |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| workload | server | ops/s | p50 ms | p99 ms | p999 ms | server CPU µs/op | generator CPU µs/op | ops/s vs memcached | p99 vs memcached |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (name, w) in workloads.iter().filter(|(n, _)| n.contains(only)) {
         let mut results: Vec<(Kind, Vec<Measure>)> =
             KINDS.iter().map(|&k| (k, Vec::new())).collect();
@@ -359,6 +365,7 @@ fn compare(rounds: usize, secs: u64, only: &str, memaslap: bool) {
                     all.lat_us.extend(m.lat_us);
                     all.ops += m.ops;
                     all.server_cpu += m.server_cpu;
+                    all.client_cpu += m.client_cpu;
                 }
                 all.lat_us.sort_unstable();
                 (k, ops, all)
@@ -371,13 +378,14 @@ fn compare(rounds: usize, secs: u64, only: &str, memaslap: bool) {
             .unwrap_or((1.0, 1.0));
         for (k, ops, m) in &summary {
             println!(
-                "| {name} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2}x | {:.2}x |",
+                "| {name} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2}x | {:.2}x |",
                 k.name(),
                 ops,
                 m.pct(0.5),
                 m.pct(0.99),
                 m.pct(0.999),
                 m.server_cpu * 1e6 / m.ops.max(1) as f64,
+                m.client_cpu * 1e6 / m.ops.max(1) as f64,
                 ops / mc_ops,
                 m.pct(0.99) / mc_p99.max(0.001)
             );
@@ -406,7 +414,7 @@ fn compare(rounds: usize, secs: u64, only: &str, memaslap: bool) {
         .unwrap_or(1.0);
     for (k, t) in tps {
         println!(
-            "| memaslap 90/10, 64 B, 16 conc | {} | {t:.0} | | | | | {:.2}x | |",
+            "| memaslap 90/10, 64 B, 16 conc | {} | {t:.0} | | | | | | {:.2}x | |",
             k.name(),
             t / mc.max(1.0)
         );
