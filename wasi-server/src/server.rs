@@ -32,6 +32,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const FIRST_READ: usize = 4 * 1024;
 /// Reads per connection per pass, so one busy client cannot starve others.
 const READS_PER_PASS: usize = 4;
+/// Writes per connection per pass (each continuing a partial one).
+const WRITES_PER_PASS: usize = 4;
 /// What a rejected client is told (memcached's wording).
 const TOO_MANY: &[u8] = b"ERROR Too many open connections\r\n";
 /// How often CPU time is sampled for `stats` (a syscall per pass would be
@@ -412,19 +414,36 @@ fn listen(addr: &str, _n: usize) -> io::Result<Vec<TcpListener>> {
     Ok(vec![l])
 }
 
-/// At most one write per pass, and only once the connection has caught up
-/// with its buffered requests (or is backed up): replies to one pipelined
-/// batch split over several writes would wait for a delayed ACK where
-/// TCP_NODELAY is unavailable (WASI).
+/// Writes only once the connection has caught up with its buffered
+/// requests (or is backed up): replies to one pipelined batch split over
+/// several writes would wait for a delayed ACK where TCP_NODELAY is
+/// unavailable (WASI). What is pending then goes out at once; a partial
+/// write is continued in the same pass (a WASI write takes at most 64 KiB,
+/// and waiting a pass for each 64 KiB of a large value costs a poll each).
 fn write(c: &mut Client, cfg: &Config) {
-    let out = c.conn.pending_output();
-    if out.is_empty() || c.dead || c.has_work {
+    if c.dead || c.has_work {
         return;
     }
-    match c.sock.write(out) {
-        Ok(n) => c.conn.consume_output(n),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
-        Err(_) => c.dead = true,
+    for _ in 0..WRITES_PER_PASS {
+        let out = c.conn.pending_output();
+        if out.is_empty() {
+            break;
+        }
+        match c.sock.write(out) {
+            Ok(n) => {
+                let all = n == out.len();
+                c.conn.consume_output(n);
+                if all || n == 0 {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(_) => {
+                c.dead = true;
+                break;
+            }
+        }
     }
     // Output drained below the high-water mark: parse what is already
     // buffered on the next pass.
