@@ -8,8 +8,7 @@
 //!
 //! Natively the server can run several workers (memcached's `-t`). The
 //! first worker accepts and hands each new connection to the least loaded
-//! worker (as memcached's dispatcher does), which owns and polls it from
-//! then on; the one [`Store`] sits behind a mutex that a worker takes per
+//! worker, which owns and polls it from then on; the one [`Store`] sits behind a mutex that a worker takes per
 //! connection, for the core's work only. Reads, writes and the poll, where
 //! a request's CPU time goes, run in parallel. A wasm guest has no threads
 //! and runs one worker.
@@ -103,8 +102,7 @@ impl Shared {
 
 /// A server: the listener, the shared store and its workers.
 ///
-/// Call order: [`Server::bind`], then [`Server::run`] (or
-/// [`Server::pass`] repeatedly on a single-threaded server).
+/// Call order: [`Server::bind`], then [`Server::run`].
 pub struct Server {
     shared: Arc<Shared>,
     /// The worker run by the calling thread.
@@ -130,11 +128,11 @@ impl Server {
             queue: Mutex::new(Vec::new()),
             ring: None,
         }];
-        let mut bells = vec![None];
+        let mut bells = Vec::new();
         for _ in 1..threads {
             let (inbox, bell) = Inbox::new()?;
             inboxes.push(inbox);
-            bells.push(Some(bell));
+            bells.push(bell);
         }
         let started = Instant::now();
         let unix_at_start = SystemTime::now()
@@ -160,10 +158,11 @@ impl Server {
             rusage_ms: AtomicU64::new(0),
         });
         let main = Worker::new(shared.clone(), 0, None);
-        let mut others = Vec::new();
-        for (id, bell) in bells.iter_mut().enumerate().skip(1) {
-            others.push(Worker::new(shared.clone(), id, bell.take()));
-        }
+        let others = bells
+            .into_iter()
+            .enumerate()
+            .map(|(i, bell)| Worker::new(shared.clone(), i + 1, Some(bell)))
+            .collect();
         Ok(Server {
             main,
             others,
@@ -196,11 +195,6 @@ impl Server {
             self.main.pass()?;
         }
         Ok(())
-    }
-
-    /// One event-loop pass of the first worker.
-    pub fn pass(&mut self) -> io::Result<()> {
-        self.main.pass()
     }
 }
 
