@@ -122,27 +122,13 @@ impl Arena {
     /// which may extend past the record's own end.
     pub fn get(&self, h: u32) -> &[u8] {
         let (pid, slot) = split(h);
-        let page = &self.pages[pid];
-        match &page.data {
-            Data::Small(v) => {
-                let s = class_size(page.class);
-                &v[slot * s..slot * s + s]
-            }
-            Data::Large(v) => &v[slot],
-        }
+        record_of(&self.pages[pid], slot)
     }
 
     /// The record at `h`, writable.
     pub fn get_mut(&mut self, h: u32) -> &mut [u8] {
         let (pid, slot) = split(h);
-        let page = &mut self.pages[pid];
-        match &mut page.data {
-            Data::Small(v) => {
-                let s = class_size(page.class);
-                &mut v[slot * s..slot * s + s]
-            }
-            Data::Large(v) => &mut v[slot],
-        }
+        record_of_mut(&mut self.pages[pid], slot)
     }
 
     /// Appends a zeroed record of `size` bytes to its class and returns its
@@ -303,6 +289,7 @@ impl Arena {
     }
 }
 
+#[inline]
 fn record_of(page: &Page, slot: usize) -> &[u8] {
     match &page.data {
         Data::Small(v) => {
@@ -313,6 +300,7 @@ fn record_of(page: &Page, slot: usize) -> &[u8] {
     }
 }
 
+#[inline]
 fn record_of_mut(page: &mut Page, slot: usize) -> &mut [u8] {
     match &mut page.data {
         Data::Small(v) => {
