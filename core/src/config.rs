@@ -9,6 +9,12 @@ pub struct Config {
     /// Bytes of item memory before least-recently-used items are evicted
     /// (`-m`, reported as `limit_maxbytes`).
     pub memory_limit: u64,
+    /// Most item memory, in bytes, that `cache_memlimit` may set; larger
+    /// requests are clamped to it (the reply is still `OK`, and
+    /// `limit_maxbytes` shows the clamped limit). A host whose memory is
+    /// capped sets it to what it can back. memcached has no such cap: the
+    /// default, `u64::MAX`, leaves the command unrestricted.
+    pub memory_limit_max: u64,
     /// Largest item, counted as memcached counts it (header, key, value,
     /// CAS), that may be stored (`-I`, reported as `item_size_max`).
     pub item_size_max: u32,
@@ -74,6 +80,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             memory_limit: 64 * 1024 * 1024,
+            memory_limit_max: u64::MAX,
             item_size_max: 1024 * 1024,
             evictions: true,
             flush_enabled: true,

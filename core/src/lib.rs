@@ -15,9 +15,18 @@
 //! The compatibility target is memcached 1.6.18: replies are byte-for-byte
 //! what that version sends, including its documented quirks.
 //!
-//! Two types make up the API, in the style of a sans-io protocol library:
-//! a shared [`Store`] (one per server) and a per-client [`Connection`].
-//! See [`Connection`] for the call order.
+//! The API, in the style of a sans-io protocol library:
+//!
+//! * [`Store`]: the items, one per server (or per partition);
+//! * [`Connection`]: one client's protocol state and buffers;
+//! * [`Driver`] and [`Gate`] ([`driver`]): the policy of a socket host:
+//!   which connections to read, run and write and how much, when to sleep,
+//!   when to stop accepting, how much memory connections may hold. Every
+//!   host (the WASI server, its native workers, the simulation) runs them,
+//!   so the policy exists once.
+//!
+//! See [`Driver`] for a host's call order, and [`Connection`] for the
+//! lower-level one a driver follows.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -27,6 +36,7 @@ extern crate alloc;
 mod clock;
 mod config;
 mod conn;
+pub mod driver;
 mod num;
 mod slab;
 mod stats;
@@ -37,5 +47,6 @@ pub mod transcript;
 pub use clock::Clock;
 pub use config::{Config, HostSettings};
 pub use conn::{Connection, Progress};
+pub use driver::{ConnId, Driver, DriverConfig, Gate};
 pub use stats::{HostStats, Stats};
 pub use store::Store;

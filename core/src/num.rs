@@ -112,8 +112,9 @@ pub(crate) fn parse_stored_u64(value: &[u8]) -> Option<u64> {
     parse_u64(value)
 }
 
-/// Appends the decimal form of `v` to `out`.
-pub(crate) fn push_u64(out: &mut alloc::vec::Vec<u8>, v: u64) {
+/// Appends the decimal form of `v` to `out` (a byte vector or a
+/// connection's output).
+pub(crate) fn push_u64<O: for<'a> Extend<&'a u8>>(out: &mut O, v: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     let mut n = v;
@@ -125,7 +126,7 @@ pub(crate) fn push_u64(out: &mut alloc::vec::Vec<u8>, v: u64) {
             break;
         }
     }
-    out.extend_from_slice(&buf[i..]);
+    out.extend(&buf[i..]);
 }
 
 /// Appends the decimal form of a signed value to `out`.

@@ -83,7 +83,7 @@ pub(crate) type Classes = [ClassStats; MAX_CLASSES];
 
 /// Figures only the host knows, reported by `stats`. The host updates them
 /// through [`Store::host_stats_mut`](crate::Store::host_stats_mut).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub struct HostStats {
     pub pid: u32,
@@ -93,4 +93,37 @@ pub struct HostStats {
     pub total_connections: u64,
     pub rejected_connections: u64,
     pub connection_structures: u64,
+    /// Times accepting paused for lack of descriptors.
+    pub listen_disabled_num: u64,
+    /// Whether new connections are accepted now.
+    pub accepting_conns: bool,
+    /// Bytes held by connections' buffered input (`read_buf_bytes`).
+    pub conn_input_bytes: u64,
+    /// Bytes held by connections' pending output (`response_obj_bytes`).
+    pub conn_output_bytes: u64,
+    /// Connections closed to stay within the connection memory limit
+    /// (`read_buf_oom`).
+    pub conn_closed_for_memory: u64,
+    /// The connection memory limit, in bytes (`read_buf_mem_limit`).
+    pub conn_memory_limit: u64,
+}
+
+impl Default for HostStats {
+    fn default() -> Self {
+        HostStats {
+            pid: 0,
+            rusage_user_us: 0,
+            rusage_system_us: 0,
+            curr_connections: 0,
+            total_connections: 0,
+            rejected_connections: 0,
+            connection_structures: 0,
+            listen_disabled_num: 0,
+            accepting_conns: true,
+            conn_input_bytes: 0,
+            conn_output_bytes: 0,
+            conn_closed_for_memory: 0,
+            conn_memory_limit: 0,
+        }
+    }
 }

@@ -1,15 +1,52 @@
-//! The cache server host: the core's `Store` and one `Connection` per
-//! socket behind `turmoil::net::TcpListener`. This adapter is the only
-//! simulation-specific I/O; time is turmoil's simulated clock and a fixed
-//! simulated epoch, never the OS.
+//! The cache server host: the production host policy — the core's sans-io
+//! [`Driver`] and [`Gate`] — over `turmoil` sockets, so every simulated
+//! run exercises the same read/process/write/close decisions as the WASI
+//! server.
+//!
+//! One event-loop task owns the [`Store`], the `Driver`, the `Gate` and
+//! every accepted socket, and runs passes in the order documented on
+//! [`Driver`]: `begin_pass` → accept (asking the gate) → read what the
+//! driver allows → `take_runnable` + `process` → write what it wants
+//! written → `on_written` → `poll_close` → sleep until the next readiness
+//! event or the earliest of the driver's, the store's and the gate's
+//! deadlines.
+//!
+//! turmoil sockets are async; readiness is bridged to the loop the way an
+//! OS bridges it to `poll`. Each socket has two wakers (readable,
+//! writable). The loop reads with `poll_read` and writes with `poll_write`
+//! under those wakers: a `Pending` result registers the waker with the
+//! simulated socket, and when the network later delivers data or returns
+//! send credit the waker records an event and rings the loop's bell. So:
+//!
+//! * a socket is only polled when the driver wants to read from or write to
+//!   it, with the sizes it asks for (`read_len`; gathered writes of at
+//!   most 64 KiB as under WASI, a few per pass);
+//! * a client that does not read fills its simulated send buffer and only
+//!   that socket stalls (`Pending`); the loop serves everyone else;
+//! * the loop sleeps unless something is known to be ready: an event, a
+//!   socket that may still hold data the driver will take, an accepted
+//!   socket, or a deadline. Passes with nothing to do are counted
+//!   ([`HostProbe::empty_passes`]) so tests can see there is no busy
+//!   polling.
+//!
+//! Everything runs on the host's single-threaded runtime; the order of
+//! events is the simulation's, sockets are visited in table order, and no
+//! hash map is iterated, so a seed replays exactly. Time is turmoil's
+//! simulated clock and a fixed simulated epoch, never the OS.
 
 use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use turmoil::net::{TcpListener, TcpStream};
-use wasmcached_core::{Clock, Config, Connection, Progress, Store};
+use wasmcached_core::driver::{AcceptError, Admission, DriverStats, TOO_MANY_CONNECTIONS};
+use wasmcached_core::{Clock, ConnId, Config, Driver, DriverConfig, Gate, Store};
 
 use crate::trace::{now, Shared};
 
@@ -18,124 +55,600 @@ pub const PORT: u16 = 11211;
 /// Unix time the simulated world starts at.
 pub const EPOCH_SECS: u64 = 1_700_000_000;
 
+/// Largest single write by default: what one WASI write takes.
+pub const WRITE_MAX: usize = 64 * 1024;
+/// Writes per connection per pass (the WASI server's bound: a large reply
+/// goes out in a few writes before other connections get their turn).
+const WRITES_PER_PASS: usize = 4;
+
 /// The host's clocks, as the core wants them.
 fn clock() -> Clock {
     let el = now();
     Clock::new(el.as_millis() as u64, EPOCH_SECS + el.as_secs())
 }
 
-/// A deliberately broken store for testing the checker: every `every`-th
-/// storage request is acknowledged without being applied.
+/// A deliberately broken store for testing the checker: of the storage
+/// requests (`set`, `add`, `cas`, `ms`) for each key, every `every`-th is
+/// acknowledged without being applied.
+///
+/// Counting per key, not server-wide, makes the bug land on every key
+/// that sees `every` writes whatever the interleaving of clients: a
+/// server-wide count lands wherever the timing puts it, sometimes only on
+/// writes no later read can expose.
 #[derive(Clone, Copy, Debug)]
 pub struct Broken {
-    /// Drop one write in this many.
+    /// Drop one write in this many, per key.
     pub every: u64,
 }
 
-/// Runs a cache server named `name` until the simulation ends or bounces it.
-pub async fn serve(name: &'static str, rec: Shared, broken: Option<Broken>) -> turmoil::Result {
-    rec.borrow_mut().restart(name, now());
-    let cfg = Config {
-        hash_seed: 7,
-        memory_limit: 64 << 20,
-        ..Config::default()
-    };
-    let store = Rc::new(RefCell::new(Store::new(cfg, clock())));
-    let writes = Rc::new(RefCell::new(0u64));
-    let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
-    let sweeper = store.clone();
-    tokio::task::spawn_local(async move {
-        loop {
-            let due = sweeper.borrow().poll_timeout();
-            let wait = match due {
-                Some(t) => Duration::from_millis(t.saturating_sub(clock().mono_ms)),
-                None => Duration::from_millis(1000),
-            };
-            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
-            sweeper.borrow_mut().handle_timeout(clock());
+/// What one server host saw, for scenarios that check the host itself.
+/// Updated at the end of every pass.
+#[derive(Clone, Debug, Default)]
+pub struct HostProbe {
+    /// Event-loop passes run.
+    pub passes: u64,
+    /// Passes that found nothing to do (no event, read, request, write,
+    /// close, accept or expiry). Many of them would mean busy polling.
+    pub empty_passes: u64,
+    /// Largest [`Driver::held_bytes`] sampled: after `begin_pass` (where
+    /// the driver enforces its limit), after processing (the pass's peak)
+    /// and at the end of the pass.
+    pub peak_held: usize,
+    /// Samples (three per pass, as for `peak_held`) above the driver's
+    /// memory limit.
+    pub over_limit: u64,
+    /// The driver's memory limit.
+    pub memory_limit: usize,
+    /// Connections refused at the connection limit.
+    pub refused: u64,
+    /// Connections admitted.
+    pub admitted: u64,
+    /// The driver's counters, as of the last pass.
+    pub stats: DriverStats,
+}
+
+/// Shared handle to a [`HostProbe`].
+pub type Probe = Rc<RefCell<HostProbe>>;
+
+/// How a server host is set up.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// The store's settings.
+    pub store: Config,
+    /// The driver's settings (connection memory, read sizes, idle timeout).
+    pub driver: DriverConfig,
+    /// Most connections served at once (`-c`).
+    pub max_connections: usize,
+    /// Plant the write-dropping bug (see [`Broken`]).
+    pub broken: Option<Broken>,
+    /// Largest single write. The simulated network carries each write as
+    /// one segment and bounds the segments in flight per connection (the
+    /// simulation's `tcp_capacity`), so the two together are the socket
+    /// send buffer: how much a client that stops reading can park in the
+    /// network before the server's writes stall.
+    pub write_max: usize,
+    /// Where to publish what the host saw.
+    pub probe: Option<Probe>,
+}
+
+impl HostConfig {
+    /// memcached's defaults (`-m 64`, `-c 1024`, 64 MiB of connection
+    /// memory) with a fixed hash seed, so runs replay.
+    pub fn standard(broken: Option<Broken>) -> HostConfig {
+        HostConfig {
+            store: Config {
+                hash_seed: 7,
+                memory_limit: 64 << 20,
+                ..Config::default()
+            },
+            driver: DriverConfig::default(),
+            max_connections: 1024,
+            broken,
+            write_max: WRITE_MAX,
+            probe: None,
         }
-    });
-    loop {
-        let (sock, _) = listener.accept().await?;
-        let store = store.clone();
-        let writes = writes.clone();
-        tokio::task::spawn_local(async move {
-            let _ = serve_conn(sock, store, broken, writes).await;
-        });
     }
 }
 
-async fn serve_conn(
-    mut sock: TcpStream,
-    store: Rc<RefCell<Store>>,
-    broken: Option<Broken>,
-    writes: Rc<RefCell<u64>>,
-) -> std::io::Result<()> {
-    let mut conn = Connection::new();
-    let mut framer = broken.map(|b| (b, Vec::new()));
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = sock.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
+/// Runs a cache server named `name` with the standard settings until the
+/// simulation ends or bounces it.
+pub async fn serve(name: &'static str, rec: Shared, broken: Option<Broken>) -> turmoil::Result {
+    serve_with(name, rec, HostConfig::standard(broken)).await
+}
+
+/// Runs a cache server named `name` with `cfg` until the simulation ends
+/// or bounces it.
+pub async fn serve_with(name: &'static str, rec: Shared, cfg: HostConfig) -> turmoil::Result {
+    rec.borrow_mut().restart(name, now());
+    let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
+    let ready = Arc::new(Readiness::default());
+    let backlog: Backlog = Rc::new(RefCell::new(VecDeque::new()));
+    let (r, b) = (ready.clone(), backlog.clone());
+    // turmoil has no non-blocking accept: this task is the listen backlog.
+    // The loop takes from it only while the gate wants to accept.
+    tokio::task::spawn_local(async move {
+        loop {
+            let got = listener.accept().await.map(|(s, _)| s);
+            b.borrow_mut().push_back(got);
+            r.bell.notify_one();
         }
-        match framer.as_mut() {
-            None => conn.receive(&buf[..n]),
-            Some((b, pending)) => {
-                pending.extend_from_slice(&buf[..n]);
-                while let Some(len) = request_len(pending) {
-                    let req: Vec<u8> = pending.drain(..len).collect();
-                    if is_write(&req) {
-                        let n = {
-                            let mut w = writes.borrow_mut();
-                            *w += 1;
-                            *w
-                        };
-                        if n.is_multiple_of(b.every) {
-                            // Acknowledge without applying: the bug the
-                            // checker must catch.
-                            let ack: &[u8] = if req.starts_with(b"ms ") {
-                                b"HD\r\n"
-                            } else {
-                                b"STORED\r\n"
-                            };
-                            flush(&mut sock, &mut conn, &store).await?;
-                            sock.write_all(ack).await?;
-                            continue;
+    });
+    // Outside tokio's cooperative budget, like the WASI runner's guest:
+    // one task doing every socket's I/O would run out of budget mid-pass,
+    // and a socket would report `Pending` with data queued.
+    tokio::task::unconstrained(EventLoop::new(cfg, ready, backlog).run()).await
+}
+
+/// Accepted sockets (or accept failures) not yet taken by the loop.
+type Backlog = Rc<RefCell<VecDeque<std::io::Result<TcpStream>>>>;
+
+/// Readiness events recorded by socket wakers, and the loop's bell.
+#[derive(Default)]
+struct Readiness {
+    events: Mutex<Vec<Event>>,
+    bell: Notify,
+}
+
+/// A socket became readable or writable. `token` names the socket, so an
+/// event for a closed one (whose table slot was reused) is ignored.
+#[derive(Clone, Copy, Debug)]
+struct Event {
+    slot: usize,
+    token: u64,
+    write: bool,
+}
+
+struct SockWaker {
+    ready: Arc<Readiness>,
+    event: Event,
+}
+
+impl Wake for SockWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        lock(&self.ready.events).push(self.event);
+        self.ready.bell.notify_one();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An accepted socket and what the loop knows about it.
+struct Sock {
+    id: ConnId,
+    token: u64,
+    stream: TcpStream,
+    /// Data may be waiting: no read has returned `Pending` since the last
+    /// readable event (a new socket starts readable).
+    readable: bool,
+    /// The last write returned `Pending`: wait for a writable event.
+    stalled: bool,
+    read_waker: Waker,
+    write_waker: Waker,
+    /// The planted bug's request framing, when it is on.
+    framer: Option<Vec<u8>>,
+}
+
+struct EventLoop {
+    cfg: HostConfig,
+    store: Store,
+    driver: Driver,
+    gate: Gate,
+    ready: Arc<Readiness>,
+    backlog: Backlog,
+    /// Sockets by [`ConnId::index`].
+    socks: Vec<Option<Sock>>,
+    next_token: u64,
+    buf: Vec<u8>,
+    gather: Vec<u8>,
+    events: Vec<Event>,
+    runnable: Vec<ConnId>,
+    /// Storage requests seen by the planted bug, per key.
+    writes: BTreeMap<Vec<u8>, u64>,
+}
+
+impl EventLoop {
+    fn new(cfg: HostConfig, ready: Arc<Readiness>, backlog: Backlog) -> EventLoop {
+        let mut store = Store::new(cfg.store.clone(), clock());
+        store.host_stats_mut().conn_memory_limit = cfg.driver.memory_limit as u64;
+        let driver = Driver::new(cfg.driver.clone(), store.config());
+        let gate = Gate::new(cfg.max_connections);
+        let chunk = cfg.driver.read_chunk.max(cfg.driver.first_read);
+        if let Some(p) = &cfg.probe {
+            *p.borrow_mut() = HostProbe {
+                memory_limit: cfg.driver.memory_limit,
+                ..HostProbe::default()
+            };
+        }
+        EventLoop {
+            cfg,
+            store,
+            driver,
+            gate,
+            ready,
+            backlog,
+            socks: Vec::new(),
+            next_token: 0,
+            buf: vec![0; chunk],
+            gather: Vec::new(),
+            events: Vec::new(),
+            runnable: Vec::new(),
+            writes: BTreeMap::new(),
+        }
+    }
+
+    async fn run(mut self) -> turmoil::Result {
+        loop {
+            let now = clock();
+            if self.work_now(now.mono_ms) {
+                self.pass();
+                // Let the accept task run between passes.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            // Nothing is ready: sleep until a socket or the backlog rings
+            // the bell, or the next deadline. A ring with nothing behind it
+            // (a stale permit) only leads back here.
+            let bell = self.ready.bell.notified();
+            match self.deadline() {
+                Some(t) => {
+                    let wait = Duration::from_millis(t.saturating_sub(now.mono_ms));
+                    tokio::select! {
+                        () = bell => {}
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+                None => bell.await,
+            }
+        }
+    }
+
+    /// The earliest of the driver's, the store's and the gate's deadlines.
+    fn deadline(&self) -> Option<u64> {
+        [
+            self.driver.poll_timeout(),
+            self.store.poll_timeout(),
+            self.gate.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Whether the next pass has work without waiting: a deadline has
+    /// passed, events or accepted sockets are waiting, or a socket may
+    /// still hold data the driver wants (no read has returned `Pending`
+    /// since it became readable: level-triggered, as `poll` reports it), or
+    /// has output it can still write.
+    fn work_now(&self, now_ms: u64) -> bool {
+        if self.deadline().is_some_and(|t| t <= now_ms)
+            || !lock(&self.ready.events).is_empty()
+            || (!self.backlog.borrow().is_empty() && self.gate.wants_accept(now_ms))
+        {
+            return true;
+        }
+        self.socks.iter().flatten().any(|s| {
+            (s.readable && self.driver.interest(s.id).read)
+                || (!s.stalled && self.has_output(s.id))
+        })
+    }
+
+    /// The driver wants the connection's output written and some of it
+    /// can be sent now (replies are held back while a rejected data block
+    /// is discarded).
+    fn has_output(&self, id: ConnId) -> bool {
+        self.driver.wants_write(id) && self.driver.output(id).next().is_some()
+    }
+
+    /// One pass, in the order documented on [`Driver`].
+    fn pass(&mut self) {
+        let now = clock();
+        let mut busy = false;
+        self.driver.begin_pass(now.mono_ms);
+        let after_begin = self.driver.held_bytes();
+        busy |= self.take_events();
+        busy |= self.accept(now.mono_ms);
+        for i in 0..self.socks.len() {
+            busy |= self.read(i);
+        }
+        busy |= self.process(now);
+        let after_process = self.driver.held_bytes();
+        for i in 0..self.socks.len() {
+            busy |= self.write(i);
+        }
+        busy |= self.close_finished();
+        self.publish([after_begin, after_process], busy);
+    }
+
+    /// Applies readiness events to the socket table.
+    fn take_events(&mut self) -> bool {
+        std::mem::swap(&mut self.events, &mut lock(&self.ready.events));
+        let any = !self.events.is_empty();
+        for e in self.events.drain(..) {
+            let Some(s) = self.socks.get_mut(e.slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            if s.token != e.token {
+                continue;
+            }
+            if e.write {
+                s.stalled = false;
+            } else {
+                s.readable = true;
+            }
+        }
+        any
+    }
+
+    /// Takes accepted sockets from the backlog while the gate accepts:
+    /// admitted ones enter the driver, refused ones get memcached's
+    /// refusal (best effort) and are closed.
+    fn accept(&mut self, now_ms: u64) -> bool {
+        let mut any = false;
+        while self.gate.wants_accept(now_ms) {
+            let Some(got) = self.backlog.borrow_mut().pop_front() else {
+                break;
+            };
+            any = true;
+            let stream = match got {
+                Ok(s) => s,
+                Err(_) => {
+                    self.gate.accept_failed(AcceptError::Other, now_ms);
+                    break;
+                }
+            };
+            if self.gate.admit(self.driver.len()) == Admission::Refuse {
+                let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+                continue;
+            }
+            let id = self.driver.open(now_ms);
+            let token = self.next_token;
+            self.next_token += 1;
+            let waker = |write| {
+                Waker::from(Arc::new(SockWaker {
+                    ready: self.ready.clone(),
+                    event: Event {
+                        slot: id.index(),
+                        token,
+                        write,
+                    },
+                }))
+            };
+            let sock = Sock {
+                id,
+                token,
+                stream,
+                readable: true,
+                stalled: false,
+                read_waker: waker(false),
+                write_waker: waker(true),
+                framer: self.cfg.broken.map(|_| Vec::new()),
+            };
+            let i = id.index();
+            if self.socks.len() <= i {
+                self.socks.resize_with(i + 1, || None);
+            }
+            self.socks[i] = Some(sock);
+        }
+        any
+    }
+
+    /// Reads what the socket holds, as much as the driver allows: stops
+    /// at `Pending` (the waker will say when more arrives), at a short read
+    /// (the next pass reads on), or at end of stream.
+    fn read(&mut self, i: usize) -> bool {
+        let Some(s) = self.socks[i].as_mut() else {
+            return false;
+        };
+        let id = s.id;
+        let mut any = false;
+        while s.readable {
+            let want = self.driver.read_len(id).min(self.buf.len());
+            if want == 0 {
+                break;
+            }
+            any = true;
+            let mut rb = ReadBuf::new(&mut self.buf[..want]);
+            let mut cx = Context::from_waker(&s.read_waker);
+            match Pin::new(&mut s.stream).poll_read(&mut cx, &mut rb) {
+                Poll::Pending => s.readable = false,
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        self.driver.on_closed(id);
+                        break;
+                    }
+                    match s.framer.as_mut() {
+                        None => self.driver.on_read(id, &self.buf[..n]),
+                        Some(pending) => {
+                            let bytes = frame(pending, &self.buf[..n], &mut self.writes, self.cfg.broken);
+                            if !bytes.is_empty() {
+                                self.driver.on_read(id, &bytes);
+                            }
                         }
                     }
-                    conn.receive(&req);
-                    flush(&mut sock, &mut conn, &store).await?;
+                    if n < want {
+                        break;
+                    }
                 }
+                Poll::Ready(Err(_)) => {
+                    self.driver.on_closed(id);
+                    break;
+                }
+            }
+        }
+        any
+    }
+
+    /// Runs the core for every connection the driver lists, then the
+    /// store's expiry step when it is due.
+    fn process(&mut self, now: Clock) -> bool {
+        self.driver.take_runnable(&mut self.runnable);
+        let any = !self.runnable.is_empty();
+        if any {
+            self.refresh_host_stats(now);
+        }
+        for &id in &self.runnable {
+            self.driver.process(id, &mut self.store, now);
+        }
+        if self.store.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
+            self.store.handle_timeout(now);
+            return true;
+        }
+        any
+    }
+
+    /// Writes the connection's pending output, gathered into writes of at
+    /// most [`HostConfig::write_max`], until it is written, the socket stalls, or
+    /// [`WRITES_PER_PASS`] writes were made.
+    fn write(&mut self, i: usize) -> bool {
+        let Some(s) = self.socks[i].as_mut() else {
+            return false;
+        };
+        let id = s.id;
+        let mut any = false;
+        for _ in 0..WRITES_PER_PASS {
+            if s.stalled || !self.driver.wants_write(id) {
+                break;
+            }
+            gather(&self.driver, id, self.cfg.write_max.max(1), &mut self.gather);
+            if self.gather.is_empty() {
+                break;
+            }
+            any = true;
+            let mut cx = Context::from_waker(&s.write_waker);
+            match Pin::new(&mut s.stream).poll_write(&mut cx, &self.gather) {
+                Poll::Pending => s.stalled = true,
+                Poll::Ready(Ok(n)) => self.driver.on_written(id, n),
+                Poll::Ready(Err(_)) => {
+                    self.driver.on_closed(id);
+                    break;
+                }
+            }
+        }
+        any
+    }
+
+    /// Closes the sockets of connections the driver is done with.
+    fn close_finished(&mut self) -> bool {
+        let mut any = false;
+        while let Some(id) = self.driver.poll_close() {
+            // Dropping both halves sends FIN (RST when unread data is left,
+            // as a real stack does).
+            self.socks[id.index()] = None;
+            self.gate.connection_closed();
+            any = true;
+        }
+        any
+    }
+
+    /// Copies the connection figures into the store, so `stats` is exact.
+    fn refresh_host_stats(&mut self, now: Clock) {
+        let d = self.driver.stats();
+        let open = d.connections as u64;
+        let h = self.store.host_stats_mut();
+        h.curr_connections = open;
+        h.connection_structures = h.connection_structures.max(open);
+        h.total_connections = self.gate.accepted();
+        h.rejected_connections = self.gate.rejected();
+        h.listen_disabled_num = self.gate.listen_disabled_num();
+        h.accepting_conns = !self.gate.is_paused(now.mono_ms);
+        h.conn_input_bytes = d.input_bytes as u64;
+        h.conn_output_bytes = d.output_bytes as u64;
+        h.conn_closed_for_memory = d.closed_for_memory;
+    }
+
+    /// Publishes the pass's figures; `samples` are the driver's held bytes
+    /// after `begin_pass` and after processing (the pass's peak: writes
+    /// and closes only lower it).
+    fn publish(&mut self, samples: [usize; 2], busy: bool) {
+        let Some(p) = &self.cfg.probe else {
+            return;
+        };
+        let mut p = p.borrow_mut();
+        let held = self.driver.held_bytes();
+        let limit = self.cfg.driver.memory_limit;
+        p.passes += 1;
+        p.empty_passes += u64::from(!busy);
+        for h in samples.into_iter().chain([held]) {
+            p.peak_held = p.peak_held.max(h);
+            p.over_limit += u64::from(h > limit);
+        }
+        p.refused = self.gate.rejected();
+        p.admitted = self.gate.accepted();
+        p.stats = self.driver.stats();
+    }
+}
+
+/// Gathers the connection's pending output into `out`: up to `max` bytes,
+/// copied in order across chunks.
+fn gather(driver: &Driver, id: ConnId, max: usize, out: &mut Vec<u8>) {
+    out.clear();
+    for c in driver.output(id) {
+        let room = max - out.len();
+        if room == 0 {
+            break;
+        }
+        out.extend_from_slice(&c[..c.len().min(room)]);
+    }
+}
+
+/// The key dropped writes are redirected to; nobody reads it.
+const DROPPED_KEY: &str = "__dropped_by_the_broken_double__";
+
+/// The planted bug: frames `bytes` (appended to the connection's
+/// `pending` bytes) into whole requests and returns those, with every
+/// `every`-th storage request per key redirected to [`DROPPED_KEY`]. The
+/// client still gets `STORED` (or `HD`) for it, in order with its other
+/// replies, but its key never changes: an acknowledged write that was not
+/// applied.
+fn frame(
+    pending: &mut Vec<u8>,
+    bytes: &[u8],
+    writes: &mut BTreeMap<Vec<u8>, u64>,
+    broken: Option<Broken>,
+) -> Vec<u8> {
+    let every = broken.map_or(u64::MAX, |b| b.every.max(1));
+    pending.extend_from_slice(bytes);
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(len) = request_len(&pending[at..]) {
+        let req = &pending[at..at + len];
+        at += len;
+        if is_write(req) {
+            let key = req.split(|&b| b == b' ').nth(1).unwrap_or_default();
+            let n = writes.entry(key.to_vec()).or_default();
+            *n += 1;
+            if n.is_multiple_of(every) {
+                out.extend_from_slice(&redirect(req));
                 continue;
             }
         }
-        if flush(&mut sock, &mut conn, &store).await? {
-            return Ok(());
-        }
+        out.extend_from_slice(req);
     }
+    pending.drain(..at);
+    out
 }
 
-/// Runs the core on what was received and writes the replies. Returns
-/// true when the connection must close.
-async fn flush(
-    sock: &mut TcpStream,
-    conn: &mut Connection,
-    store: &Rc<RefCell<Store>>,
-) -> std::io::Result<bool> {
-    loop {
-        let p = conn.process(&mut store.borrow_mut(), clock());
-        let out = conn.pending_output().to_vec();
-        if !out.is_empty() {
-            sock.write_all(&out).await?;
-            conn.consume_output(out.len());
-        }
-        match p {
-            Progress::NeedInput => return Ok(false),
-            Progress::Close => return Ok(true),
-            Progress::Yielded | Progress::Blocked => tokio::task::yield_now().await,
-        }
-    }
+/// `req` (a whole storage request) rewritten to store its data block under
+/// [`DROPPED_KEY`] with a plain `set`/`ms`, which is always acknowledged.
+fn redirect(req: &[u8]) -> Vec<u8> {
+    let nl = req.iter().position(|&b| b == b'\n').unwrap_or(req.len());
+    let line = String::from_utf8_lossy(&req[..nl]);
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let head = if words.first() == Some(&"ms") {
+        format!("ms {DROPPED_KEY} {}\r\n", words.get(2).unwrap_or(&"0"))
+    } else {
+        format!("set {DROPPED_KEY} 0 0 {}\r\n", words.get(4).unwrap_or(&"0"))
+    };
+    let mut out = head.into_bytes();
+    out.extend_from_slice(req.get(nl + 1..).unwrap_or_default());
+    out
 }
 
 /// Length of the first complete request in `buf` (command line plus data

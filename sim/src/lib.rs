@@ -1,8 +1,10 @@
 //! # wasmcached-sim
 //!
 //! Deterministic network simulation (turmoil) of the wasmcached core:
-//! concurrent CAS counters, cold-cache thundering herds and faults, with
-//! every run's history checked. One seed drives everything: turmoil's RNG,
+//! concurrent CAS counters, cold-cache thundering herds, faults and
+//! hostile clients, with every run's history checked. The cache server
+//! host ([`host`]) runs the production host policy, the core's `Driver`
+//! and `Gate`. One seed drives everything: turmoil's RNG,
 //! the fixed simulated epoch, the workload and the fault schedule. The same
 //! seed gives a byte-identical trace (its hash is in every report).
 
@@ -19,7 +21,7 @@ pub use report::Report;
 pub use scenario::RunConfig;
 
 /// The scenarios, by CLI name.
-pub const SCENARIOS: &[&str] = &["cas-counter", "thundering-herd", "faults"];
+pub const SCENARIOS: &[&str] = &["cas-counter", "thundering-herd", "faults", "hostile-clients"];
 
 /// Runs scenario `name` with `cfg`; `None` for an unknown name.
 pub fn run(name: &str, cfg: &RunConfig) -> Option<Report> {
@@ -27,6 +29,7 @@ pub fn run(name: &str, cfg: &RunConfig) -> Option<Report> {
         "cas-counter" => scenario::cas_counter::run(cfg),
         "thundering-herd" => scenario::herd::run(cfg),
         "faults" => scenario::faults::run(cfg),
+        "hostile-clients" => scenario::hostile::run(cfg),
         _ => return None,
     })
 }

@@ -11,7 +11,7 @@ use wasmcached_sim::{run, RunConfig, SCENARIOS};
 #[derive(Parser, Debug)]
 #[command(name = "wasmcached-sim", version)]
 struct Args {
-    /// cas-counter, thundering-herd or faults.
+    /// cas-counter, thundering-herd, faults or hostile-clients.
     scenario: String,
     /// Run one seed.
     #[arg(long, conflicts_with = "seeds")]

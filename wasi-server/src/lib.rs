@@ -9,7 +9,7 @@ pub mod options;
 mod server;
 
 pub use options::Options;
-pub use server::Server;
+pub use server::{Server, ServerConfig};
 
 /// Parses `args`, binds and serves forever. Returns a process exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
@@ -26,13 +26,17 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
         return 64;
     }
     let addr = format!("{}:{}", opts.listen, opts.port);
-    let mut server = match Server::bind(
-        &addr,
-        opts.config(hash_seed()),
-        opts.conn_limit as usize,
-        opts.worker_threads() as usize,
-        opts.verbose,
-    ) {
+    #[cfg(not(target_os = "wasi"))]
+    raise_fd_limit(u64::from(opts.conn_limit), opts.verbose);
+    let mut server = match Server::bind(ServerConfig {
+        addr: addr.clone(),
+        store: opts.config(hash_seed()),
+        conn_limit: opts.conn_limit as usize,
+        conn_memory: usize::try_from(opts.conn_memory_bytes()).unwrap_or(usize::MAX),
+        idle_timeout_ms: 0,
+        threads: opts.worker_threads() as usize,
+        verbose: opts.verbose,
+    }) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot listen on {addr}: {e}");
@@ -66,4 +70,43 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
 fn hash_seed() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(0x5eed_u64)
+}
+
+/// Descriptors the process needs besides its connections: stdio, the
+/// listener, the workers' bells, and headroom for refusing connections
+/// politely at the limit.
+#[cfg(not(target_os = "wasi"))]
+const RESERVED_FDS: u64 = 64;
+
+/// Raises the soft open-file limit to what `-c` connections need, up to
+/// the hard limit (memcached does the same). Short of it, the server still
+/// runs: out of descriptors it pauses accepting until one is free.
+#[cfg(not(target_os = "wasi"))]
+fn raise_fd_limit(conns: u64, verbose: u8) {
+    let need = conns + RESERVED_FDS;
+    // SAFETY: getrlimit fills the struct we own.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let old = lim.rlim_cur as u64;
+    if old >= need {
+        return;
+    }
+    let new = need.min(lim.rlim_max as u64);
+    lim.rlim_cur = new as libc::rlim_t;
+    // SAFETY: `lim` is a valid rlimit with cur <= max.
+    let ok = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0;
+    if ok && new >= need {
+        if verbose > 0 {
+            eprintln!("raised the open files limit from {old} to {new} for -c {conns}");
+        }
+    } else {
+        eprintln!(
+            "warning: -c {conns} needs {need} open files but the limit is {}; \
+             accepting pauses when they run out",
+            if ok { new } else { old }
+        );
+    }
 }

@@ -41,6 +41,12 @@ pub struct Options {
     /// most 4]. A wasm guest has no threads and always runs one.
     #[arg(short = 't', long = "threads", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
+    /// Memory all connections may hold together (buffered input, partly
+    /// received values, pending output), in megabytes [default: 64 plus a
+    /// quarter of -m]. Past three quarters of it the heaviest connections
+    /// are paused; past all of it the heaviest is closed.
+    #[arg(long = "conn-memory", value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub conn_memory_mb: Option<u64>,
     /// Requests handled per connection before serving the others.
     #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub reqs_per_event: u32,
@@ -90,10 +96,23 @@ impl Options {
         })
     }
 
+    /// Bytes all connections may hold together (`--conn-memory`).
+    pub fn conn_memory_bytes(&self) -> u64 {
+        let mb = self.conn_memory_mb.unwrap_or(64 + self.memory_limit_mb / 4);
+        mb * 1024 * 1024
+    }
+
     /// The core configuration these options describe.
     pub fn config(&self, hash_seed: u64) -> Config {
         Config {
             memory_limit: self.memory_limit_mb * 1024 * 1024,
+            // A guest's linear memory is capped for -m (see the runner), so
+            // `cache_memlimit` may lower the limit but not raise it there.
+            memory_limit_max: if cfg!(target_os = "wasi") {
+                self.memory_limit_mb * 1024 * 1024
+            } else {
+                u64::MAX
+            },
             item_size_max: self.max_item_size,
             evictions: !self.disable_evictions,
             flush_enabled: !self.disable_flush_all,
@@ -127,6 +146,10 @@ impl Options {
             "-R".into(),
             self.reqs_per_event.to_string(),
         ];
+        if let Some(mb) = self.conn_memory_mb {
+            v.push("--conn-memory".into());
+            v.push(mb.to_string());
+        }
         if let Some(t) = self.threads {
             v.push("-t".into());
             v.push(t.to_string());
@@ -166,8 +189,20 @@ mod tests {
 
     #[test]
     fn sizes_and_round_trip() {
-        let o = Options::try_parse_from(["x", "-I", "2m", "-m", "128", "-vv", "-M", "-t", "2"])
-            .unwrap();
+        let o = Options::try_parse_from([
+            "x",
+            "-I",
+            "2m",
+            "-m",
+            "128",
+            "-vv",
+            "-M",
+            "-t",
+            "2",
+            "--conn-memory",
+            "100",
+        ])
+        .unwrap();
         assert_eq!(o.max_item_size, 2 << 20);
         let again =
             Options::try_parse_from(std::iter::once("x".to_string()).chain(o.to_args())).unwrap();

@@ -1,54 +1,40 @@
 //! The non-blocking event loop hosting the core, on one or more threads.
 //!
-//! It only moves bytes: it accepts sockets, reads what arrived into each
-//! connection's [`Connection`], runs the core, writes each connection's
-//! pending output in one write per pass, and closes connections the core
-//! or the peer ended. `std::net` with `set_nonblocking` and `libc::poll`
-//! behave the same on wasm32-wasip2 and natively.
+//! It only performs I/O: every decision (what to read and how much, what to
+//! run, when to write, when to sleep, when to stop accepting, which
+//! connection to shed) is the core's [`Driver`] and [`Gate`]. `std::net`
+//! with `set_nonblocking` and `libc::poll` behave the same on wasm32-wasip2
+//! and natively.
 //!
 //! Natively the server can run several workers (memcached's `-t`). The
 //! first worker accepts and hands each new connection to the least loaded
-//! worker, which owns and polls it from then on; the one [`Store`] sits behind a mutex that a worker takes per
-//! connection, for the core's work only. Reads, writes and the poll, where
-//! a request's CPU time goes, run in parallel. A wasm guest has no threads
-//! and runs one worker.
+//! worker, which owns and polls it from then on; the one [`Store`] sits
+//! behind a mutex that a worker takes per connection, for the core's work
+//! only. Reads, writes and the poll, where a request's CPU time goes, run in
+//! parallel. A wasm guest has no threads and runs one worker.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use wasmcached_core::{Clock, Config, Connection, Progress, Store};
+use wasmcached_core::driver::{
+    AcceptError, Admission, DriverStats, Interest, TOO_MANY_CONNECTIONS,
+};
+use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Store};
 
-/// Most bytes read from one socket per call.
-const READ_CHUNK: usize = 64 * 1024;
-/// Bytes asked for by a pass's first read from a socket. Under wasmtime a
-/// read allocates and zeroes a host buffer of the size asked for, so asking
-/// for 64 KiB to receive one 30-byte request costs more than the request;
-/// only a read that fills this asks for [`READ_CHUNK`] next.
-const FIRST_READ: usize = 4 * 1024;
-/// Reads per connection per pass, so one busy client cannot starve others.
-const READS_PER_PASS: usize = 4;
-/// Writes per connection per pass (each continuing a partial one).
-const WRITES_PER_PASS: usize = 4;
-/// What a rejected client is told (memcached's wording).
-const TOO_MANY: &[u8] = b"ERROR Too many open connections\r\n";
-/// How often CPU time is sampled for `stats` (a syscall per pass would be
-/// measurable).
-const RUSAGE_EVERY_MS: u64 = 100;
-
-struct Client {
-    sock: TcpStream,
-    conn: Connection,
-    /// The core yielded with complete requests still buffered.
-    has_work: bool,
-    /// Bytes arrived in this pass and have not been processed.
-    fresh: bool,
-    /// The peer closed its side or the socket failed.
-    dead: bool,
-}
+/// Largest write: a WASI write takes at most 64 KiB, and gathering more
+/// than that into one buffer would only be copied again.
+const WRITE_MAX: usize = 64 * 1024;
+/// Output chunks gathered into one vectored write natively.
+const IOV_MAX: usize = 64;
+/// How often CPU time and buffer use are sampled for `stats` (a syscall
+/// and a walk over the connections per pass would be measurable).
+const SAMPLE_EVERY_MS: u64 = 100;
+/// "No deadline" in the shared expiry deadline.
+const NEVER: u64 = u64::MAX;
 
 /// What the workers share.
 struct Shared {
@@ -61,14 +47,22 @@ struct Shared {
     store: Mutex<Store>,
     /// The store's configuration, readable without the lock.
     cfg: Config,
-    conn_limit: usize,
+    driver_cfg: DriverConfig,
     verbose: u8,
     started: Instant,
     unix_at_start: u64,
     /// Open connections over all workers.
     conns: AtomicUsize,
+    /// The store's next expiry step (monotonic ms), as of the last time a
+    /// worker held the store; any worker may run it.
+    sweep_due: AtomicU64,
+    /// Each worker's latest driver counters.
+    worker_stats: Vec<Mutex<DriverStats>>,
+    /// Gate counters, published by the accepting worker.
     total_conns: AtomicU64,
     rejected_conns: AtomicU64,
+    listen_disabled: AtomicU64,
+    accepting: AtomicBool,
     /// Monotonic millisecond of the last CPU-time sample.
     rusage_ms: AtomicU64,
 }
@@ -98,6 +92,36 @@ impl Shared {
             }
         }
     }
+
+    /// Runs the store's expiry step if it is due and publishes the next
+    /// deadline. Called with the store held.
+    fn sweep(&self, store: &mut Store, now: Clock) {
+        if store.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
+            store.handle_timeout(now);
+        }
+        let due = store.poll_timeout().unwrap_or(NEVER);
+        self.sweep_due.store(due, Ordering::Relaxed);
+    }
+}
+
+/// Settings of a [`Server`] beyond the store's.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub addr: String,
+    /// The store's configuration.
+    pub store: Config,
+    /// Most connections served at once (`-c`).
+    pub conn_limit: usize,
+    /// Bytes all connections may hold together, split evenly between
+    /// workers.
+    pub conn_memory: usize,
+    /// Close connections idle this long (ms); 0 never.
+    pub idle_timeout_ms: u64,
+    /// Worker threads; 1 where threads are unavailable (wasm).
+    pub threads: usize,
+    /// `-v` count.
+    pub verbose: u8,
 }
 
 /// A server: the listener, the shared store and its workers.
@@ -112,17 +136,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` and creates the store. `threads` workers serve
-    /// connections; it is 1 where threads are unavailable (wasm).
-    pub fn bind(
-        addr: &str,
-        cfg: Config,
-        conn_limit: usize,
-        threads: usize,
-        verbose: u8,
-    ) -> io::Result<Server> {
-        let threads = threads.max(1);
-        let listener = TcpListener::bind(addr)?;
+    /// Binds the address and creates the store and the workers.
+    pub fn bind(sc: ServerConfig) -> io::Result<Server> {
+        let threads = sc.threads.max(1);
+        let listener = TcpListener::bind(&sc.addr)?;
         listener.set_nonblocking(true)?;
         let mut inboxes = vec![Inbox {
             queue: Mutex::new(Vec::new()),
@@ -140,28 +157,40 @@ impl Server {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let clock = Clock::new(0, unix_at_start);
-        let mut store = Store::new(cfg.clone(), clock);
+        let mut store = Store::new(sc.store.clone(), clock);
         store.host_stats_mut().pid = host_pid();
+        store.host_stats_mut().conn_memory_limit = sc.conn_memory as u64;
+        let driver_cfg = DriverConfig {
+            memory_limit: sc.conn_memory / threads,
+            idle_timeout_ms: sc.idle_timeout_ms,
+            ..DriverConfig::default()
+        };
         let shared = Arc::new(Shared {
             listener,
             inboxes,
             loads: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
             store: Mutex::new(store),
-            cfg,
-            conn_limit,
-            verbose,
+            cfg: sc.store,
+            driver_cfg,
+            verbose: sc.verbose,
             started,
             unix_at_start,
             conns: AtomicUsize::new(0),
+            sweep_due: AtomicU64::new(NEVER),
+            worker_stats: (0..threads)
+                .map(|_| Mutex::new(DriverStats::default()))
+                .collect(),
             total_conns: AtomicU64::new(0),
             rejected_conns: AtomicU64::new(0),
+            listen_disabled: AtomicU64::new(0),
+            accepting: AtomicBool::new(true),
             rusage_ms: AtomicU64::new(0),
         });
-        let main = Worker::new(shared.clone(), 0, None);
+        let main = Worker::new(shared.clone(), 0, None, Some(Gate::new(sc.conn_limit)));
         let others = bells
             .into_iter()
             .enumerate()
-            .map(|(i, bell)| Worker::new(shared.clone(), i + 1, Some(bell)))
+            .map(|(i, bell)| Worker::new(shared.clone(), i + 1, Some(bell), None))
             .collect();
         Ok(Server {
             main,
@@ -198,31 +227,55 @@ impl Server {
     }
 }
 
+/// A connection's socket and what the host remembers about it.
+struct Sock {
+    id: ConnId,
+    stream: TcpStream,
+    /// The last write found the socket full: skip writing until poll
+    /// reports it writable, instead of a failing write every pass.
+    stalled: bool,
+}
+
 /// One event loop: its own connections, polled together.
 struct Worker {
     shared: Arc<Shared>,
     id: usize,
-    clients: Vec<Client>,
+    driver: Driver,
+    /// The accept policy; only the worker that polls the listener has one.
+    gate: Option<Gate>,
+    /// Sockets by [`ConnId::index`].
+    socks: Vec<Option<Sock>>,
     buf: Vec<u8>,
+    /// Gathers output chunks into one write where vectored writes are not
+    /// available (WASI).
+    gather: Vec<u8>,
     pollfds: Vec<libc::pollfd>,
-    /// The store's next expiry step, as of this worker's last pass (only
-    /// the first worker drives expiry).
-    deadline: Option<u64>,
+    /// The connection behind each `pollfds` entry after the first.
+    polled: Vec<ConnId>,
+    runnable: Vec<ConnId>,
     /// Readable when connections were handed to this worker (all but the
     /// first, which polls the listener instead).
     bell: Option<Bell>,
+    sampled_ms: u64,
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>, id: usize, bell: Option<Bell>) -> Worker {
+    fn new(shared: Arc<Shared>, id: usize, bell: Option<Bell>, gate: Option<Gate>) -> Worker {
+        let driver = Driver::new(shared.driver_cfg.clone(), &shared.cfg);
+        let chunk = shared.driver_cfg.read_chunk;
         Worker {
             shared,
             id,
-            clients: Vec::new(),
-            buf: vec![0; READ_CHUNK],
+            driver,
+            gate,
+            socks: Vec::new(),
+            buf: vec![0; chunk],
+            gather: Vec::with_capacity(WRITE_MAX),
             pollfds: Vec::new(),
-            deadline: None,
+            polled: Vec::new(),
+            runnable: Vec::new(),
             bell,
+            sampled_ms: 0,
         }
     }
 
@@ -232,33 +285,11 @@ impl Worker {
         }
     }
 
-    /// One pass: poll, accept, read, process, write, reap.
+    /// One pass: poll, accept, read, process, write, close.
     fn pass(&mut self) -> io::Result<()> {
         let now = self.shared.clock();
-        let timeout = self.poll_timeout(now);
-        self.pollfds.clear();
-        self.pollfds.push(libc::pollfd {
-            fd: match &self.bell {
-                Some(b) => b.fd(),
-                None => self.shared.listener.as_raw_fd(),
-            },
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        for c in &self.clients {
-            let mut events = 0;
-            if c.conn.wants_input(&self.shared.cfg) {
-                events |= libc::POLLIN;
-            }
-            if !c.conn.pending_output().is_empty() {
-                events |= libc::POLLOUT;
-            }
-            self.pollfds.push(libc::pollfd {
-                fd: c.sock.as_raw_fd(),
-                events,
-                revents: 0,
-            });
-        }
+        let timeout = self.poll_timeout(now.mono_ms);
+        self.fill_pollfds(now.mono_ms);
         // SAFETY: `pollfds` is a valid, exclusively borrowed array of
         // `pollfd` for the duration of the call, and its length is passed.
         let n = unsafe {
@@ -275,57 +306,101 @@ impl Worker {
             }
             return Err(e);
         }
+        let now = self.shared.clock();
+        self.driver.begin_pass(now.mono_ms);
         if self.pollfds[0].revents != 0 {
             match &self.bell {
                 Some(b) => {
                     b.drain();
-                    self.take_handed();
+                    self.take_handed(now.mono_ms);
                 }
-                None => self.accept_all(),
+                None => self.accept_all(now.mono_ms),
             }
         }
-        for i in 0..self.clients.len() {
-            let revents = self.pollfds.get(i + 1).map(|p| p.revents).unwrap_or(0);
+        for k in 0..self.polled.len() {
+            let revents = self.pollfds[k + 1].revents;
+            let id = self.polled[k];
+            if revents & libc::POLLOUT != 0 {
+                if let Some(s) = self.socks[id.index()].as_mut() {
+                    s.stalled = false;
+                }
+            }
             if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                self.read(i);
+                self.read(id);
             }
         }
-        self.process();
-        for c in &mut self.clients {
-            write(c, &self.shared.cfg);
+        self.process(now);
+        for k in 0..self.polled.len() {
+            self.write(self.polled[k]);
         }
-        self.reap();
+        self.close_finished();
+        self.sample(now);
         Ok(())
     }
 
-    /// Milliseconds to wait in poll: 0 when a connection has buffered work,
-    /// until the store's next expiry step otherwise (first worker), or
-    /// forever.
-    fn poll_timeout(&self, now: Clock) -> libc::c_int {
-        if self.clients.iter().any(|c| c.has_work) {
-            return 0;
-        }
-        match self.deadline {
+    /// Milliseconds to wait in poll: until the earliest of the driver's,
+    /// the gate's and the store's deadlines, or forever (-1).
+    fn poll_timeout(&self, now_ms: u64) -> libc::c_int {
+        let due = [
+            self.driver.poll_timeout(),
+            self.gate.as_ref().and_then(Gate::poll_timeout),
+            Some(self.shared.sweep_due.load(Ordering::Relaxed)).filter(|&t| t != NEVER),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        match due {
             None => -1,
-            Some(t) => t.saturating_sub(now.mono_ms).min(i32::MAX as u64) as libc::c_int,
+            Some(t) => t.saturating_sub(now_ms).min(i32::MAX as u64) as libc::c_int,
         }
     }
 
-    fn accept_all(&mut self) {
+    fn fill_pollfds(&mut self, now_ms: u64) {
+        self.pollfds.clear();
+        self.polled.clear();
+        let (fd, events) = match (&self.bell, &self.gate) {
+            (Some(b), _) => (b.fd(), libc::POLLIN),
+            // Paused: the listener stays in the set but is not waited on.
+            (None, Some(g)) if !g.wants_accept(now_ms) => (self.shared.listener.as_raw_fd(), 0),
+            (None, _) => (self.shared.listener.as_raw_fd(), libc::POLLIN),
+        };
+        self.pollfds.push(libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        });
+        for s in self.socks.iter().flatten() {
+            let id = s.id;
+            let Interest { read, write } = self.driver.interest(id);
+            let mut events = 0;
+            if read {
+                events |= libc::POLLIN;
+            }
+            if write {
+                events |= libc::POLLOUT;
+            }
+            self.pollfds.push(libc::pollfd {
+                fd: s.stream.as_raw_fd(),
+                events,
+                revents: 0,
+            });
+            self.polled.push(id);
+        }
+    }
+
+    fn accept_all(&mut self, now_ms: u64) {
         let shared = &*self.shared;
-        loop {
+        let Some(gate) = self.gate.as_mut() else {
+            return;
+        };
+        while gate.wants_accept(now_ms) {
             match shared.listener.accept() {
                 Ok((mut sock, peer)) => {
-                    if shared.conns.load(Ordering::Relaxed) >= shared.conn_limit {
-                        // memcached's maxconns_fast: tell the client and hang up.
+                    if gate.admit(shared.conns.load(Ordering::Relaxed)) == Admission::Refuse {
                         let _ = sock.set_nonblocking(true);
-                        let _ = sock.write(TOO_MANY);
-                        shared.rejected_conns.fetch_add(1, Ordering::Relaxed);
+                        let _ = sock.write(TOO_MANY_CONNECTIONS);
                         if shared.verbose > 0 {
-                            eprintln!(
-                                "rejected connection from {peer}: limit {}",
-                                shared.conn_limit
-                            );
+                            eprintln!("rejected connection from {peer}: too many open connections");
                         }
                         continue;
                     }
@@ -337,11 +412,11 @@ impl Worker {
                         eprintln!("<{} new client connection from {peer}", sock.as_raw_fd());
                     }
                     shared.conns.fetch_add(1, Ordering::Relaxed);
-                    shared.total_conns.fetch_add(1, Ordering::Relaxed);
                     let to = least_loaded(&shared.loads);
                     shared.loads[to].fetch_add(1, Ordering::Relaxed);
                     if to == self.id {
-                        self.clients.push(Client::new(sock));
+                        let id = self.driver.open(now_ms);
+                        put(&mut self.socks, id, sock);
                     } else {
                         shared.inboxes[to].hand(sock);
                     }
@@ -349,6 +424,13 @@ impl Worker {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
+                    let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    let kind = if out_of_fds {
+                        AcceptError::OutOfDescriptors
+                    } else {
+                        AcceptError::Other
+                    };
+                    gate.accept_failed(kind, now_ms);
                     if shared.verbose > 0 {
                         eprintln!("accept: {e}");
                     }
@@ -356,102 +438,193 @@ impl Worker {
                 }
             }
         }
+        shared.total_conns.store(gate.accepted(), Ordering::Relaxed);
+        shared
+            .rejected_conns
+            .store(gate.rejected(), Ordering::Relaxed);
+        shared
+            .listen_disabled
+            .store(gate.listen_disabled_num(), Ordering::Relaxed);
+        shared
+            .accepting
+            .store(!gate.is_paused(now_ms), Ordering::Relaxed);
     }
 
     /// Adopts the connections the first worker handed to this one.
-    fn take_handed(&mut self) {
+    fn take_handed(&mut self, now_ms: u64) {
         let handed = std::mem::take(&mut *lock(&self.shared.inboxes[self.id].queue));
-        self.clients.extend(handed.into_iter().map(Client::new));
+        for sock in handed {
+            let id = self.driver.open(now_ms);
+            put(&mut self.socks, id, sock);
+        }
     }
 
-    /// Reads what client `i` sent, as much as the core wants.
-    fn read(&mut self, i: usize) {
-        let c = &mut self.clients[i];
-        let mut want = FIRST_READ;
-        for _ in 0..READS_PER_PASS {
-            if !c.conn.wants_input(&self.shared.cfg) {
+    /// Reads what the connection sent, as much as the driver allows.
+    fn read(&mut self, id: ConnId) {
+        let Some(s) = self.socks[id.index()].as_mut() else {
+            return;
+        };
+        loop {
+            let want = self.driver.read_len(id).min(self.buf.len());
+            if want == 0 {
                 break;
             }
-            match c.sock.read(&mut self.buf[..want]) {
+            match s.stream.read(&mut self.buf[..want]) {
                 Ok(0) => {
-                    c.dead = true;
+                    self.driver.on_closed(id);
                     break;
                 }
                 Ok(n) => {
-                    c.conn.receive(&self.buf[..n]);
-                    c.fresh = true;
+                    self.driver.on_read(id, &self.buf[..n]);
                     if n < want {
                         break;
                     }
-                    want = READ_CHUNK;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    c.dead = true;
+                    self.driver.on_closed(id);
                     break;
                 }
             }
         }
     }
 
-    /// Runs the core for each connection with new bytes or buffered work.
+    /// Runs the core for every connection the driver lists.
     ///
     /// The store is taken per connection, not per pass: with more runnable
     /// threads than cores (workers plus clients on the same machine), a
     /// worker preempted while holding the store stalls the others for a
     /// whole time slice, and the chance of that grows with the time held
     /// (holding it for a whole pass doubled p99 with 2 workers on 2 cores).
-    fn process(&mut self) {
+    fn process(&mut self, now: Clock) {
         let shared = &*self.shared;
-        let now = shared.clock();
-        for c in &mut self.clients {
-            if !(c.fresh || c.has_work) {
-                continue;
-            }
-            c.fresh = false;
+        self.driver.take_runnable(&mut self.runnable);
+        for &id in &self.runnable {
             let mut store = shared.store();
             refresh_host_stats(shared, &mut store, now);
-            c.has_work = matches!(c.conn.process(&mut store, now), Progress::Yielded);
+            self.driver.process(id, &mut store, now);
+            // Requests may have added the first item with a TTL: publish
+            // the store's deadline while it is held anyway.
+            shared.sweep(&mut store, now);
         }
-        if self.id == 0 {
+        if self.runnable.is_empty() && shared.sweep_due.load(Ordering::Relaxed) <= now.mono_ms {
             let mut store = shared.store();
             refresh_host_stats(shared, &mut store, now);
-            if store.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
-                store.handle_timeout(now);
-            }
-            self.deadline = store.poll_timeout();
+            shared.sweep(&mut store, now);
         }
     }
 
-    /// Drops clients that are finished.
-    fn reap(&mut self) {
-        let shared = &*self.shared;
-        let id = self.id;
-        self.clients.retain(|c| {
-            let done = c.dead || (c.conn.is_closing() && c.conn.pending_output().is_empty());
-            if done {
-                shared.conns.fetch_sub(1, Ordering::Relaxed);
-                shared.loads[id].fetch_sub(1, Ordering::Relaxed);
-                if shared.verbose > 1 {
-                    eprintln!("<{} connection closed.", c.sock.as_raw_fd());
+    /// Writes the connection's pending output, gathered into one write; a
+    /// partial write is continued in the same pass (a WASI write takes at
+    /// most 64 KiB, and waiting a pass for each 64 KiB of a large value
+    /// costs a poll each).
+    fn write(&mut self, id: ConnId) {
+        for _ in 0..4 {
+            let Some(s) = self.socks[id.index()].as_mut() else {
+                return;
+            };
+            if s.stalled || !self.driver.wants_write(id) {
+                return;
+            }
+            match write_gathered(&mut s.stream, &self.driver, id, &mut self.gather) {
+                Ok(n) if n > 0 => self.driver.on_written(id, n),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // A write of nothing (wasi-libc's answer when the stream
+                // has no room) or WouldBlock: wait for POLLOUT.
+                Ok(_) => {
+                    s.stalled = true;
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    s.stalled = true;
+                    return;
+                }
+                Err(_) => {
+                    self.driver.on_closed(id);
+                    return;
                 }
             }
-            !done
-        });
+        }
+    }
+
+    /// Closes the sockets of connections the driver is done with.
+    fn close_finished(&mut self) {
+        let shared = &*self.shared;
+        while let Some(id) = self.driver.poll_close() {
+            if let Some(s) = self.socks[id.index()].take() {
+                if shared.verbose > 1 {
+                    eprintln!("<{} connection closed.", s.stream.as_raw_fd());
+                }
+            }
+            shared.conns.fetch_sub(1, Ordering::Relaxed);
+            shared.loads[self.id].fetch_sub(1, Ordering::Relaxed);
+            if let Some(g) = self.gate.as_mut() {
+                g.connection_closed();
+            }
+        }
+    }
+
+    /// Publishes this worker's driver counters every [`SAMPLE_EVERY_MS`].
+    fn sample(&mut self, now: Clock) {
+        if now.mono_ms < self.sampled_ms + SAMPLE_EVERY_MS {
+            return;
+        }
+        self.sampled_ms = now.mono_ms;
+        *lock(&self.shared.worker_stats[self.id]) = self.driver.stats();
     }
 }
 
-impl Client {
-    fn new(sock: TcpStream) -> Client {
-        Client {
-            sock,
-            conn: Connection::new(),
-            has_work: false,
-            fresh: false,
-            dead: false,
+/// Writes as much of a connection's output as one call takes: natively a
+/// vectored write of its chunks; under WASI (whose vectored write sends
+/// only the first buffer) the chunks copied into `gather`, up to 64 KiB,
+/// unless the first chunk alone is that large.
+fn write_gathered(
+    stream: &mut TcpStream,
+    driver: &Driver,
+    id: ConnId,
+    gather: &mut Vec<u8>,
+) -> io::Result<usize> {
+    if cfg!(target_os = "wasi") {
+        let mut chunks = driver.output(id);
+        let Some(first) = chunks.next() else {
+            return Ok(0);
+        };
+        if first.len() >= WRITE_MAX {
+            return stream.write(&first[..WRITE_MAX]);
         }
+        gather.clear();
+        gather.extend_from_slice(first);
+        for c in chunks {
+            let room = WRITE_MAX - gather.len();
+            if room == 0 {
+                break;
+            }
+            gather.extend_from_slice(&c[..c.len().min(room)]);
+        }
+        stream.write(gather)
+    } else {
+        let mut slices = [IoSlice::new(&[]); IOV_MAX];
+        let mut n = 0;
+        for (slot, c) in slices.iter_mut().zip(driver.output(id)) {
+            *slot = IoSlice::new(c);
+            n += 1;
+        }
+        stream.write_vectored(&slices[..n])
     }
+}
+
+/// Records a socket under its connection's id.
+fn put(socks: &mut Vec<Option<Sock>>, id: ConnId, stream: TcpStream) {
+    let i = id.index();
+    if socks.len() <= i {
+        socks.resize_with(i + 1, || None);
+    }
+    socks[i] = Some(Sock {
+        id,
+        stream,
+        stalled: false,
+    });
 }
 
 /// The worker serving the fewest connections (the first on ties, so a
@@ -565,62 +738,35 @@ impl Bell {
     }
 }
 
-/// Writes only once the connection has caught up with its buffered
-/// requests (or is backed up): replies to one pipelined batch split over
-/// several writes would wait for a delayed ACK where TCP_NODELAY is
-/// unavailable (WASI). What is pending then goes out at once; a partial
-/// write is continued in the same pass (a WASI write takes at most 64 KiB,
-/// and waiting a pass for each 64 KiB of a large value costs a poll each).
-fn write(c: &mut Client, cfg: &Config) {
-    if c.dead || c.has_work {
-        return;
-    }
-    for _ in 0..WRITES_PER_PASS {
-        let out = c.conn.pending_output();
-        if out.is_empty() {
-            break;
-        }
-        match c.sock.write(out) {
-            Ok(n) => {
-                let all = n == out.len();
-                c.conn.consume_output(n);
-                if all || n == 0 {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(_) => {
-                c.dead = true;
-                break;
-            }
-        }
-    }
-    // Output drained below the high-water mark: parse what is already
-    // buffered on the next pass.
-    if c.conn.wants_input(cfg) {
-        c.has_work = true;
-    }
-}
-
-/// Copies the connection counters into the store (so `stats` is exact)
-/// and samples CPU time every [`RUSAGE_EVERY_MS`].
+/// Copies the connection and buffer figures into the store (so `stats` is
+/// exact) and samples CPU time every [`SAMPLE_EVERY_MS`].
 fn refresh_host_stats(shared: &Shared, store: &mut Store, now: Clock) {
     let n = shared.conns.load(Ordering::Relaxed) as u64;
-    let sample = now.mono_ms >= shared.rusage_ms.load(Ordering::Relaxed) + RUSAGE_EVERY_MS;
-    if sample {
-        shared.rusage_ms.store(now.mono_ms, Ordering::Relaxed);
-    }
+    let sample = now.mono_ms >= shared.rusage_ms.load(Ordering::Relaxed) + SAMPLE_EVERY_MS;
     let h = store.host_stats_mut();
     h.curr_connections = n;
     h.connection_structures = h.connection_structures.max(n);
     h.total_connections = shared.total_conns.load(Ordering::Relaxed);
     h.rejected_connections = shared.rejected_conns.load(Ordering::Relaxed);
-    if sample {
-        let (user, sys) = rusage_us();
-        h.rusage_user_us = user;
-        h.rusage_system_us = sys;
+    h.listen_disabled_num = shared.listen_disabled.load(Ordering::Relaxed);
+    h.accepting_conns = shared.accepting.load(Ordering::Relaxed);
+    if !sample {
+        return;
     }
+    shared.rusage_ms.store(now.mono_ms, Ordering::Relaxed);
+    let (user, sys) = rusage_us();
+    h.rusage_user_us = user;
+    h.rusage_system_us = sys;
+    let (mut input, mut output, mut oom) = (0u64, 0u64, 0u64);
+    for w in &shared.worker_stats {
+        let s = lock(w);
+        input += s.input_bytes as u64;
+        output += s.output_bytes as u64;
+        oom += s.closed_for_memory;
+    }
+    h.conn_input_bytes = input;
+    h.conn_output_bytes = output;
+    h.conn_closed_for_memory = oom;
 }
 
 /// The process id to report: the runner passes its own (a wasm guest has

@@ -92,15 +92,15 @@ fn preparse(
         };
         match o {
             b'b' => {
+                // memcached's lenient decoder (see `decode_key`), as `me`
+                // uses: keys it accepts must name the same item here.
                 let mut out = [0u8; KEY_MAX];
-                match base64::engine::general_purpose::STANDARD
-                    .decode_slice(key.as_slice(), &mut out)
-                {
-                    Ok(n) if n > 0 => {
+                match decode_key(key.as_slice(), &mut out) {
+                    Some(n) => {
                         key.buf[..n].copy_from_slice(&out[..n]);
                         key.len = n;
                     }
-                    _ => {
+                    None => {
                         key.len = 0;
                         fail(b"CLIENT_ERROR error decoding key");
                     }
@@ -439,8 +439,7 @@ impl Connection {
         line.extend_from_slice(b"\r\n");
         self.output.extend_from_slice(&line);
         if of.value {
-            self.output.extend_from_slice(store.item(idx).value());
-            self.output.extend_from_slice(b"\r\n");
+            self.push_value(store, idx);
         }
         if !of.no_update {
             store.bump(idx);
@@ -517,7 +516,9 @@ impl Connection {
         if let Some(e) = err {
             return self.ms_reject(e, vlen, consumed);
         }
-        if let Err(e) = store.reserve(key.len(), of.client_flags, vlen) {
+        // Refused at the line as in memcached; evicts nothing, since it runs
+        // on every pass until the data block is complete.
+        if let Err(e) = store.admit(key.len(), of.client_flags, vlen) {
             self.noreply = false;
             self.reject_store(store, key, e, true);
             self.swallow = vlen as u64 + 2;
@@ -526,8 +527,14 @@ impl Connection {
         if data.len() < vlen + 2 {
             return Step::Incomplete;
         }
-        store.stats.cmd_set += 1;
         let total = consumed + vlen + 2;
+        // Room is made once, with the whole data block here.
+        if let Err(e) = store.reserve(key.len(), of.client_flags, vlen) {
+            self.noreply = false;
+            self.reject_store(store, key, e, true);
+            return Step::Done(total);
+        }
+        store.stats.cmd_set += 1;
         if &data[vlen..vlen + 2] != b"\r\n" {
             self.out_err(b"CLIENT_ERROR bad data chunk");
             return Step::Done(total);

@@ -1,6 +1,7 @@
 //! Per-client protocol state: framing, pipelining, back-pressure, replies.
 
 mod meta;
+mod output;
 mod stats_cmd;
 mod text;
 mod tokens;
@@ -10,6 +11,7 @@ use alloc::vec::Vec;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::Store;
+use output::Output;
 use tokens::Tokens;
 
 /// What a [`Connection::process`] call left behind, telling the host what to
@@ -36,9 +38,13 @@ pub enum Progress {
 /// the buffer ends in an incomplete request, which needs the rest).
 const INPUT_HIGH_WATER: usize = 64 * 1024;
 
-/// Transmitted output is dropped from the front of the buffer once it is at
+/// Consumed input is dropped from the front of the buffer once it is at
 /// least this large and at least half of the buffer.
 const COMPACT_AT: usize = 64 * 1024;
+
+/// Buffer capacity [`Connection::shrink`] leaves in place: enough for the
+/// requests and replies of ordinary traffic without reallocating.
+const SHRINK_FLOOR: usize = 4 * 1024;
 
 /// Outcome of handling the request at the front of the input.
 enum Step {
@@ -95,8 +101,10 @@ pub struct Connection {
     consumed: usize,
     /// The buffered input ends in an incomplete request.
     incomplete: bool,
-    output: Vec<u8>,
-    sent: usize,
+    output: Output,
+    /// A value could not be copied into the output for lack of memory; the
+    /// current request's reply becomes an error and the connection closes.
+    out_of_memory: bool,
     /// Bytes of input still to be discarded after a rejected data block.
     swallow: u64,
     paused: Option<PausedGet>,
@@ -105,6 +113,14 @@ pub struct Connection {
     noreply: bool,
     unreported_read: u64,
     unreported_written: u64,
+    /// Leading bytes of the front request already searched for its line
+    /// ending without finding one (or up to the one found). A long line
+    /// trickling in is then searched once, not once per `process` call.
+    /// Reset whenever the front request is consumed.
+    line_scanned: usize,
+    /// Bytes searched for line endings so far: a deterministic measure of
+    /// framing work, for tests.
+    line_scan_work: u64,
 }
 
 impl Default for Connection {
@@ -120,24 +136,33 @@ impl Connection {
             input: Vec::new(),
             consumed: 0,
             incomplete: false,
-            output: Vec::new(),
-            sent: 0,
+            output: Output::new(),
+            out_of_memory: false,
             swallow: 0,
             paused: None,
             closing: false,
             noreply: false,
             unreported_read: 0,
             unreported_written: 0,
+            line_scanned: 0,
+            line_scan_work: 0,
         }
     }
 
     /// Appends bytes received from the client. Nothing is parsed until
-    /// [`process`](Connection::process).
+    /// [`process`](Connection::process). When the input buffer cannot grow
+    /// (the allocator is out of memory), the connection answers
+    /// `SERVER_ERROR out of memory reading request`, as memcached does,
+    /// and closes.
     pub fn receive(&mut self, bytes: &[u8]) {
         if self.closing {
             return;
         }
         self.unreported_read += bytes.len() as u64;
+        if self.input.try_reserve(bytes.len()).is_err() {
+            self.fail(b"SERVER_ERROR out of memory reading request");
+            return;
+        }
         self.input.extend_from_slice(bytes);
     }
 
@@ -154,38 +179,74 @@ impl Connection {
             && (buffered < INPUT_HIGH_WATER || self.incomplete)
     }
 
-    /// Bytes waiting to be transmitted. Like memcached, replies are held
-    /// back while a rejected data block is being discarded, and released
-    /// together once it has been.
+    /// The first contiguous chunk of the bytes waiting to be transmitted;
+    /// more may follow it (see [`output_chunks`](Connection::output_chunks)
+    /// and [`pending_len`](Connection::pending_len)). Empty only when
+    /// nothing can be sent now. Like memcached, replies are held back while
+    /// a rejected data block is being discarded, and released together once
+    /// it has been.
     #[must_use]
     pub fn pending_output(&self) -> &[u8] {
         if self.swallow > 0 {
             return &[];
         }
-        &self.output[self.sent..]
+        self.output.first()
     }
 
-    /// Marks `n` bytes of [`pending_output`](Connection::pending_output) as
-    /// transmitted.
+    /// Every chunk of the bytes waiting to be transmitted, in order, none
+    /// empty (none at all while replies are held back, as for
+    /// [`pending_output`](Connection::pending_output)). Large values are
+    /// chunks of their own, shared with the store rather than copied. A
+    /// host gathers the chunks into one vectored write, so a reply is not
+    /// split over several writes, and reports what was written with
+    /// [`consume_output`](Connection::consume_output).
+    pub fn output_chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let held_back = self.swallow > 0;
+        self.output
+            .chunks()
+            .take(if held_back { 0 } else { usize::MAX })
+    }
+
+    /// Total bytes waiting to be transmitted, across all chunks (including
+    /// replies held back while a rejected data block is discarded).
+    #[must_use]
+    pub fn pending_len(&self) -> usize {
+        self.output.len()
+    }
+
+    /// Marks the first `n` pending bytes as transmitted (across chunks; at
+    /// most [`pending_len`](Connection::pending_len)).
     pub fn consume_output(&mut self, n: usize) {
-        let n = n.min(self.output.len() - self.sent);
-        self.sent += n;
+        let n = n.min(self.output.len());
+        self.output.consume(n);
         self.unreported_written += n as u64;
-        if self.sent == self.output.len() {
-            self.output.clear();
-            self.sent = 0;
-        } else if self.sent >= COMPACT_AT && self.sent * 2 >= self.output.len() {
-            // A socket that keeps accepting partial writes would otherwise
-            // let the transmitted prefix (and the buffer) grow forever.
-            self.output.drain(..self.sent);
-            self.sent = 0;
-        }
     }
 
-    /// Bytes of buffer memory the connection holds (input and output
-    /// capacity), for host metrics and limits.
-    pub fn buffered_capacity(&self) -> usize {
-        self.input.capacity() + self.output.capacity()
+    /// Memory the connection holds privately, in bytes, for a host's memory
+    /// budget: the input buffer's capacity, the owned output's capacity,
+    /// and large values in the output that no one else holds any more (a
+    /// value still in the store, or held by another connection too, is
+    /// counted by neither). Changes with `receive`, `process`,
+    /// `consume_output` and `shrink`, and with the store dropping or
+    /// replacing a value this connection is sending.
+    #[must_use]
+    pub fn held_bytes(&self) -> usize {
+        self.input.capacity() + self.output.held_bytes()
+    }
+
+    /// Frees buffer capacity above a small floor (4 KiB of input, 4 KiB of
+    /// output) that is not in use: the input buffer when no input is
+    /// buffered, the output buffers when nothing is pending. A host calls it
+    /// when a connection goes idle (its output is written and it waits for
+    /// input), so that a connection that once carried a large request or
+    /// reply goes back to small buffers; calling it at other times is
+    /// harmless, but buffers freed early are allocated again.
+    pub fn shrink(&mut self) {
+        if self.consumed == self.input.len() && self.input.capacity() > SHRINK_FLOOR {
+            self.input = Vec::new();
+            self.consumed = 0;
+        }
+        self.output.shrink(SHRINK_FLOOR);
     }
 
     /// True once the connection must close after its pending output.
@@ -194,8 +255,27 @@ impl Connection {
         self.closing
     }
 
-    fn pending_len(&self) -> usize {
-        self.output.len() - self.sent
+    /// Bytes of input searched for line endings so far. Each byte of a
+    /// line is searched once however the line is split, so this stays
+    /// linear in the input; tests assert that.
+    #[doc(hidden)]
+    pub fn line_scan_work(&self) -> u64 {
+        self.line_scan_work
+    }
+
+    /// Ends the connection with one error line, sent even under `noreply`:
+    /// buffered input is dropped, nothing more is parsed, and
+    /// [`is_closing`](Connection::is_closing) becomes true. For a host that
+    /// must shed the connection (its memory limit) while a reply is still
+    /// possible, that is while nothing else is pending.
+    pub fn fail(&mut self, reply: &[u8]) {
+        self.input = Vec::new();
+        self.consumed = 0;
+        self.incomplete = false;
+        self.swallow = 0;
+        self.paused = None;
+        self.out_err(reply);
+        self.closing = true;
     }
 
     /// Executes complete buffered requests against `store`.
@@ -228,10 +308,11 @@ impl Connection {
                 store.stats.conn_yields += 1;
                 break Progress::Yielded;
             }
-            match self.step(store, pos) {
+            match self.step_checked(store, pos) {
                 Step::Done(n) => {
                     pos += n;
                     done += 1;
+                    self.line_scanned = 0;
                 }
                 Step::Incomplete => break Progress::NeedInput,
                 Step::Paused => break Progress::Blocked,
@@ -259,15 +340,58 @@ impl Connection {
         progress
     }
 
+    /// [`step`](Connection::step), then, if a value could not be copied
+    /// into the output for lack of memory, replaces what the request wrote
+    /// with memcached's error and closes: a reply cut short is worse than
+    /// none.
+    fn step_checked(&mut self, store: &mut Store, pos: usize) -> Step {
+        let mark = self.output.mark();
+        let step = self.step(store, pos);
+        if !self.out_of_memory {
+            return step;
+        }
+        self.out_of_memory = false;
+        self.output.truncate(mark);
+        self.fail(b"SERVER_ERROR out of memory writing get response");
+        Step::Close
+    }
+
+    /// Appends item `idx`'s value and the `\r\n` after it to the output:
+    /// a large value by reference to the item's buffer, a smaller one as a
+    /// copy (see [`output::SHARE_MIN`]). Every reply that carries a value
+    /// writes it here. After a failed copy, values are skipped until the
+    /// request ends (and is answered with an error).
+    pub(crate) fn push_value(&mut self, store: &Store, idx: u32) {
+        if self.out_of_memory {
+            return;
+        }
+        let value = store.item(idx).value();
+        if self
+            .output
+            .push_value(value, || store.shared_value(idx))
+            .is_err()
+        {
+            self.out_of_memory = true;
+        }
+    }
+
     /// Handles the request starting at `input[pos..]`.
     fn step(&mut self, store: &mut Store, pos: usize) -> Step {
         if let Some(p) = self.paused.take() {
             return self.resume_get(store, pos, p);
         }
-        let buf = &self.input[pos..];
-        let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        // Only bytes not searched on an earlier call are searched now.
+        let avail = self.input.len() - pos;
+        let from = self.line_scanned.min(avail);
+        let found = self.input[pos + from..].iter().position(|&b| b == b'\n');
+        let Some(nl) = found.map(|i| from + i) else {
+            self.line_scan_work += (avail - from) as u64;
+            self.line_scanned = avail;
             return self.check_partial_line(store, pos);
         };
+        self.line_scan_work += (nl + 1 - from) as u64;
+        self.line_scanned = nl;
+        let buf = &self.input[pos..];
         let cfg = store.config();
         if nl > cfg.line_max && (!is_multiget_line(buf) || nl > cfg.multiget_line_max) {
             // A split-independent version of memcached's rule: a non-get

@@ -100,17 +100,20 @@ fn general(store: &Store, out: &mut Vec<u8>) {
     stat(out, b"total_connections", V::U(h.total_connections));
     stat(out, b"rejected_connections", V::U(h.rejected_connections));
     stat(out, b"connection_structures", V::U(h.connection_structures));
-    for name in [
-        &b"response_obj_oom"[..],
-        b"response_obj_count",
-        b"response_obj_bytes",
-        b"read_buf_count",
-        b"read_buf_bytes",
-        b"read_buf_bytes_free",
-        b"read_buf_oom",
-        b"reserved_fds",
-    ] {
-        stat(out, name, V::U(0));
+    // The connection buffer figures come from the host's driver; memcached
+    // reports its read buffers and response objects under these names.
+    let bufs: [(&[u8], u64); 8] = [
+        (b"response_obj_oom", 0),
+        (b"response_obj_count", 0),
+        (b"response_obj_bytes", h.conn_output_bytes),
+        (b"read_buf_count", 0),
+        (b"read_buf_bytes", h.conn_input_bytes),
+        (b"read_buf_bytes_free", 0),
+        (b"read_buf_oom", h.conn_closed_for_memory),
+        (b"reserved_fds", 0),
+    ];
+    for (name, v) in bufs {
+        stat(out, name, V::U(v));
     }
     let counters: [(&[u8], u64); 23] = [
         (b"cmd_get", s.cmd_get),
@@ -144,8 +147,8 @@ fn general(store: &Store, out: &mut Vec<u8>) {
     stat(out, b"bytes_read", V::U(s.bytes_read));
     stat(out, b"bytes_written", V::U(s.bytes_written));
     stat(out, b"limit_maxbytes", V::U(cfg.memory_limit));
-    stat(out, b"accepting_conns", V::U(1));
-    stat(out, b"listen_disabled_num", V::U(0));
+    stat(out, b"accepting_conns", V::U(u64::from(h.accepting_conns)));
+    stat(out, b"listen_disabled_num", V::U(h.listen_disabled_num));
     stat(out, b"time_in_listen_disabled_us", V::U(0));
     stat(out, b"threads", V::U(u64::from(cfg.host.threads)));
     stat(out, b"conn_yields", V::U(s.conn_yields));
@@ -280,7 +283,11 @@ fn settings(store: &Store, out: &mut Vec<u8>) {
     stat(out, b"idle_timeout", V::U(0));
     stat(out, b"watcher_logbuf_size", V::U(0));
     stat(out, b"worker_logbuf_size", V::U(0));
-    stat(out, b"read_buf_mem_limit", V::U(0));
+    stat(
+        out,
+        b"read_buf_mem_limit",
+        V::U(store.host_stats().conn_memory_limit),
+    );
     stat(out, b"track_sizes", V::S(b"no"));
     stat(out, b"inline_ascii_response", V::S(b"no"));
     // memcached 1.6.18 as packaged reports its extstore and TLS settings

@@ -234,7 +234,17 @@ pub(crate) fn add_delta(store: &mut Store, key: &[u8], incr: bool, delta: u64, c
         let it = store.item(idx);
         let (flags, exptime, kb) = (it.flags(), it.exptime(), it.bits() & bits::KEY_BINARY);
         let key = alloc::vec::Vec::from(it.key());
-        store.unlink(idx);
+        // memcached allocates the new item while the old one is linked and,
+        // when that fails, leaves the old one as it was. `admit` refuses
+        // exactly what `reserve` would, without evicting a live item, so the
+        // counter survives a refusal.
+        if store.admit(key.len(), flags, digits.len()).is_err() {
+            return Delta::NoMemory;
+        }
+        // Reclaiming expired items may have moved the counter's record.
+        if let Some(idx) = store.find(&key) {
+            store.unlink(idx);
+        }
         if store.reserve(key.len(), flags, digits.len()).is_err() {
             return Delta::NoMemory;
         }
@@ -432,7 +442,11 @@ impl Connection {
         }
         let vlen = vlen as usize;
         let exptime = store.realtime(exptime);
-        if let Err(e) = store.reserve(key.len(), flags, vlen) {
+        // A request that cannot be stored is refused at its line, as
+        // memcached does, rather than after buffering its data block. This
+        // check runs again on every pass until the data block is complete,
+        // so it evicts nothing.
+        if let Err(e) = store.admit(key.len(), flags, vlen) {
             self.reject_store(store, key, e, mode == StoreMode::Set);
             self.swallow = vlen as u64 + 2;
             return done;
@@ -443,8 +457,14 @@ impl Connection {
             self.noreply = false;
             return Step::Incomplete;
         }
-        store.stats.cmd_set += 1;
         let total = consumed + vlen + 2;
+        // Room is made once, now that the data block is here: a data block
+        // trickling in over many passes must not evict on each of them.
+        if let Err(e) = store.reserve(key.len(), flags, vlen) {
+            self.reject_store(store, key, e, mode == StoreMode::Set);
+            return Step::Done(total);
+        }
+        store.stats.cmd_set += 1;
         if &data[vlen..vlen + 2] != b"\r\n" {
             self.out(b"CLIENT_ERROR bad data chunk");
             return Step::Done(total);
@@ -572,8 +592,7 @@ impl Connection {
                     push_u64(&mut self.output, it.cas());
                 }
                 self.output.extend_from_slice(b"\r\n");
-                self.output.extend_from_slice(it.value());
-                self.output.extend_from_slice(b"\r\n");
+                self.push_value(store, idx);
             }
             if self.pending_len() >= hwm && words(&line[p.cursor..]).next().is_some() {
                 self.paused = Some(p);

@@ -12,21 +12,43 @@
 //! reports which one, and the store fixes the index entry and LRU links that
 //! name it.
 //!
+//! A record of the large class is kept in two parts: its head (every field
+//! but the value, in a box) and its value, a [`SharedValue`] that
+//! connections may hold on to while they transmit it. Metadata writes (LRU
+//! links, CAS, access time, state bits, exptime) touch the head only, so a
+//! value being sent is never copied for them; only a write to the value
+//! bytes themselves copies it, and only while a reader still holds it (the
+//! reader keeps what was current when it read, as memcached's reference
+//! counts give it). The value's bytes are allocated fallibly: their size is
+//! chosen by a client.
+//!
 //! A handle is `page id << 8 | slot`. Page ids are shared by all classes
 //! and reused, so handles are dense too and a `u32` addresses four billion
 //! records. [`NIL`](super::item::NIL) is never a valid handle.
 
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+
+use super::item::{Rec, RecMut};
+
+/// The value of a large record, shared with the connections sending it.
+///
+/// The bytes sit in their own box rather than in an `Arc<[u8]>` because
+/// stable Rust has no fallible way to allocate an `Arc<[u8]>`; a box can be
+/// allocated with `try_reserve_exact` first, and only the `Arc`'s small,
+/// fixed-size header is allocated infallibly.
+pub(crate) type SharedValue = Arc<Box<[u8]>>;
 
 /// Records per page.
 pub(crate) const SLOTS: usize = 256;
 const SLOT_BITS: u32 = 8;
 /// Granularity of the small classes.
 const GRAIN: usize = 8;
-/// Largest record stored inline in a page; larger ones are boxed one by one,
-/// where the allocator's few bytes of overhead do not matter.
+/// Largest record stored inline in a page; larger ones are allocated one by
+/// one (head and value apart), where the allocator's few bytes of overhead
+/// do not matter.
 pub(crate) const SMALL_MAX: usize = 1016;
 const SMALL_CLASSES: usize = SMALL_MAX / GRAIN;
 /// Index of the class of boxed records.
@@ -42,8 +64,29 @@ const MAX_RECORDS: usize = (MAX_PAGES - CLASSES - 1) * SLOTS;
 enum Data {
     /// Records of one small class, back to back, `class_size` bytes each.
     Small(Vec<u8>),
-    /// Boxed records of the large class.
-    Large(Vec<Box<[u8]>>),
+    /// Records of the large class.
+    Large(Vec<Large>),
+}
+
+/// A record of the large class: everything but the value, and the value.
+struct Large {
+    head: Box<[u8]>,
+    value: SharedValue,
+}
+
+impl Large {
+    /// A zeroed record with a `head_len`-byte head and a `vlen`-byte value,
+    /// or `None` when the value's memory cannot be had.
+    fn try_new(head_len: usize, vlen: usize) -> Option<Large> {
+        let mut value = Vec::new();
+        value.try_reserve_exact(vlen).ok()?;
+        value.resize(vlen, 0);
+        Some(Large {
+            head: vec![0u8; head_len].into_boxed_slice(),
+            // The capacity is exactly `vlen`, so this does not reallocate.
+            value: Arc::new(value.into_boxed_slice()),
+        })
+    }
 }
 
 struct Page {
@@ -64,7 +107,8 @@ struct Class {
 pub(crate) enum Resize {
     /// The new size fits the record's current slot.
     InPlace,
-    /// A boxed record: replace the box at the same handle.
+    /// A large record staying large: replace its head at the same handle
+    /// (the value is kept as it is).
     Rebox,
     /// The record must move to another class.
     Move,
@@ -84,6 +128,12 @@ fn class_for(size: usize) -> usize {
     } else {
         LARGE
     }
+}
+
+/// Whether a record of `size` bytes is stored in the large class, its value
+/// apart.
+pub(crate) fn is_large(size: usize) -> bool {
+    class_for(size) == LARGE
 }
 
 fn class_size(class: usize) -> usize {
@@ -120,21 +170,39 @@ impl Arena {
 
     /// The record at `h`. Small records are returned with their whole slot,
     /// which may extend past the record's own end.
-    pub fn get(&self, h: u32) -> &[u8] {
+    pub fn get(&self, h: u32) -> Rec<'_> {
         let (pid, slot) = split(h);
         record_of(&self.pages[pid], slot)
     }
 
     /// The record at `h`, writable.
-    pub fn get_mut(&mut self, h: u32) -> &mut [u8] {
+    pub fn get_mut(&mut self, h: u32) -> RecMut<'_> {
         let (pid, slot) = split(h);
         record_of_mut(&mut self.pages[pid], slot)
     }
 
-    /// Appends a zeroed record of `size` bytes to its class and returns its
-    /// handle, or `None` when every handle is in use.
-    pub fn alloc(&mut self, size: usize) -> Option<u32> {
+    /// The value of the large record at `h`, to share; `None` for a small
+    /// record.
+    pub fn shared(&self, h: u32) -> Option<&SharedValue> {
+        let (pid, slot) = split(h);
+        match &self.pages[pid].data {
+            Data::Small(_) => None,
+            Data::Large(v) => Some(&v[slot].value),
+        }
+    }
+
+    /// Appends a zeroed record of `size` bytes, the last `vlen` of which are
+    /// its value, to its class and returns its handle. `None` when every
+    /// handle is in use or, for a large record, when the value's memory
+    /// cannot be allocated; the arena is unchanged then.
+    pub fn alloc(&mut self, size: usize, vlen: usize) -> Option<u32> {
         let c = class_for(size);
+        // Allocated before anything changes, so that failing changes nothing.
+        let large = if c == LARGE {
+            Some(Large::try_new(size - vlen.min(size), vlen.min(size))?)
+        } else {
+            None
+        };
         let class = &mut self.classes[c];
         if class.len.is_multiple_of(SLOTS) {
             let data = if c == LARGE {
@@ -164,7 +232,8 @@ impl Arena {
         let slot = class.len % SLOTS;
         match &mut self.pages[pid as usize].data {
             Data::Small(v) => v.resize(v.len() + class_size(c), 0),
-            Data::Large(v) => v.push(vec![0u8; size].into_boxed_slice()),
+            // `large` is `Some` exactly for this class.
+            Data::Large(v) => v.extend(large),
         }
         class.len += 1;
         self.len += 1;
@@ -239,21 +308,30 @@ impl Arena {
         }
     }
 
-    /// Replaces the boxed record at `h` (only for [`Resize::Rebox`]).
-    pub fn rebox(&mut self, h: u32, rec: Box<[u8]>) {
+    /// Replaces the head of the large record at `h`, keeping its value
+    /// (only for [`Resize::Rebox`]).
+    pub fn rebox(&mut self, h: u32, head: Box<[u8]>) {
         let (pid, slot) = split(h);
         if let Data::Large(v) = &mut self.pages[pid].data {
-            v[slot] = rec;
+            v[slot].head = head;
         }
     }
 
     /// Runs `f` with the record at `from` and the (distinct) record at `to`.
-    pub fn with_pair(&mut self, from: u32, to: u32, f: impl FnOnce(&[u8], &mut [u8])) {
+    pub fn with_pair(&mut self, from: u32, to: u32, f: impl FnOnce(Rec<'_>, RecMut<'_>)) {
         let (fp, _) = split(from);
         let (tp, _) = split(to);
         if fp == tp {
-            let src = Vec::from(self.get(from));
-            f(&src, self.get_mut(to));
+            // One page holds one class; the store only pairs records of
+            // different classes, so this copy is never made in practice.
+            let src = self.get(from);
+            let head = Vec::from(src.head);
+            let value = src.value.map(Vec::from);
+            let src = Rec {
+                head: &head,
+                value: value.as_deref(),
+            };
+            f(src, self.get_mut(to));
             return;
         }
         // Borrow the two pages separately, then slice each.
@@ -290,24 +368,42 @@ impl Arena {
 }
 
 #[inline]
-fn record_of(page: &Page, slot: usize) -> &[u8] {
+fn record_of(page: &Page, slot: usize) -> Rec<'_> {
     match &page.data {
         Data::Small(v) => {
             let s = class_size(page.class);
-            &v[slot * s..slot * s + s]
+            Rec {
+                head: &v[slot * s..slot * s + s],
+                value: None,
+            }
         }
-        Data::Large(v) => &v[slot],
+        Data::Large(v) => {
+            let r = &v[slot];
+            Rec {
+                head: &r.head,
+                value: Some(&r.value[..]),
+            }
+        }
     }
 }
 
 #[inline]
-fn record_of_mut(page: &mut Page, slot: usize) -> &mut [u8] {
+fn record_of_mut(page: &mut Page, slot: usize) -> RecMut<'_> {
     match &mut page.data {
         Data::Small(v) => {
             let s = class_size(page.class);
-            &mut v[slot * s..slot * s + s]
+            RecMut {
+                head: &mut v[slot * s..slot * s + s],
+                value: None,
+            }
         }
-        Data::Large(v) => &mut v[slot],
+        Data::Large(v) => {
+            let r = &mut v[slot];
+            RecMut {
+                head: &mut r.head,
+                value: Some(&mut r.value),
+            }
+        }
     }
 }
 
@@ -328,12 +424,12 @@ mod tests {
 
     /// Tags a record with an id in its first four bytes.
     fn tag(a: &mut Arena, h: u32, id: u32) {
-        a.get_mut(h)[..4].copy_from_slice(&id.to_le_bytes());
+        a.get_mut(h).head[..4].copy_from_slice(&id.to_le_bytes());
     }
 
     fn id(a: &Arena, h: u32) -> u32 {
         let mut b = [0u8; 4];
-        b.copy_from_slice(&a.get(h)[..4]);
+        b.copy_from_slice(&a.get(h).head[..4]);
         u32::from_le_bytes(b)
     }
 
@@ -351,8 +447,10 @@ mod tests {
             let grow = step < 10_000 || seed.is_multiple_of(3);
             if grow || at.is_empty() {
                 let size = [24, 96, 100, 1016, 1017, 5000][(seed >> 8) as usize % 6];
-                let h = a.alloc(size).unwrap();
-                assert!(a.get(h).len() >= size);
+                let h = a.alloc(size, size / 2).unwrap();
+                let r = a.get(h);
+                assert!(r.head.len() + r.value.map_or(0, <[u8]>::len) >= size);
+                assert_eq!(r.value.is_some(), size > SMALL_MAX);
                 tag(&mut a, h, next_id);
                 at.push((next_id, h));
                 next_id += 1;
@@ -389,8 +487,8 @@ mod tests {
     #[test]
     fn resize_plans() {
         let mut a = Arena::new();
-        let small = a.alloc(96).unwrap();
-        let big = a.alloc(2000).unwrap();
+        let small = a.alloc(96, 10).unwrap();
+        let big = a.alloc(2000, 1900).unwrap();
         assert_eq!(a.resize_plan(small, 92), Resize::InPlace);
         assert_eq!(a.resize_plan(small, 89), Resize::InPlace);
         assert_eq!(a.resize_plan(small, 88), Resize::Move);
@@ -402,10 +500,29 @@ mod tests {
     #[test]
     fn pairs_across_pages() {
         let mut a = Arena::new();
-        let x = a.alloc(40).unwrap();
-        let y = a.alloc(200).unwrap();
+        let x = a.alloc(40, 0).unwrap();
+        let y = a.alloc(200, 0).unwrap();
         tag(&mut a, x, 7);
-        a.with_pair(x, y, |s, d| d[..4].copy_from_slice(&s[..4]));
+        a.with_pair(x, y, |s, d| d.head[..4].copy_from_slice(&s.head[..4]));
         assert_eq!(id(&a, y), 7);
+    }
+
+    #[test]
+    fn large_values_are_shared_and_stay_put() {
+        let mut a = Arena::new();
+        let x = a.alloc(3000, 2900).unwrap();
+        let y = a.alloc(3000, 2900).unwrap();
+        assert_eq!(a.get(x).head.len(), 100);
+        assert_eq!(a.get(x).value.map(<[u8]>::len), Some(2900));
+        let held = a.shared(y).cloned().unwrap();
+        tag(&mut a, y, 9);
+        // Moving y into x's slot moves the value's handle, not its bytes.
+        assert_eq!(a.remove(x), Some(y));
+        assert_eq!(id(&a, x), 9);
+        assert!(Arc::ptr_eq(a.shared(x).unwrap(), &held));
+        a.rebox(x, vec![0u8; 104].into_boxed_slice());
+        assert!(Arc::ptr_eq(a.shared(x).unwrap(), &held));
+        let small = a.alloc(50, 10).unwrap();
+        assert!(a.shared(small).is_none());
     }
 }

@@ -16,6 +16,10 @@
 //! | … | klen | key |
 //! | … | vlen | value |
 //!
+//! A record of the arena's large class keeps its value apart from the rest
+//! (see [`Rec`]): the record's bytes then end with the key, and the value
+//! is a separately allocated [`SharedValue`].
+//!
 //! memcached drops the flags word when it is zero; we do the same and also
 //! drop the exptime, because most caches store most items with neither.
 //! With a 10-byte key and a 64-byte value a record is 96 bytes.
@@ -24,6 +28,10 @@
 //! counter lasts over two hundred years, and 1.6.18 has no way for a client
 //! to choose a CAS value, so every stored CAS comes from the store's counter.
 
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+
+use super::arena::SharedValue;
 use crate::slab;
 
 /// Sentinel handle for "no neighbour" in the LRU list.
@@ -72,6 +80,41 @@ fn varint_len(v: usize) -> usize {
     }
 }
 
+/// A record as the arena hands it out. `head` is the record's bytes; for a
+/// record whose value is stored apart, `value` is that value and `head`
+/// ends with the key. Otherwise the value follows the key inside `head`.
+#[derive(Clone, Copy)]
+pub(crate) struct Rec<'a> {
+    pub head: &'a [u8],
+    pub value: Option<&'a [u8]>,
+}
+
+impl<'a> From<&'a [u8]> for Rec<'a> {
+    fn from(head: &'a [u8]) -> Rec<'a> {
+        Rec { head, value: None }
+    }
+}
+
+/// A record, writable: see [`Rec`].
+pub(crate) struct RecMut<'a> {
+    pub head: &'a mut [u8],
+    pub value: Option<&'a mut SharedValue>,
+}
+
+impl<'a> From<&'a mut [u8]> for RecMut<'a> {
+    fn from(head: &'a mut [u8]) -> RecMut<'a> {
+        RecMut { head, value: None }
+    }
+}
+
+/// The bytes of a value stored apart, writable. Free when no reader holds
+/// the value; otherwise the value is copied first and readers keep the
+/// bytes they were given.
+fn unshare(v: &mut SharedValue) -> &mut [u8] {
+    let bytes: &mut Box<[u8]> = Arc::make_mut(v);
+    bytes
+}
+
 /// The shape of a record: everything needed to size and write it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Shape {
@@ -91,10 +134,27 @@ impl Shape {
             + self.vlen
     }
 
-    /// Writes a fresh record of this shape into `rec` (at least
-    /// [`Shape::size`] bytes): LRU links unset, CAS and time zero, the value
-    /// the concatenation of `parts`.
-    pub fn write(&self, rec: &mut [u8], key: &[u8], parts: &[&[u8]], state: u8) {
+    /// Writes a fresh record of this shape into `rec` (whose head is at
+    /// least [`Shape::size`] bytes, less the value's when the value is
+    /// stored apart): LRU links unset, CAS and time zero, the value the
+    /// concatenation of `parts`. A value stored apart must be `vlen` bytes
+    /// long and is written in place when unshared (a fresh record's is).
+    pub fn write(&self, rec: RecMut<'_>, key: &[u8], parts: &[&[u8]], state: u8) {
+        let at = self.write_head(rec.head, key, state);
+        let dst = match rec.value {
+            Some(v) => unshare(v),
+            None => &mut rec.head[at..],
+        };
+        let mut at = 0;
+        for p in parts {
+            dst[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+    }
+
+    /// Writes every field but the value (see [`Shape::write`]) and returns
+    /// where a value stored inline starts.
+    fn write_head(&self, rec: &mut [u8], key: &[u8], state: u8) -> usize {
         rec[..BITS].fill(0);
         let mut layout = 0;
         if self.flags != 0 {
@@ -132,11 +192,7 @@ impl Shape {
             at += 4;
         }
         rec[at..at + key.len()].copy_from_slice(key);
-        at += key.len();
-        for p in parts {
-            rec[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
-        }
+        at + key.len()
     }
 }
 
@@ -198,15 +254,18 @@ fn write_u32(rec: &mut [u8], at: usize, v: u32) {
 #[derive(Clone, Copy)]
 pub(crate) struct ItemRef<'a> {
     rec: &'a [u8],
+    /// The value, when it is stored apart.
+    apart: Option<&'a [u8]>,
     o: Offsets,
 }
 
 impl<'a> ItemRef<'a> {
     #[inline]
-    pub fn new(rec: &'a [u8]) -> ItemRef<'a> {
+    pub fn new(rec: Rec<'a>) -> ItemRef<'a> {
         ItemRef {
-            rec,
-            o: offsets(rec),
+            rec: rec.head,
+            apart: rec.value,
+            o: offsets(rec.head),
         }
     }
 
@@ -263,9 +322,15 @@ impl<'a> ItemRef<'a> {
         &self.rec[self.o.key..self.o.key + self.o.klen]
     }
 
+    #[inline]
     pub fn value(&self) -> &'a [u8] {
-        let start = self.o.key + self.o.klen;
-        &self.rec[start..start + self.o.vlen]
+        match self.apart {
+            Some(v) => v,
+            None => {
+                let start = self.o.key + self.o.klen;
+                &self.rec[start..start + self.o.vlen]
+            }
+        }
     }
 
     pub fn shape(&self) -> Shape {
@@ -293,11 +358,16 @@ impl<'a> ItemRef<'a> {
 /// which may have to move the record.
 pub(crate) struct ItemMut<'a> {
     rec: &'a mut [u8],
+    /// The value, when it is stored apart.
+    apart: Option<&'a mut SharedValue>,
 }
 
 impl<'a> ItemMut<'a> {
-    pub fn new(rec: &'a mut [u8]) -> ItemMut<'a> {
-        ItemMut { rec }
+    pub fn new(rec: RecMut<'a>) -> ItemMut<'a> {
+        ItemMut {
+            rec: rec.head,
+            apart: rec.value,
+        }
     }
 
     pub fn has(&self, bit: u8) -> bool {
@@ -330,6 +400,14 @@ impl<'a> ItemMut<'a> {
         write_u32(self.rec, TIME, t);
     }
 
+    /// Copies the LRU links, access time and CAS of `src`.
+    fn copy_fixed(&mut self, src: ItemRef<'_>) {
+        self.set_prev(src.prev());
+        self.set_next(src.next());
+        self.set_time(src.time());
+        self.set_cas(src.cas());
+    }
+
     /// Rewrites a present exptime word. The caller guarantees the record
     /// has one and `exptime` is non-zero.
     pub fn overwrite_exptime(&mut self, exptime: u32) {
@@ -343,30 +421,49 @@ impl<'a> ItemMut<'a> {
     }
 
     /// The value, writable in place (incr/decr reuse the bytes when the new
-    /// number fits, as memcached does).
+    /// number fits, as memcached does). A value stored apart that a
+    /// connection is still sending is copied first, so the connection sends
+    /// the value it read; that copy is the one allocation here that is not
+    /// fallible (it is bounded by the item size limit and needs a reader
+    /// holding the old value at the same moment).
     pub fn value_mut(&mut self) -> &mut [u8] {
+        if let Some(v) = &mut self.apart {
+            return unshare(v);
+        }
         let o = offsets(self.rec);
         let start = o.key + o.klen;
         &mut self.rec[start..start + o.vlen]
     }
 }
 
-/// Copies the record `src` into `dst` (at least the new shape's size) with
-/// its exptime changed to `exptime`, keeping every other field.
-pub(crate) fn rewrite_exptime(src: &[u8], dst: &mut [u8], exptime: u32) {
+/// Copies the record `src` into `dst` (sized for the new shape, see
+/// [`Shape::write`]) with its exptime changed to `exptime`, keeping every
+/// other field.
+pub(crate) fn rewrite_exptime(src: Rec<'_>, dst: RecMut<'_>, exptime: u32) {
     let it = ItemRef::new(src);
     let shape = Shape {
         exptime,
         ..it.shape()
     };
-    let state = it.bits();
-    let (prev, next, time, cas) = (it.prev(), it.next(), it.time(), it.cas());
-    shape.write(dst, it.key(), &[it.value()], state);
-    let mut m = ItemMut::new(dst);
-    m.set_prev(prev);
-    m.set_next(next);
-    m.set_time(time);
-    m.set_cas(cas);
+    let RecMut { head, value } = dst;
+    let dst = RecMut {
+        head: &mut *head,
+        value,
+    };
+    shape.write(dst, it.key(), &[it.value()], it.bits());
+    ItemMut::new(RecMut::from(head)).copy_fixed(it);
+}
+
+/// Writes the head of the record `src` (everything but its value) into
+/// `head`, sized for the new shape less its value, with its exptime changed
+/// to `exptime`. For a record whose value stays where it is.
+pub(crate) fn rewrite_head(src: ItemRef<'_>, head: &mut [u8], exptime: u32) {
+    let shape = Shape {
+        exptime,
+        ..src.shape()
+    };
+    shape.write_head(head, src.key(), src.bits());
+    ItemMut::new(RecMut::from(head)).copy_fixed(src);
 }
 
 /// memcached's `ITEM_ntotal`: header, key and its NUL, the flags word when
@@ -398,17 +495,17 @@ mod tests {
             };
             let mut rec = vec![0xAA; shape.size() + 8];
             shape.write(
-                &mut rec,
+                RecMut::from(&mut rec[..]),
                 b"key",
                 &[&value[..vlen / 2], &value[vlen / 2..]],
                 bits::STALE,
             );
-            let mut m = ItemMut::new(&mut rec);
+            let mut m = ItemMut::new(RecMut::from(&mut rec[..]));
             m.set_cas(CAS_MAX);
             m.set_prev(1);
             m.set_next(2);
             m.set_time(3);
-            let it = ItemRef::new(&rec);
+            let it = ItemRef::new(Rec::from(&rec[..]));
             assert_eq!(it.cas(), CAS_MAX);
             assert_eq!((it.prev(), it.next(), it.time()), (1, 2, 3));
             assert_eq!((it.flags(), it.exptime()), (flags, exptime));
@@ -439,16 +536,60 @@ mod tests {
             exptime: 0,
         };
         let mut a = vec![0; shape.size()];
-        shape.write(&mut a, b"k", &[b"vv"], bits::FETCHED);
-        ItemMut::new(&mut a).set_cas(42);
+        shape.write(RecMut::from(&mut a[..]), b"k", &[b"vv"], bits::FETCHED);
+        ItemMut::new(RecMut::from(&mut a[..])).set_cas(42);
         let mut b = vec![0; shape.size() + 4];
-        rewrite_exptime(&a, &mut b, 77);
-        let it = ItemRef::new(&b);
+        rewrite_exptime(Rec::from(&a[..]), RecMut::from(&mut b[..]), 77);
+        let it = ItemRef::new(Rec::from(&b[..]));
         assert_eq!((it.cas(), it.flags(), it.exptime()), (42, 9, 77));
         assert_eq!((it.key(), it.value()), (&b"k"[..], &b"vv"[..]));
         assert!(it.has(bits::FETCHED));
         let mut c = vec![0; shape.size()];
-        rewrite_exptime(&b, &mut c, 0);
+        rewrite_exptime(Rec::from(&b[..]), RecMut::from(&mut c[..]), 0);
         assert_eq!(c, a);
+    }
+
+    #[test]
+    fn values_apart_are_copied_only_while_shared() {
+        let shape = Shape {
+            klen: 1,
+            vlen: 3,
+            flags: 0,
+            exptime: 0,
+        };
+        let mut head = vec![0; shape.size() - 3];
+        let mut value: SharedValue = Arc::new(vec![0u8; 3].into_boxed_slice());
+        let rec = RecMut {
+            head: &mut head,
+            value: Some(&mut value),
+        };
+        shape.write(rec, b"k", &[b"abc"], 0);
+        let before = Arc::as_ptr(&value);
+        let reader = Arc::clone(&value);
+        let mut m = ItemMut::new(RecMut {
+            head: &mut head,
+            value: Some(&mut value),
+        });
+        m.set_cas(7);
+        m.value_mut()[0] = b'x';
+        assert_eq!(&reader[..], b"abc");
+        assert_eq!(&value[..], b"xbc");
+        assert_ne!(Arc::as_ptr(&value), before);
+        drop(reader);
+        let again = Arc::as_ptr(&value);
+        let mut m = ItemMut::new(RecMut {
+            head: &mut head,
+            value: Some(&mut value),
+        });
+        m.value_mut()[1] = b'y';
+        assert_eq!(Arc::as_ptr(&value), again);
+        let it = ItemRef::new(Rec {
+            head: &head,
+            value: Some(&value[..]),
+        });
+        assert_eq!(
+            (it.key(), it.value(), it.cas()),
+            (&b"k"[..], &b"xyc"[..], 7)
+        );
     }
 }

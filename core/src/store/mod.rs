@@ -9,8 +9,9 @@ use core::hash::BuildHasher;
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 
+pub(crate) use arena::SharedValue;
 use arena::{Arena, Resize};
-pub(crate) use item::{bits, ntotal, ItemMut, ItemRef, Shape, CAS_MAX, NIL};
+pub(crate) use item::{bits, ntotal, ItemMut, ItemRef, Rec, Shape, CAS_MAX, NIL};
 use lru::Lru;
 
 use crate::clock::Clock;
@@ -252,6 +253,15 @@ impl Store {
         ItemMut::new(self.arena.get_mut(idx))
     }
 
+    /// The value of item `idx` as a buffer that can be held past this call,
+    /// when the item is large enough to store its value apart (`None`
+    /// otherwise). The holder keeps the value as it is now: a later write to
+    /// the item's value copies it first, and removing or replacing the item
+    /// leaves the holder's buffer alone.
+    pub(crate) fn shared_value(&self, idx: u32) -> Option<SharedValue> {
+        self.arena.shared(idx).cloned()
+    }
+
     /// A fetch: marks the item fetched (then active, refreshing its access
     /// time on the second fetch, as memcached's segmented LRU does) and
     /// moves it to the LRU head.
@@ -302,21 +312,28 @@ impl Store {
             Resize::InPlace => {
                 let mut copy = [0u8; arena::SMALL_MAX];
                 let rec = self.arena.get_mut(idx);
-                let n = rec.len();
-                copy[..n].copy_from_slice(rec);
-                item::rewrite_exptime(&copy[..n], rec, exptime);
+                let n = rec.head.len();
+                copy[..n].copy_from_slice(rec.head);
+                item::rewrite_exptime(Rec::from(&copy[..n]), rec, exptime);
                 idx
             }
             Resize::Rebox => {
-                let mut rec = alloc::vec![0u8; new_size];
-                item::rewrite_exptime(self.arena.get(idx), &mut rec, exptime);
-                self.arena.rebox(idx, rec.into_boxed_slice());
+                // Only the head changes; the value (which connections may be
+                // sending) stays where it is.
+                let it = self.item(idx);
+                let mut head = alloc::vec![0u8; new_size - it.value().len()];
+                item::rewrite_head(it, &mut head, exptime);
+                self.arena.rebox(idx, head.into_boxed_slice());
                 idx
             }
             Resize::Move => {
-                let Some(to) = self.arena.alloc(new_size) else {
-                    // Unreachable: `link` keeps a page in reserve for every
-                    // class (see `Arena::can_link`). Keep the counts right.
+                let vlen = self.item(idx).value().len();
+                let Some(to) = self.arena.alloc(new_size, vlen) else {
+                    // `link` keeps a page in reserve for every class (see
+                    // `Arena::can_link`), so this is a small record growing
+                    // into the large class whose value (under SMALL_MAX
+                    // bytes) could not be allocated. The exptime stays as
+                    // it was; keep the counts right.
                     if exptime != 0 {
                         self.ttl_items -= 1;
                     } else {
@@ -419,15 +436,13 @@ impl Store {
         Ok(())
     }
 
-    /// Checks size and memory for a new item, evicting as needed. Call
-    /// before [`Store::link`]; a successful check guarantees `link` succeeds
-    /// as long as nothing else is linked in between.
-    pub(crate) fn reserve(
-        &mut self,
-        klen: usize,
-        flags: u32,
-        vlen: usize,
-    ) -> Result<(), AllocError> {
+    /// The part of [`Store::reserve`] that never evicts a live item: the
+    /// item size limit, the memory limit and, when evictions are off, room
+    /// (making it then only reclaims expired and flushed items). An item
+    /// refused here is refused by `reserve`; with evictions on, `reserve`
+    /// cannot refuse an item admitted here. Reclaiming can move records,
+    /// so handles held across this call must be looked up again.
+    pub(crate) fn admit(&mut self, klen: usize, flags: u32, vlen: usize) -> Result<(), AllocError> {
         if !self.size_ok(klen, flags, vlen) {
             return Err(AllocError::TooLarge);
         }
@@ -435,13 +450,47 @@ impl Store {
         if need > self.cfg.memory_limit {
             return Err(AllocError::NoMemory);
         }
-        self.make_room(need)
+        if !self.cfg.evictions {
+            return self.make_room(need);
+        }
+        Ok(())
+    }
+
+    /// Checks size and memory for a new item, evicting as needed. Call
+    /// before [`Store::link`]; a successful check guarantees `link` succeeds
+    /// as long as nothing else is linked in between (and, for a large value,
+    /// the process's allocator still has the memory it had here).
+    pub(crate) fn reserve(
+        &mut self,
+        klen: usize,
+        flags: u32,
+        vlen: usize,
+    ) -> Result<(), AllocError> {
+        self.admit(klen, flags, vlen)?;
+        self.make_room(ntotal(klen, flags, vlen))?;
+        let shape = Shape {
+            klen,
+            vlen,
+            flags,
+            exptime: 0,
+        };
+        if arena::is_large(shape.size()) {
+            // A large value gets its own allocation when the item is linked.
+            // Trying that allocation here refuses a value the process cannot
+            // hold with memcached's reply; should the real allocation fail
+            // all the same, `link` reports `NoMemory` instead of aborting.
+            let mut probe = alloc::vec::Vec::<u8>::new();
+            probe
+                .try_reserve_exact(vlen)
+                .map_err(|_| AllocError::NoMemory)?;
+        }
+        Ok(())
     }
 
     /// Links a new item (the key must not be present) with a fresh CAS, at
     /// the LRU head: `key`, the concatenation of `parts` as its value, and
-    /// the given state `bits`. Returns its handle; fails only when every
-    /// handle is in use.
+    /// the given state `bits`. Returns its handle; fails when every handle
+    /// is in use or a large value cannot be allocated.
     pub(crate) fn link(
         &mut self,
         key: &[u8],
@@ -460,7 +509,10 @@ impl Store {
         if !self.arena.can_link() {
             return Err(AllocError::NoMemory);
         }
-        let idx = self.arena.alloc(shape.size()).ok_or(AllocError::NoMemory)?;
+        let idx = self
+            .arena
+            .alloc(shape.size(), vlen)
+            .ok_or(AllocError::NoMemory)?;
         shape.write(self.arena.get_mut(idx), key, parts, state);
         let cas = self.next_cas();
         let now = self.now;
@@ -504,8 +556,10 @@ impl Store {
     }
 
     /// Changes the memory limit (`cache_memlimit`), evicting down to it.
+    /// The limit is capped at [`Config::memory_limit_max`], so a client
+    /// cannot grow the store beyond what the host can back.
     pub(crate) fn set_memory_limit(&mut self, bytes: u64) {
-        self.cfg.memory_limit = bytes;
+        self.cfg.memory_limit = bytes.min(self.cfg.memory_limit_max);
         let _ = self.make_room(0);
     }
 
@@ -594,6 +648,9 @@ impl Store {
         for i in self.arena.handles() {
             let it = self.item(i);
             count += 1;
+            if it.shape().vlen != it.value().len() {
+                return Err("value length differs from the record's");
+            }
             bytes += it.ntotal();
             if it.exptime() != 0 {
                 ttl += 1;

@@ -43,13 +43,24 @@ pub fn feed(
         conn.receive(chunk);
         loop {
             let p = conn.process(store, clock);
-            let n = conn.pending_output().len();
-            out.extend_from_slice(conn.pending_output());
-            conn.consume_output(n);
+            drain(conn, &mut out);
             if matches!(p, Progress::NeedInput | Progress::Close) {
                 break;
             }
         }
     }
     (out, conn.is_closing())
+}
+
+/// Moves every pending output chunk of `conn` to the end of `out`, as a
+/// host's vectored write of all of them would, and returns how many bytes
+/// that was. Replies held back by the connection are left in it.
+pub fn drain(conn: &mut Connection, out: &mut Vec<u8>) -> usize {
+    let mut n = 0;
+    for c in conn.output_chunks() {
+        out.extend_from_slice(c);
+        n += c.len();
+    }
+    conn.consume_output(n);
+    n
 }

@@ -3,6 +3,7 @@
 pub mod cas_counter;
 pub mod faults;
 pub mod herd;
+pub mod hostile;
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -22,14 +23,19 @@ pub struct RunConfig {
 /// A turmoil simulation seeded from the run's seed, with a fixed epoch and
 /// an explicit duration.
 pub(crate) fn sim<'a>(seed: u64, duration: Duration) -> turmoil::Sim<'a> {
-    turmoil::Builder::new()
-        .simulation_duration(duration)
+    builder(seed, duration).build()
+}
+
+/// The settings [`sim`] builds with, for scenarios that change some.
+pub(crate) fn builder(seed: u64, duration: Duration) -> turmoil::Builder {
+    let mut b = turmoil::Builder::new();
+    b.simulation_duration(duration)
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(4))
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
-        .rng_seed(seed)
-        .build()
+        .rng_seed(seed);
+    b
 }
 
 /// Percentile of sorted sim-time latencies, in milliseconds.

@@ -32,12 +32,14 @@ impl WasiView for Host {
     }
 }
 
-/// Linear memory the guest may use: the item memory, plus room for
-/// connection buffers and allocator slack. Anything past it makes the
-/// guest's allocation fail (a trap) instead of taking the host's memory.
+/// Linear memory the guest may use: the item memory and half again for
+/// the store's index and size-class slack, the connection memory limit
+/// (`--conn-memory`, which the guest's driver enforces), and a fixed
+/// allowance for the server itself and allocator slack. Anything past it
+/// makes the guest's allocation fail instead of taking the host's memory.
 fn memory_cap(opts: &Options) -> usize {
     let items = opts.memory_limit_mb * 1024 * 1024;
-    let cap = items + items / 2 + 256 * 1024 * 1024;
+    let cap = items + items / 2 + opts.conn_memory_bytes() + 192 * 1024 * 1024;
     cap.min(4 * 1024 * 1024 * 1024 - 64 * 1024) as usize
 }
 

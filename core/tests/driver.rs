@@ -1,0 +1,359 @@
+//! The host driver's policy, exercised through an in-memory host whose
+//! "sockets" are byte queues with a bounded send buffer.
+
+use wasmcached_core::driver::{AcceptError, Admission, ACCEPT_RETRY_MS};
+use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Store};
+
+/// One simulated socket: what the client sent and the server has not read,
+/// and what the server wrote and the client has not read.
+struct Sock {
+    id: ConnId,
+    inbound: Vec<u8>,
+    outbound: Vec<u8>,
+    /// Bytes the client side accepts before writes block.
+    window: usize,
+    eof: bool,
+    closed: bool,
+}
+
+/// A host running the driver's call order over [`Sock`]s.
+struct Host {
+    driver: Driver,
+    store: Store,
+    socks: Vec<Sock>,
+    now_ms: u64,
+    runnable: Vec<ConnId>,
+}
+
+impl Host {
+    fn new(dcfg: DriverConfig, cfg: Config) -> Host {
+        let store = Store::new(cfg.clone(), Clock::new(0, 1_700_000_000));
+        Host {
+            driver: Driver::new(dcfg, &cfg),
+            store,
+            socks: Vec::new(),
+            now_ms: 0,
+            runnable: Vec::new(),
+        }
+    }
+
+    fn connect(&mut self, window: usize) -> usize {
+        let id = self.driver.open(self.now_ms);
+        self.socks.push(Sock {
+            id,
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+            window,
+            eof: false,
+            closed: false,
+        });
+        self.socks.len() - 1
+    }
+
+    fn clock(&self) -> Clock {
+        Clock::new(self.now_ms, 1_700_000_000 + self.now_ms / 1000)
+    }
+
+    /// One event-loop pass in the documented order.
+    fn pass(&mut self) {
+        self.driver.begin_pass(self.now_ms);
+        for s in self.socks.iter_mut().filter(|s| !s.closed) {
+            loop {
+                let want = self.driver.read_len(s.id);
+                if want == 0 {
+                    break;
+                }
+                if s.inbound.is_empty() {
+                    if s.eof {
+                        self.driver.on_closed(s.id);
+                    }
+                    break;
+                }
+                let n = want.min(s.inbound.len());
+                let bytes: Vec<u8> = s.inbound.drain(..n).collect();
+                self.driver.on_read(s.id, &bytes);
+                if n < want {
+                    break;
+                }
+            }
+        }
+        self.driver.take_runnable(&mut self.runnable);
+        let clock = self.clock();
+        for &id in &self.runnable {
+            self.driver.process(id, &mut self.store, clock);
+        }
+        for s in self.socks.iter_mut().filter(|s| !s.closed) {
+            if !self.driver.wants_write(s.id) {
+                continue;
+            }
+            let room = s.window.saturating_sub(s.outbound.len());
+            let mut written = 0;
+            for c in self.driver.output(s.id) {
+                let n = c.len().min(room - written);
+                s.outbound.extend_from_slice(&c[..n]);
+                written += n;
+            }
+            if written > 0 {
+                self.driver.on_written(s.id, written);
+            }
+        }
+        while let Some(id) = self.driver.poll_close() {
+            if let Some(s) = self.socks.iter_mut().find(|s| s.id == id && !s.closed) {
+                s.closed = true;
+            }
+        }
+    }
+
+    /// Whether a real poll would return at once: the driver has work, or
+    /// a socket it wants to read from is readable.
+    fn ready(&self) -> bool {
+        self.driver.poll_timeout() == Some(self.now_ms)
+            || self.socks.iter().any(|s| {
+                !s.closed && (!s.inbound.is_empty() || s.eof) && self.driver.interest(s.id).read
+            })
+    }
+
+    /// Runs passes until a real host would sleep.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            self.pass();
+            if !self.ready() {
+                return;
+            }
+        }
+        panic!("driver never settled");
+    }
+
+    fn send(&mut self, c: usize, bytes: &[u8]) {
+        self.socks[c].inbound.extend_from_slice(bytes);
+    }
+
+    fn take_reply(&mut self, c: usize) -> Vec<u8> {
+        std::mem::take(&mut self.socks[c].outbound)
+    }
+}
+
+fn host() -> Host {
+    Host::new(DriverConfig::default(), Config::default())
+}
+
+#[test]
+fn idle_connections_leave_no_deadline() {
+    let mut h = host();
+    let conns: Vec<usize> = (0..100).map(|_| h.connect(1 << 20)).collect();
+    for &c in &conns {
+        h.send(c, b"set k 0 0 1\r\nv\r\nget k\r\n");
+    }
+    h.settle();
+    for &c in &conns {
+        assert_eq!(h.take_reply(c), b"STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n");
+    }
+    assert_eq!(h.driver.poll_timeout(), None, "an idle driver must sleep");
+    h.driver.take_runnable(&mut h.runnable);
+    assert!(h.runnable.is_empty());
+}
+
+#[test]
+fn pipelined_work_yields_and_replies_go_out_together() {
+    let mut h = host();
+    let c = h.connect(1 << 20);
+    let mut req = Vec::new();
+    for i in 0..100 {
+        req.extend_from_slice(format!("set k{i} 0 0 1\r\nv\r\n").as_bytes());
+    }
+    h.send(c, &req);
+    h.pass();
+    // The per-call budget (20 requests) ran out: the driver wants to run
+    // again at once, and holds the replies until the batch is done.
+    assert_eq!(h.driver.poll_timeout(), Some(h.now_ms));
+    assert!(h.socks[c].outbound.is_empty());
+    h.settle();
+    assert_eq!(h.take_reply(c), b"STORED\r\n".repeat(100));
+    assert_eq!(h.driver.poll_timeout(), None);
+}
+
+#[test]
+fn a_reader_that_never_reads_blocks_only_itself() {
+    let mut h = host();
+    let slow = h.connect(64 * 1024);
+    let fast = h.connect(1 << 20);
+    h.send(fast, b"set big 0 0 100000\r\n");
+    h.send(fast, &vec![b'x'; 100_000]);
+    h.send(fast, b"\r\n");
+    h.settle();
+    assert_eq!(h.take_reply(fast), b"STORED\r\n");
+    h.send(slow, &b"get big\r\n".repeat(200));
+    h.settle();
+    // Blocked on output: not runnable, not reading, and no busy deadline.
+    assert_eq!(h.driver.poll_timeout(), None);
+    let held = h.driver.connection(h.socks[slow].id).pending_len();
+    assert!(held < 3 << 20, "pending output {held} not bounded");
+    h.send(fast, b"get nope\r\n");
+    h.settle();
+    assert_eq!(h.take_reply(fast), b"END\r\n");
+    // Draining the slow reader lets it finish all 200 replies.
+    let mut got = 0;
+    for _ in 0..10_000 {
+        got += h.take_reply(slow).len();
+        h.settle();
+        if got >= 200 * (100_000 + 30) {
+            break;
+        }
+    }
+    let one = "VALUE big 0 100000\r\n".len() + 100_000 + "\r\nEND\r\n".len();
+    assert_eq!(got, 200 * one);
+}
+
+#[test]
+fn buffers_shrink_when_a_connection_goes_idle() {
+    let mut h = host();
+    let c = h.connect(1 << 22);
+    h.send(c, b"set big 0 0 500000\r\n");
+    h.send(c, &vec![b'x'; 500_000]);
+    h.send(c, b"\r\nget big\r\n");
+    h.settle();
+    assert!(h
+        .take_reply(c)
+        .starts_with(b"STORED\r\nVALUE big 0 500000\r\n"));
+    let held = h.driver.held_bytes();
+    assert!(
+        held <= 64 * 1024,
+        "idle connection still holds {held} bytes"
+    );
+}
+
+#[test]
+fn over_the_limit_the_heaviest_is_shed_and_items_survive() {
+    let dcfg = DriverConfig {
+        memory_limit: 256 * 1024,
+        ..DriverConfig::default()
+    };
+    let mut h = Host::new(dcfg, Config::default());
+    let good = h.connect(1 << 20);
+    h.send(good, b"set keep 0 0 5\r\nhello\r\n");
+    h.settle();
+    assert_eq!(h.take_reply(good), b"STORED\r\n");
+    // Four clients each start a 200 KB value and stall three quarters of
+    // the way: together they would hold 600 KB of a 256 KB limit.
+    let hogs: Vec<usize> = (0..4).map(|_| h.connect(1 << 20)).collect();
+    for &c in &hogs {
+        h.send(c, b"set hog 0 0 200000\r\n");
+        h.send(c, &vec![b'y'; 150_000]);
+    }
+    for _ in 0..100 {
+        h.pass();
+        assert!(h.driver.held_bytes() <= 256 * 1024);
+    }
+    let stats = h.driver.stats();
+    assert!(stats.closed_for_memory >= 1, "{stats:?}");
+    let told = hogs
+        .iter()
+        .filter(|&&c| h.socks[c].outbound == b"SERVER_ERROR out of memory\r\n")
+        .count();
+    assert!(
+        told >= 1,
+        "a shed connection with nothing pending is told why"
+    );
+    // The well-behaved client and the stored item are untouched.
+    h.send(good, b"get keep\r\n");
+    h.settle();
+    assert_eq!(h.take_reply(good), b"VALUE keep 0 5\r\nhello\r\nEND\r\n");
+}
+
+#[test]
+fn past_three_quarters_the_heaviest_pause_and_the_rest_are_served() {
+    let dcfg = DriverConfig {
+        memory_limit: 4 << 20,
+        ..DriverConfig::default()
+    };
+    let mut h = Host::new(dcfg, Config::default());
+    // Eight clients start 1 MB values and stall: 8 MB of a 4 MB limit.
+    let hogs: Vec<usize> = (0..8).map(|_| h.connect(1 << 20)).collect();
+    for &c in &hogs {
+        h.send(c, b"set hog 0 0 1000000\r\n");
+        h.send(c, &vec![b'y'; 700_000]);
+    }
+    let small = h.connect(1 << 20);
+    for i in 0..50 {
+        h.send(small, format!("set s{i} 0 0 2\r\nhi\r\n").as_bytes());
+        h.pass();
+        assert!(h.driver.held_bytes() <= 4 << 20);
+    }
+    h.settle();
+    assert_eq!(h.take_reply(small), b"STORED\r\n".repeat(50));
+    let paused = hogs
+        .iter()
+        .filter(|&&c| !h.socks[c].closed && h.driver.read_len(h.socks[c].id) == 0)
+        .count();
+    assert!(paused >= 1, "some hog must be held back");
+    assert!(h.driver.stats().paused_for_memory >= 1);
+}
+
+#[test]
+fn end_of_stream_closes_without_storing_a_partial_value() {
+    let mut h = host();
+    let c = h.connect(1 << 20);
+    h.send(c, b"set part 0 0 10\r\nabc");
+    h.socks[c].eof = true;
+    h.settle();
+    assert!(h.socks[c].closed);
+    assert!(h.driver.is_empty());
+    let d = h.connect(1 << 20);
+    h.send(d, b"get part\r\n");
+    h.settle();
+    assert_eq!(h.take_reply(d), b"END\r\n");
+}
+
+#[test]
+fn quit_closes_after_pending_output() {
+    let mut h = host();
+    let c = h.connect(1 << 20);
+    h.send(c, b"version\r\nquit\r\nversion\r\n");
+    h.settle();
+    assert_eq!(h.take_reply(c), b"VERSION 1.6.18\r\n");
+    assert!(h.socks[c].closed);
+}
+
+#[test]
+fn idle_timeout_closes_quiet_connections() {
+    let dcfg = DriverConfig {
+        idle_timeout_ms: 5_000,
+        ..DriverConfig::default()
+    };
+    let mut h = Host::new(dcfg, Config::default());
+    let quiet = h.connect(1 << 20);
+    let busy = h.connect(1 << 20);
+    h.settle();
+    for _ in 0..7 {
+        h.now_ms += 1000;
+        h.send(busy, b"version\r\n");
+        h.settle();
+    }
+    assert!(h.socks[quiet].closed);
+    assert!(!h.socks[busy].closed);
+    assert_eq!(h.driver.stats().closed_idle, 1);
+    // The deadline is the next idle check, not a busy loop.
+    assert!(h.driver.poll_timeout().is_some_and(|t| t > h.now_ms));
+}
+
+#[test]
+fn gate_refuses_past_the_limit_and_pauses_without_descriptors() {
+    let mut g = Gate::new(2);
+    assert_eq!(g.admit(0), Admission::Serve);
+    assert_eq!(g.admit(1), Admission::Serve);
+    assert_eq!(g.admit(2), Admission::Refuse);
+    assert_eq!(g.rejected(), 1);
+    assert!(g.wants_accept(0));
+    g.accept_failed(AcceptError::OutOfDescriptors, 1_000);
+    assert!(!g.wants_accept(1_000));
+    assert_eq!(g.poll_timeout(), Some(1_000 + ACCEPT_RETRY_MS));
+    assert!(g.wants_accept(1_000 + ACCEPT_RETRY_MS));
+    assert_eq!(g.listen_disabled_num(), 1);
+    g.accept_failed(AcceptError::OutOfDescriptors, 2_000);
+    g.connection_closed();
+    assert!(g.wants_accept(2_000));
+    assert_eq!(g.poll_timeout(), None);
+    assert_eq!(g.listen_disabled_num(), 2);
+    g.accept_failed(AcceptError::Other, 3_000);
+    assert!(g.wants_accept(3_000));
+}

@@ -1,0 +1,723 @@
+//! `hostile-clients`: well-behaved clients share a server with clients
+//! that misbehave in every way a socket allows, all through the production
+//! host policy (the core's `Driver` and `Gate`), with a small connection
+//! limit and a small connection-memory limit.
+//!
+//! At once:
+//! * good clients run set/get/gets/cas on a few shared keys, checked by
+//!   the history checker, each request bounded in latency;
+//! * idle clients connect and never send;
+//! * slow readers pipeline many `get`s of a 200 KB value (sent from the
+//!   item's shared buffer) and of a 12 KB value (copied into the
+//!   connection's output), then read slowly or never;
+//! * slowloris clients trickle a `set` one byte at a time;
+//! * clients disconnect mid-value (half a `set` data block, small or
+//!   large, on the good clients' keys and on fresh keys) and mid-reply
+//!   (part of a 200 KB value read);
+//! * a connection flood beyond `-c`.
+//!
+//! Checked: the history (every acknowledged write readable, no stale read,
+//! no value nobody wrote — a torn `set` that got stored would be one); a
+//! final read of every key (a fresh key written only by torn `set`s must
+//! miss, the large value must be intact); every good request answered
+//! within [`LATENCY_BOUND`]; every byte a slow or disconnecting reader got
+//! is a prefix of the replies it asked for (ending, at a reply boundary, in
+//! `SERVER_ERROR out of memory` when the driver shed it); the driver's
+//! connection memory never above its limit, sampled every pass; every
+//! flood connection was either served or refused with memcached's message
+//! and closed, and at least the excess over `-c` was refused.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+use turmoil::net::TcpStream;
+use wasmcached_core::driver::TOO_MANY_CONNECTIONS;
+use wasmcached_core::DriverConfig;
+
+use crate::check::{check, Policy};
+use crate::client::Client;
+use crate::host::{self, HostConfig, HostProbe, PORT};
+use crate::report::{Json, Report};
+use crate::rng::Rng;
+use crate::scenario::{builder, percentile, RunConfig};
+use crate::trace::{now, Op, Outcome, Recorder, Shared};
+
+/// Connection limit (`-c`).
+pub const MAX_CONNECTIONS: usize = 16;
+/// Bytes all connections may hold together (the driver's memory limit).
+pub const CONN_MEMORY: usize = 1 << 20;
+/// Well-behaved clients.
+pub const GOOD_CLIENTS: u64 = 4;
+/// Requests per good client (a cas counts with its gets).
+pub const GOOD_OPS: u64 = 40;
+/// Keys the good clients share.
+pub const GOOD_KEYS: u64 = 4;
+/// Longest a good client's request may take (simulated time).
+pub const LATENCY_BOUND: Duration = Duration::from_secs(1);
+/// Clients that connect and never send.
+pub const IDLE_CLIENTS: u64 = 2;
+/// Clients that pipeline large reads and read slowly or never.
+pub const SLOW_READERS: u64 = 3;
+/// Clients that send a request a byte at a time.
+pub const SLOWLORIS: u64 = 2;
+/// Clients that send half a value and hang up, and how often each does.
+pub const TORN_WRITERS: u64 = 2;
+/// Times each torn writer (and the mid-reply client) hangs up.
+pub const TORN_ROUNDS: u64 = 3;
+/// Connections the flood opens at once: more than the limit.
+pub const FLOOD: u64 = MAX_CONNECTIONS as u64 + 4;
+/// When the flood starts.
+pub const FLOOD_AT: Duration = Duration::from_millis(80);
+/// Length of the large value.
+pub const BIG_LEN: usize = 200_000;
+/// Length of the medium value (below the core's sharing threshold, so
+/// every reply copies it).
+pub const MID_LEN: usize = 12_000;
+/// Simulated network segments in flight per direction of a connection
+/// (turmoil also uses it as the listen backlog, which the flood must fit).
+pub const TCP_SEGMENTS: usize = 32;
+/// The server's largest write: with [`TCP_SEGMENTS`], a client that does
+/// not read stalls the server's writes after 256 KiB, a kernel socket
+/// buffer's worth.
+pub const WRITE_MAX: usize = 8 * 1024;
+
+const BIG_GETS: usize = 4;
+const MID_GETS: usize = 30;
+const OOM_LINE: &[u8] = b"SERVER_ERROR out of memory\r\n";
+
+/// What the clients saw, beyond the history.
+#[derive(Default)]
+struct Tally {
+    violations: Vec<String>,
+    good_left: u64,
+    flood_left: u64,
+    /// Hostile tasks that still hold a connection or will open one.
+    hostile_left: u64,
+    flood_refused: u64,
+    flood_served: u64,
+    torn_values: u64,
+    torn_replies: u64,
+    /// Hostile connections refused outside the flood (the flood had the
+    /// slots); they retry.
+    other_refused: u64,
+    slow_bytes: u64,
+    slowloris_stored: u64,
+}
+
+type Tallied = Rc<RefCell<Tally>>;
+
+impl Tally {
+    /// The good clients and the flood are finished: holders may let go.
+    fn done(&self) -> bool {
+        self.good_left == 0 && self.flood_left == 0
+    }
+}
+
+fn fail(t: &Tallied, msg: String) {
+    t.borrow_mut().violations.push(msg);
+}
+
+async fn wait_done(t: &Tallied) {
+    while !t.borrow().done() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn pattern(seed: u64, salt: u64, len: usize) -> Rc<Vec<u8>> {
+    Rc::new(
+        (0..len as u64)
+            .map(|i| b'a' + ((i.wrapping_mul(31) + seed + salt) % 26) as u8)
+            .collect(),
+    )
+}
+
+/// The replies a reader asked for, compared byte by byte as they arrive
+/// without building them. After a whole reply the server may instead send
+/// `SERVER_ERROR out of memory` (it shed the connection) and close.
+struct Expect {
+    /// Each reply: header, value, trailer.
+    replies: Vec<(Vec<u8>, Rc<Vec<u8>>)>,
+    reply: usize,
+    part: usize,
+    off: usize,
+    /// Matching the out-of-memory line instead (bytes of it matched).
+    oom: Option<usize>,
+    got: u64,
+}
+
+impl Expect {
+    fn new(gets: &[(&str, Rc<Vec<u8>>)]) -> Expect {
+        Expect {
+            replies: gets
+                .iter()
+                .map(|(k, v)| (format!("VALUE {k} 0 {}\r\n", v.len()).into_bytes(), v.clone()))
+                .collect(),
+            reply: 0,
+            part: 0,
+            off: 0,
+            oom: None,
+            got: 0,
+        }
+    }
+
+    fn part(&self) -> &[u8] {
+        let (h, v) = &self.replies[self.reply];
+        match self.part {
+            0 => h,
+            1 => v,
+            _ => b"\r\nEND\r\n",
+        }
+    }
+
+    /// Checks the next bytes; an error describes the first wrong one.
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+        while !bytes.is_empty() {
+            if let Some(n) = self.oom {
+                let want = &OOM_LINE[n..];
+                let k = want.len().min(bytes.len());
+                if want[..k] != bytes[..k] || k == 0 {
+                    return Err(format!("bytes after the out-of-memory line at {}", self.got));
+                }
+                self.oom = Some(n + k);
+                self.got += k as u64;
+                bytes = &bytes[k..];
+                continue;
+            }
+            if self.reply == self.replies.len() {
+                return Err(format!("{} bytes more than asked for", bytes.len()));
+            }
+            let want = &self.part()[self.off..];
+            let k = want.len().min(bytes.len());
+            if want[..k] != bytes[..k] {
+                if self.part == 0 && self.off == 0 && bytes[0] == OOM_LINE[0] {
+                    self.oom = Some(0);
+                    continue;
+                }
+                let at = want[..k].iter().zip(bytes).position(|(a, b)| a != b);
+                return Err(format!(
+                    "reply {} differs at byte {} of part {} (stream byte {})",
+                    self.reply,
+                    self.off + at.unwrap_or(0),
+                    self.part,
+                    self.got + at.unwrap_or(0) as u64
+                ));
+            }
+            self.off += k;
+            self.got += k as u64;
+            bytes = &bytes[k..];
+            if self.off == self.part().len() {
+                self.off = 0;
+                self.part += 1;
+                if self.part == 3 {
+                    self.part = 0;
+                    self.reply += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Connects to the server. A connection refused at the limit is still
+/// accepted first: the refusal is the first thing it reads.
+async fn connect() -> std::io::Result<TcpStream> {
+    TcpStream::connect(("server", PORT)).await
+}
+
+/// Whether `got` (what a fresh connection received first) is the
+/// refusal.
+fn is_refusal(got: &[u8]) -> bool {
+    !got.is_empty() && TOO_MANY_CONNECTIONS.starts_with(&got[..got.len().min(TOO_MANY_CONNECTIONS.len())])
+}
+
+/// Reads what arrives within `wait` (at most `buf.len()` bytes); `None` at
+/// end of stream or reset.
+async fn read_for(s: &mut TcpStream, buf: &mut [u8], wait: Duration) -> Option<usize> {
+    match tokio::time::timeout(wait, s.read(buf)).await {
+        Ok(Ok(0) | Err(_)) => None,
+        Ok(Ok(n)) => Some(n),
+        Err(_) => Some(0),
+    }
+}
+
+/// A good client: random set/get/gets/cas on the shared keys.
+async fn good(i: u64, seed: u64, rec: Shared, t: Tallied) {
+    let name = format!("good-{i}");
+    let mut c = Client::new(name.clone(), "server", Rng::new(seed, 100 + i), rec, LATENCY_BOUND);
+    for n in 0..GOOD_OPS {
+        let key = format!("g{}", c.rng().below(GOOD_KEYS));
+        let value = format!("{name}-{n}").into_bytes();
+        let r = match c.rng().below(4) {
+            0 => c.store("set", &key, &value, None).await.map(|_| ()),
+            1 => c.get(&key, false).await.map(|_| ()),
+            2 => c.get(&key, true).await.map(|_| ()),
+            _ => match c.get(&key, true).await {
+                Ok(Some((_, Some(token)))) => c.store("cas", &key, &value, Some(token)).await.map(|_| ()),
+                Ok(_) => c.store("add", &key, &value, None).await.map(|_| ()),
+                Err(e) => Err(e),
+            },
+        };
+        if r.is_err() {
+            fail(&t, format!("{name}: request {n} on {key} failed or took over {LATENCY_BOUND:?}"));
+        }
+        let pause = c.rng().below(5);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    t.borrow_mut().good_left -= 1;
+}
+
+/// Stores the large and medium values with one write each, recording the
+/// writes in the history.
+async fn seed_values(rec: &Shared, values: &[(&str, Rc<Vec<u8>>)]) -> Result<(), String> {
+    let mut s = connect().await.map_err(|e| format!("seeder: {e}"))?;
+    for (key, v) in values {
+        let invoke = now();
+        let mut req = format!("set {key} 0 0 {}\r\n", v.len()).into_bytes();
+        req.extend_from_slice(v);
+        req.extend_from_slice(b"\r\n");
+        s.write_all(&req).await.map_err(|e| format!("seeder: {e}"))?;
+        let mut got = [0u8; 8];
+        s.read_exact(&mut got).await.map_err(|e| format!("seeder: {e}"))?;
+        if &got != b"STORED\r\n" {
+            return Err(format!("seeder: {key}: {:?}", String::from_utf8_lossy(&got)));
+        }
+        rec.borrow_mut().op(Op {
+            client: "seeder".into(),
+            server: "server",
+            key: (*key).into(),
+            kind: "set",
+            written: Some(v.to_vec()),
+            token: None,
+            invoke,
+            complete: now(),
+            outcome: Outcome::Stored,
+        });
+    }
+    Ok(())
+}
+
+/// Connects and never sends; hangs up when the run is done.
+async fn idle(t: Tallied) {
+    if let Ok(s) = connect().await {
+        wait_done(&t).await;
+        drop(s);
+    }
+}
+
+/// Pipelines `get`s of the large and medium values, then reads a little
+/// every 10 ms (or never), checking every byte it gets.
+async fn slow_reader(i: u64, seed: u64, big: Rc<Vec<u8>>, mid: Rc<Vec<u8>>, t: Tallied) {
+    let mut rng = Rng::new(seed, 300 + i);
+    let never = rng.below(3) == 0;
+    let mut gets = Vec::new();
+    for k in 0..BIG_GETS + MID_GETS {
+        // Spread the large gets among the medium ones.
+        if k % ((BIG_GETS + MID_GETS) / BIG_GETS) == 0 {
+            gets.push(("big", big.clone()));
+        } else {
+            gets.push(("mid", mid.clone()));
+        }
+    }
+    let mut req = Vec::new();
+    for (k, _) in &gets {
+        req.extend_from_slice(format!("get {k}\r\n").as_bytes());
+    }
+    let mut expect = Expect::new(&gets);
+    let Ok(mut s) = connect().await else { return };
+    if s.write_all(&req).await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 4096];
+    while !t.borrow().done() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if never {
+            continue;
+        }
+        match read_for(&mut s, &mut buf, Duration::from_millis(1)).await {
+            None => break,
+            Some(n) => {
+                if let Err(e) = expect.feed(&buf[..n]) {
+                    fail(&t, format!("slow-reader-{i}: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+    t.borrow_mut().slow_bytes += expect.got;
+}
+
+/// Sends `set sl:<i>` one byte every 5–15 ms and expects `STORED`,
+/// recording the write in the history.
+async fn slowloris(i: u64, seed: u64, rec: Shared, t: Tallied) {
+    let mut rng = Rng::new(seed, 400 + i);
+    let key = format!("sl:{i}");
+    let value = format!("trickled-{i}").into_bytes();
+    let mut req = format!("set {key} 0 0 {}\r\n", value.len()).into_bytes();
+    req.extend_from_slice(&value);
+    req.extend_from_slice(b"\r\n");
+    let Ok(mut s) = connect().await else { return };
+    let invoke = now();
+    for b in &req {
+        if s.write_all(std::slice::from_ref(b)).await.is_err() {
+            fail(&t, format!("slowloris-{i}: connection lost"));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5 + rng.below(11))).await;
+    }
+    let mut got = [0u8; 8];
+    let outcome = match tokio::time::timeout(LATENCY_BOUND, s.read_exact(&mut got)).await {
+        Ok(Ok(_)) if &got == b"STORED\r\n" => Outcome::Stored,
+        _ => {
+            fail(&t, format!("slowloris-{i}: no STORED: {:?}", String::from_utf8_lossy(&got)));
+            Outcome::Indeterminate
+        }
+    };
+    if outcome == Outcome::Stored {
+        t.borrow_mut().slowloris_stored += 1;
+    }
+    rec.borrow_mut().op(Op {
+        client: format!("slowloris-{i}"),
+        server: "server",
+        key,
+        kind: "set",
+        written: Some(value),
+        token: None,
+        invoke,
+        complete: now(),
+        outcome,
+    });
+}
+
+/// Sends a `set` header and half its data block, then hangs up. Small
+/// values go to the good clients' keys, large ones (held as partial input
+/// meanwhile) to a good key or a fresh `torn:` key.
+async fn torn_writer(i: u64, seed: u64, t: Tallied) {
+    let mut rng = Rng::new(seed, 500 + i);
+    let mut round = 0;
+    while round < TORN_ROUNDS {
+        tokio::time::sleep(Duration::from_millis(10 + rng.below(60))).await;
+        let (key, len) = match rng.below(3) {
+            0 => (format!("g{}", rng.below(GOOD_KEYS)), 20 + rng.below(40) as usize),
+            1 => (format!("g{}", rng.below(GOOD_KEYS)), 100_000 + rng.below(60_000) as usize),
+            _ => (format!("torn:{i}"), 100_000 + rng.below(60_000) as usize),
+        };
+        let Ok(mut s) = connect().await else { continue };
+        let mut req = format!("set {key} 0 0 {len}\r\n").into_bytes();
+        let sent = len / 2 + rng.below(len as u64 / 2) as usize;
+        req.extend((0..sent).map(|k| b'A' + (k % 26) as u8));
+        if s.write_all(&req).await.is_err() {
+            continue;
+        }
+        // Give the server time to take it in (or refuse the connection).
+        let mut buf = [0u8; 64];
+        let got = read_for(&mut s, &mut buf, Duration::from_millis(5 + rng.below(20))).await;
+        if got.is_some_and(|n| n > 0) {
+            if is_refusal(&buf[..got.unwrap_or(0)]) {
+                t.borrow_mut().other_refused += 1;
+                continue;
+            }
+            fail(&t, format!("torn-{i}: a reply to half a value: {:?}", String::from_utf8_lossy(&buf)));
+        }
+        drop(s);
+        t.borrow_mut().torn_values += 1;
+        round += 1;
+    }
+}
+
+/// Asks for the large value and hangs up after part of it, checking the
+/// part.
+async fn torn_reader(seed: u64, big: Rc<Vec<u8>>, t: Tallied) {
+    let mut rng = Rng::new(seed, 600);
+    let mut round = 0;
+    while round < TORN_ROUNDS {
+        tokio::time::sleep(Duration::from_millis(10 + rng.below(60))).await;
+        let Ok(mut s) = connect().await else { continue };
+        if s.write_all(b"get big\r\n").await.is_err() {
+            continue;
+        }
+        let cut = 1 + rng.below(BIG_LEN as u64) as usize;
+        let mut expect = Expect::new(&[("big", big.clone())]);
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut first = true;
+        while (expect.got as usize) < cut {
+            let Some(n) = read_for(&mut s, &mut buf, LATENCY_BOUND).await else {
+                break;
+            };
+            if n == 0 {
+                fail(&t, "torn-reader: the server stopped sending".into());
+                break;
+            }
+            if first && is_refusal(&buf[..n]) {
+                t.borrow_mut().other_refused += 1;
+                break;
+            }
+            first = false;
+            if let Err(e) = expect.feed(&buf[..n]) {
+                fail(&t, format!("torn-reader: {e}"));
+                break;
+            }
+        }
+        if expect.got > 0 {
+            t.borrow_mut().torn_replies += 1;
+            round += 1;
+        }
+    }
+}
+
+/// One connection of the flood: either refused (memcached's message, then
+/// closed) or served (it answers `version`); served ones hold their slot
+/// until the whole flood is resolved.
+async fn flood(i: u64, t: Tallied) {
+    let mut held = None;
+    match connect().await {
+        Err(e) => fail(&t, format!("flood-{i}: connect: {e}")),
+        Ok(mut s) => {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 64];
+            // A refusal arrives within a few milliseconds of the accept.
+            while got.len() < TOO_MANY_CONNECTIONS.len() {
+                match read_for(&mut s, &mut buf, Duration::from_millis(200)).await {
+                    Some(0) | None => break,
+                    Some(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            if got.is_empty() {
+                let mut line = [0u8; 16];
+                let served = s.write_all(b"version\r\n").await.is_ok()
+                    && tokio::time::timeout(LATENCY_BOUND, s.read_exact(&mut line)).await.is_ok_and(|r| r.is_ok())
+                    && &line == b"VERSION 1.6.18\r\n";
+                if served {
+                    t.borrow_mut().flood_served += 1;
+                    held = Some(s);
+                } else {
+                    fail(&t, format!("flood-{i}: admitted but not served: {:?}", String::from_utf8_lossy(&line)));
+                }
+            } else if got == TOO_MANY_CONNECTIONS {
+                match read_for(&mut s, &mut buf, Duration::from_millis(200)).await {
+                    None => t.borrow_mut().flood_refused += 1,
+                    Some(_) => fail(&t, format!("flood-{i}: refused but not closed")),
+                }
+            } else {
+                fail(&t, format!("flood-{i}: unexpected {:?}", String::from_utf8_lossy(&got)));
+            }
+        }
+    }
+    t.borrow_mut().flood_left -= 1;
+    if let Some(s) = held {
+        while t.borrow().flood_left > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(s);
+    }
+}
+
+/// Reads every key once the others are done: good keys, trickled keys, the
+/// fresh keys only torn writes touched (must miss), the large value (must
+/// be intact).
+async fn verify(seed: u64, rec: Shared, big: Rc<Vec<u8>>, t: Tallied) {
+    while t.borrow().hostile_left > 0 || !t.borrow().done() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut c = Client::new("verifier".into(), "server", Rng::new(seed, 700), rec, Duration::from_secs(2));
+    let mut keys: Vec<String> = (0..GOOD_KEYS).map(|k| format!("g{k}")).collect();
+    keys.extend((0..SLOWLORIS).map(|k| format!("sl:{k}")));
+    keys.extend((0..TORN_WRITERS).map(|k| format!("torn:{k}")));
+    for k in &keys {
+        match c.get(k, false).await {
+            Ok(Some((v, _))) if k.starts_with("torn:") => {
+                fail(&t, format!("verifier: {k} holds {} bytes a torn set left", v.len()));
+            }
+            Ok(_) => {}
+            Err(_) => fail(&t, format!("verifier: get {k} failed")),
+        }
+    }
+    // One raw read: the client's random chunking does not matter for a
+    // one-line request, but its reply buffer copies per read.
+    match connect().await {
+        Ok(mut s) => {
+            let mut expect = Expect::new(&[("big", big.clone())]);
+            let want = format!("VALUE big 0 {BIG_LEN}\r\n").len() + BIG_LEN + 7;
+            let mut buf = vec![0u8; 64 * 1024];
+            let ok = s.write_all(b"get big\r\n").await.is_ok();
+            while ok && (expect.got as usize) < want {
+                match read_for(&mut s, &mut buf, Duration::from_secs(1)).await {
+                    Some(n) if n > 0 => {
+                        if let Err(e) = expect.feed(&buf[..n]) {
+                            fail(&t, format!("verifier: big: {e}"));
+                            break;
+                        }
+                    }
+                    _ => {
+                        fail(&t, "verifier: big: reply cut short".into());
+                        break;
+                    }
+                }
+            }
+        }
+        Err(e) => fail(&t, format!("verifier: connect: {e}")),
+    }
+}
+
+fn spawn<F: std::future::Future<Output = ()> + 'static>(f: F) -> JoinHandle<()> {
+    tokio::task::spawn_local(f)
+}
+
+/// Runs the scenario.
+pub fn run(cfg: &RunConfig) -> Report {
+    let seed = cfg.seed;
+    let rec = Recorder::shared(cfg.keep_trace);
+    let mut b = builder(seed, Duration::from_secs(20));
+    b.tcp_capacity(TCP_SEGMENTS);
+    let mut sim = b.build();
+    let probe: host::Probe = Rc::new(RefCell::new(HostProbe::default()));
+    let mut host_cfg = HostConfig::standard(cfg.broken);
+    host_cfg.driver = DriverConfig {
+        memory_limit: CONN_MEMORY,
+        ..DriverConfig::default()
+    };
+    host_cfg.max_connections = MAX_CONNECTIONS;
+    host_cfg.write_max = WRITE_MAX;
+    host_cfg.probe = Some(probe.clone());
+    let r = rec.clone();
+    sim.host("server", move || host::serve_with("server", r.clone(), host_cfg.clone()));
+
+    let tally: Tallied = Rc::new(RefCell::new(Tally {
+        good_left: GOOD_CLIENTS,
+        flood_left: FLOOD,
+        hostile_left: 1,
+        ..Tally::default()
+    }));
+    let big = pattern(seed, 1, BIG_LEN);
+    let mid = pattern(seed, 2, MID_LEN);
+
+    let (r, t, bg) = (rec.clone(), tally.clone(), big.clone());
+    sim.client("good", async move {
+        let tasks: Vec<_> = (0..GOOD_CLIENTS)
+            .map(|i| spawn(good(i, seed, r.clone(), t.clone())))
+            .collect();
+        for h in tasks {
+            h.await?;
+        }
+        verify(seed, r, bg, t).await;
+        Ok(())
+    });
+
+    let (r, t) = (rec.clone(), tally.clone());
+    sim.client("hostile", async move {
+        if let Err(e) = seed_values(&r, &[("big", big.clone()), ("mid", mid.clone())]).await {
+            fail(&t, e);
+        }
+        let mut tasks = Vec::new();
+        for _ in 0..IDLE_CLIENTS {
+            tasks.push(spawn(idle(t.clone())));
+        }
+        for i in 0..SLOW_READERS {
+            tasks.push(spawn(slow_reader(i, seed, big.clone(), mid.clone(), t.clone())));
+        }
+        for i in 0..SLOWLORIS {
+            tasks.push(spawn(slowloris(i, seed, r.clone(), t.clone())));
+        }
+        for i in 0..TORN_WRITERS {
+            tasks.push(spawn(torn_writer(i, seed, t.clone())));
+        }
+        tasks.push(spawn(torn_reader(seed, big.clone(), t.clone())));
+        tokio::time::sleep(FLOOD_AT.saturating_sub(now())).await;
+        for i in 0..FLOOD {
+            tasks.push(spawn(flood(i, t.clone())));
+        }
+        for h in tasks {
+            h.await?;
+        }
+        t.borrow_mut().hostile_left = 0;
+        Ok(())
+    });
+
+    let sim_result = sim.run();
+    let rec = rec.borrow();
+    let t = tally.borrow();
+    let p = probe.borrow();
+    let mut violations = t.violations.clone();
+    if let Err(e) = sim_result {
+        violations.push(format!("simulation failed: {e}"));
+    }
+    violations.extend(check(
+        &rec.ops,
+        &rec.restarts,
+        Policy {
+            no_stale_reads: true,
+            no_silent_misses: true,
+        },
+    ));
+    let good: Vec<&Op> = rec.ops.iter().filter(|o| o.client.starts_with("good-")).collect();
+    let mut lat: Vec<Duration> = good.iter().map(|o| o.complete - o.invoke).collect();
+    lat.sort();
+    if let Some(max) = lat.last().filter(|m| **m >= LATENCY_BOUND) {
+        violations.push(format!("a good client waited {max:?} for a reply"));
+    }
+    let stalled = good.iter().filter(|o| o.outcome == Outcome::Indeterminate).count();
+    if stalled > 0 {
+        violations.push(format!("{stalled} good requests got no reply"));
+    }
+    if p.over_limit > 0 {
+        violations.push(format!(
+            "driver held up to {} bytes, over its {} byte limit, in {} samples",
+            p.peak_held, p.memory_limit, p.over_limit
+        ));
+    }
+    let excess = FLOOD.saturating_sub(MAX_CONNECTIONS as u64);
+    if t.flood_refused < excess {
+        violations.push(format!(
+            "{} of {FLOOD} flood connections refused, expected at least {excess}",
+            t.flood_refused
+        ));
+    }
+    if t.flood_refused + t.flood_served != FLOOD {
+        violations.push(format!(
+            "flood: {} refused + {} served of {FLOOD}",
+            t.flood_refused, t.flood_served
+        ));
+    }
+    if p.refused < t.flood_refused + t.other_refused {
+        violations.push(format!(
+            "server counted {} refusals, clients saw {}",
+            p.refused,
+            t.flood_refused + t.other_refused
+        ));
+    }
+    Report {
+        scenario: "hostile-clients",
+        seed,
+        trace_hash: rec.hash(),
+        trace_events: rec.len(),
+        ok: violations.is_empty(),
+        violations,
+        fields: vec![
+            ("good_ops".into(), Json::Int(good.len() as u64)),
+            (
+                "good_latency".into(),
+                Json::Obj(vec![
+                    ("p50_ms".into(), Json::Num(percentile(&lat, 0.5))),
+                    ("p99_ms".into(), Json::Num(percentile(&lat, 0.99))),
+                    ("max_ms".into(), Json::Num(percentile(&lat, 1.0))),
+                ]),
+            ),
+            ("refused_connections".into(), Json::Int(p.refused)),
+            ("flood_refused".into(), Json::Int(t.flood_refused)),
+            ("flood_served".into(), Json::Int(t.flood_served)),
+            ("closed_for_memory".into(), Json::Int(p.stats.closed_for_memory)),
+            ("paused_for_memory".into(), Json::Int(p.stats.paused_for_memory)),
+            ("peak_held_bytes".into(), Json::Int(p.peak_held as u64)),
+            ("memory_limit".into(), Json::Int(p.memory_limit as u64)),
+            ("torn_values".into(), Json::Int(t.torn_values)),
+            ("torn_replies".into(), Json::Int(t.torn_replies)),
+            ("slowloris_stored".into(), Json::Int(t.slowloris_stored)),
+            ("slow_reader_bytes".into(), Json::Int(t.slow_bytes)),
+            ("passes".into(), Json::Int(p.passes)),
+            ("empty_passes".into(), Json::Int(p.empty_passes)),
+        ],
+        trace: rec.keep_text.then(|| rec.text.clone()),
+    }
+}
