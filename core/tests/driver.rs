@@ -354,6 +354,9 @@ fn gate_refuses_past_the_limit_and_pauses_without_descriptors() {
     assert!(g.wants_accept(2_000));
     assert_eq!(g.poll_timeout(), None);
     assert_eq!(g.listen_disabled_num(), 2);
-    g.accept_failed(AcceptError::Other, 3_000);
+    g.accept_failed(AcceptError::Aborted, 3_000);
     assert!(g.wants_accept(3_000));
+    g.accept_failed(AcceptError::Other, 3_000);
+    assert!(!g.wants_accept(3_000));
+    assert_eq!(g.listen_disabled_num(), 3);
 }

@@ -46,7 +46,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use turmoil::net::{TcpListener, TcpStream};
 use wasmcached_core::driver::{AcceptError, Admission, DriverStats, TOO_MANY_CONNECTIONS};
-use wasmcached_core::{Clock, ConnId, Config, Driver, DriverConfig, Gate, Store};
+use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Store};
 
 use crate::trace::{now, Shared};
 
@@ -198,6 +198,8 @@ struct Event {
     write: bool,
 }
 
+/// One direction of one socket's readiness, as a waker: waking it records
+/// its event and rings the loop's bell.
 struct SockWaker {
     ready: Arc<Readiness>,
     event: Event,
@@ -234,6 +236,8 @@ struct Sock {
     framer: Option<Vec<u8>>,
 }
 
+/// The server's one event loop: the store, the driver, the gate and the
+/// socket table, run one pass at a time (see the module documentation).
 struct EventLoop {
     cfg: HostConfig,
     store: Store,
@@ -286,9 +290,12 @@ impl EventLoop {
         loop {
             let now = clock();
             if self.work_now(now.mono_ms) {
+                // Back-to-back passes need no yield: the network delivers
+                // between the host's turns, so while this task runs no
+                // socket or the backlog can gain anything; each pass ends
+                // the work it found (reads reach `Pending`, writes stall
+                // or finish) and the loop soon sleeps below.
                 self.pass();
-                // Let the accept task run between passes.
-                tokio::task::yield_now().await;
                 continue;
             }
             // Nothing is ready: sleep until a socket or the backlog rings
@@ -333,8 +340,7 @@ impl EventLoop {
             return true;
         }
         self.socks.iter().flatten().any(|s| {
-            (s.readable && self.driver.interest(s.id).read)
-                || (!s.stalled && self.has_output(s.id))
+            (s.readable && self.driver.interest(s.id).read) || (!s.stalled && self.has_output(s.id))
         })
     }
 
@@ -466,7 +472,8 @@ impl EventLoop {
                     match s.framer.as_mut() {
                         None => self.driver.on_read(id, &self.buf[..n]),
                         Some(pending) => {
-                            let bytes = frame(pending, &self.buf[..n], &mut self.writes, self.cfg.broken);
+                            let bytes =
+                                frame(pending, &self.buf[..n], &mut self.writes, self.cfg.broken);
                             if !bytes.is_empty() {
                                 self.driver.on_read(id, &bytes);
                             }
@@ -516,7 +523,12 @@ impl EventLoop {
             if s.stalled || !self.driver.wants_write(id) {
                 break;
             }
-            gather(&self.driver, id, self.cfg.write_max.max(1), &mut self.gather);
+            gather(
+                &self.driver,
+                id,
+                self.cfg.write_max.max(1),
+                &mut self.gather,
+            );
             if self.gather.is_empty() {
                 break;
             }

@@ -21,7 +21,12 @@ pub use report::Report;
 pub use scenario::RunConfig;
 
 /// The scenarios, by CLI name.
-pub const SCENARIOS: &[&str] = &["cas-counter", "thundering-herd", "faults", "hostile-clients"];
+pub const SCENARIOS: &[&str] = &[
+    "cas-counter",
+    "thundering-herd",
+    "faults",
+    "hostile-clients",
+];
 
 /// Runs scenario `name` with `cfg`; `None` for an unknown name.
 pub fn run(name: &str, cfg: &RunConfig) -> Option<Report> {

@@ -119,3 +119,73 @@ fn faults_keep_invariants() {
         assert!(r.ok, "seed {seed}: {:?}", r.violations);
     }
 }
+
+fn int(r: &wasmcached_sim::Report, name: &str) -> u64 {
+    match field(r, name) {
+        Json::Int(n) => *n,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+#[test]
+fn hostile_clients_cannot_stall_good_ones_or_exceed_memory() {
+    use wasmcached_sim::scenario::hostile::{CONN_MEMORY, FLOOD, MAX_CONNECTIONS};
+    let mut shed = 0;
+    for seed in 0..20 {
+        let r = run("hostile-clients", &cfg(seed)).unwrap();
+        assert!(r.ok, "seed {seed}: {:?}", r.violations);
+        assert!(
+            int(&r, "good_ops") > 100,
+            "seed {seed}: too few good requests"
+        );
+        let Json::Obj(lat) = field(&r, "good_latency") else {
+            panic!()
+        };
+        let max = lat.iter().find(|(k, _)| k == "max_ms").map(|(_, v)| v);
+        assert!(
+            matches!(max, Some(Json::Num(ms)) if *ms < 1000.0),
+            "seed {seed}: {max:?}"
+        );
+        assert!(int(&r, "flood_refused") >= FLOOD - MAX_CONNECTIONS as u64);
+        assert!(int(&r, "refused_connections") >= int(&r, "flood_refused"));
+        assert!(int(&r, "peak_held_bytes") <= CONN_MEMORY as u64);
+        // The slow readers do push the driver to its soft limit.
+        assert!(int(&r, "paused_for_memory") > 0, "seed {seed}");
+        shed += int(&r, "closed_for_memory");
+        // Every pass had a cause: no busy polling.
+        assert_eq!(int(&r, "empty_passes"), 0, "seed {seed}");
+    }
+    assert!(shed > 0, "no seed closed a connection for memory");
+}
+
+#[test]
+fn hostile_clients_replay_exactly() {
+    let a = run("hostile-clients", &cfg(42)).unwrap();
+    let b = run("hostile-clients", &cfg(42)).unwrap();
+    // The whole report, host figures included (passes, peak memory,
+    // refusals), not only the client-side trace.
+    assert_eq!(a.json(), b.json());
+    assert_ne!(
+        a.trace_hash,
+        run("hostile-clients", &cfg(43)).unwrap().trace_hash
+    );
+}
+
+#[test]
+fn checker_catches_dropped_writes_among_hostile_clients() {
+    for seed in 0..5 {
+        let broken = RunConfig {
+            broken: Some(Broken { every: 5 }),
+            ..cfg(seed)
+        };
+        let r = run("hostile-clients", &broken).unwrap();
+        assert!(!r.ok, "seed {seed}: the broken store went unnoticed");
+        assert!(
+            r.violations.iter().any(|v| v.contains("had since stored")
+                || v.contains("missed")
+                || v.contains("lost update")),
+            "seed {seed}: {:?}",
+            r.violations
+        );
+    }
+}

@@ -96,6 +96,12 @@ pub fn free_port() -> u16 {
 /// Starts a server of `kind` with extra memcached-style options, on a free
 /// port, and waits until it answers `version`.
 pub fn start(kind: Kind, opts: &[&str]) -> Server {
+    start_with_fd_limit(kind, opts, None)
+}
+
+/// [`start`], with the server's open-file limit (soft and hard) set to
+/// `nofile` when given, so running out of descriptors can be tested.
+pub fn start_with_fd_limit(kind: Kind, opts: &[&str], nofile: Option<u64>) -> Server {
     let bin = binary(kind);
     if kind != Kind::Memcached && !bin.exists() {
         panic!(
@@ -114,6 +120,23 @@ pub fn start(kind: Kind, opts: &[&str]) -> Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the
+            // child between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use wasmcached_tests::{parse_stats, start, stat, Client, Kind};
+use wasmcached_tests::{
+    clock_ticks_per_sec, cpu_ticks, parse_stats, start, start_with_fd_limit, stat, Client, Kind,
+};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -218,6 +220,39 @@ fn sigterm_stops_cleanly(kind: Kind) {
     assert!(status.success(), "exit status {status:?}");
 }
 
+/// Out of descriptors, the server pauses accepting instead of spinning on
+/// a readable listener, counts it in `listen_disabled_num`, keeps serving
+/// the connections it has, and accepts again once one closes.
+fn out_of_descriptors_pauses_accepting(kind: Kind) {
+    let server = start_with_fd_limit(kind, &["-c", "1000", "-t", "2"], Some(48));
+    let mut held: Vec<Client> = Vec::new();
+    let mut first = server.connect();
+    assert_eq!(first.call(b"version\r\n", b"\r\n").len(), 16);
+    // More connections than descriptors: the excess waits in the backlog.
+    let mut raw = Vec::new();
+    for _ in 0..80 {
+        raw.push(std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = cpu_ticks(server.pid()).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_ticks(server.pid()).unwrap() - t0;
+    assert!(
+        spent < clock_ticks_per_sec() / 2,
+        "{}: {spent} ticks in 2 s at the descriptor limit",
+        kind.name()
+    );
+    // Free descriptors: the queued connections get served.
+    drop(raw);
+    for _ in 0..10 {
+        let mut c = server.connect();
+        assert_eq!(c.call(b"set k 0 0 1\r\nv\r\n", b"\r\n"), b"STORED\r\n");
+        held.push(c);
+    }
+    let stats = parse_stats(&first.call(b"stats\r\n", b"END\r\n"));
+    assert!(stat(&stats, "listen_disabled_num") >= 1, "{}", kind.name());
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod wasm {
@@ -240,7 +275,29 @@ both!(
     connection_limit,
     stats_are_real,
     sigterm_stops_cleanly,
+    out_of_descriptors_pauses_accepting,
 );
+
+/// The expiry sweep runs on whichever worker is awake when it is due: items
+/// set through a connection on another worker than the first, with no
+/// traffic afterwards, are still reclaimed.
+#[test]
+fn expiry_sweeps_without_traffic_on_any_worker() {
+    let server = start(Kind::Native, &["-t", "4"]);
+    // Connections go to the least loaded worker: the second lands on
+    // worker 1 while the first stays open on worker 0.
+    let mut on_first = server.connect();
+    let mut on_second = server.connect();
+    assert_eq!(on_first.call(b"version\r\n", b"\r\n").len(), 16);
+    for i in 0..100 {
+        let req = format!("set ttl{i} 0 1 1\r\nx\r\n");
+        assert_eq!(on_second.call(req.as_bytes(), b"\r\n"), b"STORED\r\n");
+    }
+    std::thread::sleep(Duration::from_millis(3500));
+    let stats = parse_stats(&on_second.call(b"stats\r\n", b"END\r\n"));
+    assert_eq!(stat(&stats, "reclaimed"), 100);
+    assert_eq!(stat(&stats, "curr_items"), 0);
+}
 
 /// Native workers (`-t`) each accept their own connections but share one
 /// store: 64 clients increment one counter and set keys that every other

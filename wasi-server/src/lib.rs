@@ -82,7 +82,7 @@ const RESERVED_FDS: u64 = 64;
 /// the hard limit (memcached does the same). Short of it, the server still
 /// runs: out of descriptors it pauses accepting until one is free.
 #[cfg(not(target_os = "wasi"))]
-fn raise_fd_limit(conns: u64, verbose: u8) {
+pub fn raise_fd_limit(conns: u64, verbose: u8) {
     let need = conns + RESERVED_FDS;
     // SAFETY: getrlimit fills the struct we own.
     let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };

@@ -424,15 +424,19 @@ impl Worker {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
-                    let kind = if out_of_fds {
-                        AcceptError::OutOfDescriptors
-                    } else {
-                        AcceptError::Other
+                    let kind = match (e.kind(), e.raw_os_error()) {
+                        (_, Some(libc::EMFILE | libc::ENFILE)) => AcceptError::OutOfDescriptors,
+                        (ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset, _) => {
+                            AcceptError::Aborted
+                        }
+                        _ => AcceptError::Other,
                     };
                     gate.accept_failed(kind, now_ms);
+                    if kind == AcceptError::Aborted {
+                        continue;
+                    }
                     if shared.verbose > 0 {
-                        eprintln!("accept: {e}");
+                        eprintln!("accept: {e}; pausing accepts");
                     }
                     break;
                 }

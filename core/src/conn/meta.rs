@@ -439,7 +439,7 @@ impl Connection {
         line.extend_from_slice(b"\r\n");
         self.output.extend_from_slice(&line);
         if of.value {
-            self.push_value(store, idx);
+            self.push_value(store.item(idx).value(), || store.shared_value(idx));
         }
         if !of.no_update {
             store.bump(idx);

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{SharedValue, Store};
 use output::Output;
 use tokens::Tokens;
 
@@ -159,7 +159,9 @@ impl Connection {
             return;
         }
         self.unreported_read += bytes.len() as u64;
-        if self.input.try_reserve(bytes.len()).is_err() {
+        if self.input.capacity() - self.input.len() < bytes.len()
+            && self.input.try_reserve(bytes.len()).is_err()
+        {
             self.fail(b"SERVER_ERROR out of memory reading request");
             return;
         }
@@ -356,21 +358,19 @@ impl Connection {
         Step::Close
     }
 
-    /// Appends item `idx`'s value and the `\r\n` after it to the output:
-    /// a large value by reference to the item's buffer, a smaller one as a
-    /// copy (see [`output::SHARE_MIN`]). Every reply that carries a value
-    /// writes it here. After a failed copy, values are skipped until the
-    /// request ends (and is answered with an error).
-    pub(crate) fn push_value(&mut self, store: &Store, idx: u32) {
-        if self.out_of_memory {
-            return;
-        }
-        let value = store.item(idx).value();
-        if self
-            .output
-            .push_value(value, || store.shared_value(idx))
-            .is_err()
-        {
+    /// Appends an item's `value` and the `\r\n` after it to the output:
+    /// a large value by reference to the item's buffer (`shared` returns it:
+    /// [`Store::shared_value`] of the item), a smaller one as a copy (see
+    /// [`output::SHARE_MIN`]). Every reply that carries a value writes it
+    /// here. After a failed copy, values are skipped until the request ends
+    /// (and is answered with an error).
+    #[inline]
+    pub(crate) fn push_value(
+        &mut self,
+        value: &[u8],
+        shared: impl FnOnce() -> Option<SharedValue>,
+    ) {
+        if !self.out_of_memory && self.output.push_value(value, shared).is_err() {
             self.out_of_memory = true;
         }
     }

@@ -110,7 +110,9 @@ impl Output {
                 return Ok(());
             }
         }
-        self.tail.try_reserve(value.len() + 2)?;
+        if self.tail.capacity() - self.tail.len() < value.len() + 2 {
+            self.tail.try_reserve(value.len() + 2)?;
+        }
         self.tail.extend_from_slice(value);
         self.tail.extend_from_slice(b"\r\n");
         Ok(())
@@ -161,7 +163,18 @@ impl Output {
     }
 
     /// Marks `n` bytes (at most [`Output::len`]) as transmitted.
-    pub(crate) fn consume(&mut self, mut n: usize) {
+    #[inline]
+    pub(crate) fn consume(&mut self, n: usize) {
+        if self.queue.is_empty() && n == self.tail.len() - self.sent {
+            // Everything went out, the common case.
+            self.tail.clear();
+            self.sent = 0;
+        } else {
+            self.consume_partly(n);
+        }
+    }
+
+    fn consume_partly(&mut self, mut n: usize) {
         while let Some(front) = self.queue.front() {
             let flen = front.bytes().len();
             let left = flen - self.sent;

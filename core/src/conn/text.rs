@@ -592,7 +592,7 @@ impl Connection {
                     push_u64(&mut self.output, it.cas());
                 }
                 self.output.extend_from_slice(b"\r\n");
-                self.push_value(store, idx);
+                self.push_value(it.value(), || store.shared_value(idx));
             }
             if self.pending_len() >= hwm && words(&line[p.cursor..]).next().is_some() {
                 self.paused = Some(p);

@@ -25,7 +25,12 @@ pub enum Admission {
 pub enum AcceptError {
     /// `EMFILE`/`ENFILE`: no descriptor for the new socket.
     OutOfDescriptors,
-    /// Anything else (`ECONNABORTED` and the like): try again later.
+    /// The peer went away before it was accepted (`ECONNABORTED`): nothing
+    /// is wrong with the listener, accept the next one.
+    Aborted,
+    /// Any other failure. It may persist while the listener stays readable
+    /// (under WASI running out of descriptors arrives as an unspecific
+    /// error), so it pauses accepting like running out of descriptors.
     Other,
 }
 
@@ -80,11 +85,11 @@ impl Gate {
         Admission::Serve
     }
 
-    /// Records a failed `accept`. Out of descriptors, accepting pauses until
-    /// a connection closes or [`ACCEPT_RETRY_MS`] pass (memcached's
-    /// `listen_disabled_num` counts these pauses).
+    /// Records a failed `accept`. Unless the peer merely went away,
+    /// accepting pauses until a connection closes or [`ACCEPT_RETRY_MS`]
+    /// pass (memcached's `listen_disabled_num` counts these pauses).
     pub fn accept_failed(&mut self, err: AcceptError, now_ms: u64) {
-        if err == AcceptError::OutOfDescriptors {
+        if err != AcceptError::Aborted {
             if self.wants_accept(now_ms) {
                 self.listen_disabled_num += 1;
             }

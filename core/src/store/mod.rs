@@ -245,6 +245,7 @@ impl Store {
         Some(idx)
     }
 
+    #[inline]
     pub(crate) fn item(&self, idx: u32) -> ItemRef<'_> {
         ItemRef::new(self.arena.get(idx))
     }

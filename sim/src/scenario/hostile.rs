@@ -153,7 +153,12 @@ impl Expect {
         Expect {
             replies: gets
                 .iter()
-                .map(|(k, v)| (format!("VALUE {k} 0 {}\r\n", v.len()).into_bytes(), v.clone()))
+                .map(|(k, v)| {
+                    (
+                        format!("VALUE {k} 0 {}\r\n", v.len()).into_bytes(),
+                        v.clone(),
+                    )
+                })
                 .collect(),
             reply: 0,
             part: 0,
@@ -179,7 +184,10 @@ impl Expect {
                 let want = &OOM_LINE[n..];
                 let k = want.len().min(bytes.len());
                 if want[..k] != bytes[..k] || k == 0 {
-                    return Err(format!("bytes after the out-of-memory line at {}", self.got));
+                    return Err(format!(
+                        "bytes after the out-of-memory line at {}",
+                        self.got
+                    ));
                 }
                 self.oom = Some(n + k);
                 self.got += k as u64;
@@ -230,7 +238,8 @@ async fn connect() -> std::io::Result<TcpStream> {
 /// Whether `got` (what a fresh connection received first) is the
 /// refusal.
 fn is_refusal(got: &[u8]) -> bool {
-    !got.is_empty() && TOO_MANY_CONNECTIONS.starts_with(&got[..got.len().min(TOO_MANY_CONNECTIONS.len())])
+    !got.is_empty()
+        && TOO_MANY_CONNECTIONS.starts_with(&got[..got.len().min(TOO_MANY_CONNECTIONS.len())])
 }
 
 /// Reads what arrives within `wait` (at most `buf.len()` bytes); `None` at
@@ -246,7 +255,13 @@ async fn read_for(s: &mut TcpStream, buf: &mut [u8], wait: Duration) -> Option<u
 /// A good client: random set/get/gets/cas on the shared keys.
 async fn good(i: u64, seed: u64, rec: Shared, t: Tallied) {
     let name = format!("good-{i}");
-    let mut c = Client::new(name.clone(), "server", Rng::new(seed, 100 + i), rec, LATENCY_BOUND);
+    let mut c = Client::new(
+        name.clone(),
+        "server",
+        Rng::new(seed, 100 + i),
+        rec,
+        LATENCY_BOUND,
+    );
     for n in 0..GOOD_OPS {
         let key = format!("g{}", c.rng().below(GOOD_KEYS));
         let value = format!("{name}-{n}").into_bytes();
@@ -255,13 +270,18 @@ async fn good(i: u64, seed: u64, rec: Shared, t: Tallied) {
             1 => c.get(&key, false).await.map(|_| ()),
             2 => c.get(&key, true).await.map(|_| ()),
             _ => match c.get(&key, true).await {
-                Ok(Some((_, Some(token)))) => c.store("cas", &key, &value, Some(token)).await.map(|_| ()),
+                Ok(Some((_, Some(token)))) => {
+                    c.store("cas", &key, &value, Some(token)).await.map(|_| ())
+                }
                 Ok(_) => c.store("add", &key, &value, None).await.map(|_| ()),
                 Err(e) => Err(e),
             },
         };
         if r.is_err() {
-            fail(&t, format!("{name}: request {n} on {key} failed or took over {LATENCY_BOUND:?}"));
+            fail(
+                &t,
+                format!("{name}: request {n} on {key} failed or took over {LATENCY_BOUND:?}"),
+            );
         }
         let pause = c.rng().below(5);
         tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -278,11 +298,18 @@ async fn seed_values(rec: &Shared, values: &[(&str, Rc<Vec<u8>>)]) -> Result<(),
         let mut req = format!("set {key} 0 0 {}\r\n", v.len()).into_bytes();
         req.extend_from_slice(v);
         req.extend_from_slice(b"\r\n");
-        s.write_all(&req).await.map_err(|e| format!("seeder: {e}"))?;
+        s.write_all(&req)
+            .await
+            .map_err(|e| format!("seeder: {e}"))?;
         let mut got = [0u8; 8];
-        s.read_exact(&mut got).await.map_err(|e| format!("seeder: {e}"))?;
+        s.read_exact(&mut got)
+            .await
+            .map_err(|e| format!("seeder: {e}"))?;
         if &got != b"STORED\r\n" {
-            return Err(format!("seeder: {key}: {:?}", String::from_utf8_lossy(&got)));
+            return Err(format!(
+                "seeder: {key}: {:?}",
+                String::from_utf8_lossy(&got)
+            ));
         }
         rec.borrow_mut().op(Op {
             client: "seeder".into(),
@@ -371,7 +398,13 @@ async fn slowloris(i: u64, seed: u64, rec: Shared, t: Tallied) {
     let outcome = match tokio::time::timeout(LATENCY_BOUND, s.read_exact(&mut got)).await {
         Ok(Ok(_)) if &got == b"STORED\r\n" => Outcome::Stored,
         _ => {
-            fail(&t, format!("slowloris-{i}: no STORED: {:?}", String::from_utf8_lossy(&got)));
+            fail(
+                &t,
+                format!(
+                    "slowloris-{i}: no STORED: {:?}",
+                    String::from_utf8_lossy(&got)
+                ),
+            );
             Outcome::Indeterminate
         }
     };
@@ -400,8 +433,14 @@ async fn torn_writer(i: u64, seed: u64, t: Tallied) {
     while round < TORN_ROUNDS {
         tokio::time::sleep(Duration::from_millis(10 + rng.below(60))).await;
         let (key, len) = match rng.below(3) {
-            0 => (format!("g{}", rng.below(GOOD_KEYS)), 20 + rng.below(40) as usize),
-            1 => (format!("g{}", rng.below(GOOD_KEYS)), 100_000 + rng.below(60_000) as usize),
+            0 => (
+                format!("g{}", rng.below(GOOD_KEYS)),
+                20 + rng.below(40) as usize,
+            ),
+            1 => (
+                format!("g{}", rng.below(GOOD_KEYS)),
+                100_000 + rng.below(60_000) as usize,
+            ),
             _ => (format!("torn:{i}"), 100_000 + rng.below(60_000) as usize),
         };
         let Ok(mut s) = connect().await else { continue };
@@ -419,7 +458,13 @@ async fn torn_writer(i: u64, seed: u64, t: Tallied) {
                 t.borrow_mut().other_refused += 1;
                 continue;
             }
-            fail(&t, format!("torn-{i}: a reply to half a value: {:?}", String::from_utf8_lossy(&buf)));
+            fail(
+                &t,
+                format!(
+                    "torn-{i}: a reply to half a value: {:?}",
+                    String::from_utf8_lossy(&buf)
+                ),
+            );
         }
         drop(s);
         t.borrow_mut().torn_values += 1;
@@ -487,13 +532,21 @@ async fn flood(i: u64, t: Tallied) {
             if got.is_empty() {
                 let mut line = [0u8; 16];
                 let served = s.write_all(b"version\r\n").await.is_ok()
-                    && tokio::time::timeout(LATENCY_BOUND, s.read_exact(&mut line)).await.is_ok_and(|r| r.is_ok())
+                    && tokio::time::timeout(LATENCY_BOUND, s.read_exact(&mut line))
+                        .await
+                        .is_ok_and(|r| r.is_ok())
                     && &line == b"VERSION 1.6.18\r\n";
                 if served {
                     t.borrow_mut().flood_served += 1;
                     held = Some(s);
                 } else {
-                    fail(&t, format!("flood-{i}: admitted but not served: {:?}", String::from_utf8_lossy(&line)));
+                    fail(
+                        &t,
+                        format!(
+                            "flood-{i}: admitted but not served: {:?}",
+                            String::from_utf8_lossy(&line)
+                        ),
+                    );
                 }
             } else if got == TOO_MANY_CONNECTIONS {
                 match read_for(&mut s, &mut buf, Duration::from_millis(200)).await {
@@ -501,7 +554,10 @@ async fn flood(i: u64, t: Tallied) {
                     Some(_) => fail(&t, format!("flood-{i}: refused but not closed")),
                 }
             } else {
-                fail(&t, format!("flood-{i}: unexpected {:?}", String::from_utf8_lossy(&got)));
+                fail(
+                    &t,
+                    format!("flood-{i}: unexpected {:?}", String::from_utf8_lossy(&got)),
+                );
             }
         }
     }
@@ -521,14 +577,23 @@ async fn verify(seed: u64, rec: Shared, big: Rc<Vec<u8>>, t: Tallied) {
     while t.borrow().hostile_left > 0 || !t.borrow().done() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let mut c = Client::new("verifier".into(), "server", Rng::new(seed, 700), rec, Duration::from_secs(2));
+    let mut c = Client::new(
+        "verifier".into(),
+        "server",
+        Rng::new(seed, 700),
+        rec,
+        Duration::from_secs(2),
+    );
     let mut keys: Vec<String> = (0..GOOD_KEYS).map(|k| format!("g{k}")).collect();
     keys.extend((0..SLOWLORIS).map(|k| format!("sl:{k}")));
     keys.extend((0..TORN_WRITERS).map(|k| format!("torn:{k}")));
     for k in &keys {
         match c.get(k, false).await {
             Ok(Some((v, _))) if k.starts_with("torn:") => {
-                fail(&t, format!("verifier: {k} holds {} bytes a torn set left", v.len()));
+                fail(
+                    &t,
+                    format!("verifier: {k} holds {} bytes a torn set left", v.len()),
+                );
             }
             Ok(_) => {}
             Err(_) => fail(&t, format!("verifier: get {k} failed")),
@@ -582,7 +647,9 @@ pub fn run(cfg: &RunConfig) -> Report {
     host_cfg.write_max = WRITE_MAX;
     host_cfg.probe = Some(probe.clone());
     let r = rec.clone();
-    sim.host("server", move || host::serve_with("server", r.clone(), host_cfg.clone()));
+    sim.host("server", move || {
+        host::serve_with("server", r.clone(), host_cfg.clone())
+    });
 
     let tally: Tallied = Rc::new(RefCell::new(Tally {
         good_left: GOOD_CLIENTS,
@@ -615,7 +682,13 @@ pub fn run(cfg: &RunConfig) -> Report {
             tasks.push(spawn(idle(t.clone())));
         }
         for i in 0..SLOW_READERS {
-            tasks.push(spawn(slow_reader(i, seed, big.clone(), mid.clone(), t.clone())));
+            tasks.push(spawn(slow_reader(
+                i,
+                seed,
+                big.clone(),
+                mid.clone(),
+                t.clone(),
+            )));
         }
         for i in 0..SLOWLORIS {
             tasks.push(spawn(slowloris(i, seed, r.clone(), t.clone())));
@@ -651,13 +724,20 @@ pub fn run(cfg: &RunConfig) -> Report {
             no_silent_misses: true,
         },
     ));
-    let good: Vec<&Op> = rec.ops.iter().filter(|o| o.client.starts_with("good-")).collect();
+    let good: Vec<&Op> = rec
+        .ops
+        .iter()
+        .filter(|o| o.client.starts_with("good-"))
+        .collect();
     let mut lat: Vec<Duration> = good.iter().map(|o| o.complete - o.invoke).collect();
     lat.sort();
     if let Some(max) = lat.last().filter(|m| **m >= LATENCY_BOUND) {
         violations.push(format!("a good client waited {max:?} for a reply"));
     }
-    let stalled = good.iter().filter(|o| o.outcome == Outcome::Indeterminate).count();
+    let stalled = good
+        .iter()
+        .filter(|o| o.outcome == Outcome::Indeterminate)
+        .count();
     if stalled > 0 {
         violations.push(format!("{stalled} good requests got no reply"));
     }
@@ -707,8 +787,14 @@ pub fn run(cfg: &RunConfig) -> Report {
             ("refused_connections".into(), Json::Int(p.refused)),
             ("flood_refused".into(), Json::Int(t.flood_refused)),
             ("flood_served".into(), Json::Int(t.flood_served)),
-            ("closed_for_memory".into(), Json::Int(p.stats.closed_for_memory)),
-            ("paused_for_memory".into(), Json::Int(p.stats.paused_for_memory)),
+            (
+                "closed_for_memory".into(),
+                Json::Int(p.stats.closed_for_memory),
+            ),
+            (
+                "paused_for_memory".into(),
+                Json::Int(p.stats.paused_for_memory),
+            ),
             ("peak_held_bytes".into(), Json::Int(p.peak_held as u64)),
             ("memory_limit".into(), Json::Int(p.memory_limit as u64)),
             ("torn_values".into(), Json::Int(t.torn_values)),
