@@ -145,16 +145,20 @@ fn incr_append_and_touch_while_a_reader_holds_the_value() {
     send(&mut store, &mut reader, b"get n\r\n");
     let mut c = Connection::new();
 
-    // incr rewrites the value in place (the number fits): the store copies
-    // it first, since the reader still holds it.
+    // While a reader is sending the value, incr does not write into it:
+    // like memcached (an item refcount above the store's own) it links a
+    // new item holding just the number, and the reader keeps the bytes it
+    // started sending.
     assert_eq!(call(&mut store, &mut c, b"incr n 1\r\n"), b"42\r\n");
-    let mut incremented = b"42".to_vec();
-    incremented.resize(40_000, b' ');
     assert_eq!(
         call(&mut store, &mut c, b"get n\r\n"),
-        value_reply("n", &incremented)
+        value_reply("n", b"42")
     );
-    // incr again with no reader left holding the new buffer: in place.
+    assert_eq!(pending(&reader), value_reply("n", &value));
+    // With nobody sending it, the number is written in place, padded.
+    let mut padded = b"42".to_vec();
+    padded.resize(40_000, b' ');
+    set(&mut store, "n", &padded);
     assert_eq!(call(&mut store, &mut c, b"incr n 1\r\n"), b"43\r\n");
 
     let mut reader2 = Connection::new();

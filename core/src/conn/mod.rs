@@ -84,10 +84,13 @@ struct PausedGet {
 /// 1. [`receive`](Connection::receive) the bytes read from the socket
 ///    (only while [`wants_input`](Connection::wants_input) is true);
 /// 2. [`process`](Connection::process) with the current clock;
-/// 3. write [`pending_output`](Connection::pending_output) to the socket in
-///    one write and report what was written with
+/// 3. write the [`output_chunks`](Connection::output_chunks) to the socket
+///    in one vectored write (or [`pending_output`](Connection::pending_output)
+///    in a loop) and report what was written with
 ///    [`consume_output`](Connection::consume_output);
-/// 4. if `process` returned [`Progress::Close`] (or
+/// 4. when nothing is pending and the connection waits for input, call
+///    [`shrink`](Connection::shrink) so idle connections keep small buffers;
+/// 5. if `process` returned [`Progress::Close`] (or
 ///    [`is_closing`](Connection::is_closing)) close the socket once the
 ///    pending output is gone.
 ///

@@ -209,7 +209,10 @@ pub(crate) fn add_delta(store: &mut Store, key: &[u8], incr: bool, delta: u64, c
     let cls = usize::from(it.class());
     let mut digits = alloc::vec::Vec::with_capacity(20);
     push_u64(&mut digits, value);
-    let fits = digits.len() <= it.value().len();
+    // Like memcached, the number is written in place only where nobody
+    // is sending the value; otherwise a new item replaces it (and the
+    // senders keep the bytes they started with).
+    let fits = digits.len() <= it.value().len() && !store.value_in_use(idx);
     if incr {
         store.stats.incr_hits += 1;
         store.classes[cls].incr_hits += 1;

@@ -263,6 +263,14 @@ impl Store {
         self.arena.shared(idx).cloned()
     }
 
+    /// Whether a connection still holds item `idx`'s value for sending
+    /// (memcached's refcount above the store's own).
+    pub(crate) fn value_in_use(&self, idx: u32) -> bool {
+        self.arena
+            .shared(idx)
+            .is_some_and(|v| alloc::sync::Arc::strong_count(v) > 1)
+    }
+
     /// A fetch: marks the item fetched (then active, refreshing its access
     /// time on the second fetch, as memcached's segmented LRU does) and
     /// moves it to the LRU head.

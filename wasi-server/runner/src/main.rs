@@ -55,10 +55,7 @@ fn main() -> ExitCode {
         return ExitCode::from(64);
     }
     // The runner owns the guest's sockets, so the descriptors are its own.
-    wasmcached_server::raise_fd_limit(
-        u64::from(args.server.conn_limit),
-        args.server.verbose,
-    );
+    wasmcached_server::raise_fd_limit(u64::from(args.server.conn_limit), args.server.verbose);
     sandbox::stop_on_signals();
     match sandbox::run(&args.server, args.component.as_deref()) {
         Ok(code) => ExitCode::from(code),
