@@ -1,7 +1,7 @@
 //! The host driver's policy, exercised through an in-memory host whose
 //! "sockets" are byte queues with a bounded send buffer.
 
-use wasmcached_core::driver::{AcceptError, Admission, ACCEPT_RETRY_MS};
+use wasmcached_core::driver::{AcceptError, Admission, ConnState, ACCEPT_RETRY_MS};
 use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Store};
 
 /// One simulated socket: what the client sent and the server has not read,
@@ -186,6 +186,8 @@ fn a_reader_that_never_reads_blocks_only_itself() {
     h.settle();
     // Blocked on output: not runnable, not reading, and no busy deadline.
     assert_eq!(h.driver.poll_timeout(), None);
+    assert_eq!(h.driver.state(h.socks[slow].id), ConnState::BlockedOnOutput);
+    assert_eq!(h.driver.state(h.socks[fast].id), ConnState::Reading);
     let held = h.driver.connection(h.socks[slow].id).pending_len();
     assert!(held < 3 << 20, "pending output {held} not bounded");
     h.send(fast, b"get nope\r\n");
@@ -286,6 +288,9 @@ fn past_three_quarters_the_heaviest_pause_and_the_rest_are_served() {
         .filter(|&&c| !h.socks[c].closed && h.driver.read_len(h.socks[c].id) == 0)
         .count();
     assert!(paused >= 1, "some hog must be held back");
+    assert!(hogs
+        .iter()
+        .any(|&c| h.driver.state(h.socks[c].id) == ConnState::Paused));
     assert!(h.driver.stats().paused_for_memory >= 1);
 }
 

@@ -89,6 +89,26 @@ pub struct Interest {
     pub write: bool,
 }
 
+/// Where a connection is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnState {
+    /// Waiting for (more of) a request.
+    Reading,
+    /// Complete requests are buffered and will run in the next pass.
+    Processing,
+    /// Held back by the memory limit: neither read nor run until the
+    /// driver is back under three quarters of it; its output still drains.
+    Paused,
+    /// Its pending output reached the high-water mark: nothing is read or
+    /// run until the client has taken some of it.
+    BlockedOnOutput,
+    /// Ending (`quit`, a fatal error, shed for memory): its last output is
+    /// being written, then it closes.
+    Draining,
+    /// Closed; the host closes its socket at the end of the pass.
+    Closing,
+}
+
 /// Counters a driver keeps, for `stats`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DriverStats {
@@ -263,6 +283,25 @@ impl Driver {
     #[must_use]
     pub fn connection(&self, id: ConnId) -> &Connection {
         &self.slots[id.index()].conn
+    }
+
+    /// Where a connection is in its lifecycle.
+    #[must_use]
+    pub fn state(&self, id: ConnId) -> ConnState {
+        let s = &self.slots[id.index()];
+        if !s.live || s.doomed {
+            ConnState::Closing
+        } else if s.conn.is_closing() {
+            ConnState::Draining
+        } else if s.parked || self.is_heavy(id.0) {
+            ConnState::Paused
+        } else if s.blocked {
+            ConnState::BlockedOnOutput
+        } else if s.ready {
+            ConnState::Processing
+        } else {
+            ConnState::Reading
+        }
     }
 
     /// What to wait for on a connection's socket.
