@@ -4,7 +4,9 @@
 //! The guest may bind, listen and accept on exactly the configured address.
 //! It gets no outbound connections, no UDP, no name lookups, no files, no
 //! inherited environment, and a linear-memory cap derived from `-m`.
+//! `--instances N` runs N such guests on consecutive ports.
 
+mod instances;
 mod sandbox;
 
 use std::path::PathBuf;
@@ -28,6 +30,10 @@ struct Args {
     /// sandbox with other guests).
     #[arg(long, hide = true)]
     component: Option<PathBuf>,
+    /// Independent servers to run, on ports -p .. -p+N-1, each with -m/N
+    /// of memory and its own store (for hashing clients and twemproxy).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(instances::MAX_INSTANCES)))]
+    instances: u32,
 }
 
 fn main() -> ExitCode {
@@ -46,18 +52,21 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(64);
     }
-    if args.server.memory_limit_mb > sandbox::MAX_MEMORY_MB {
-        eprintln!(
-            "error: -m {} is more than a wasm32 guest can address; the limit is {} MB (use wasmcached-server for larger caches)",
-            args.server.memory_limit_mb,
-            sandbox::MAX_MEMORY_MB
-        );
-        return ExitCode::from(64);
-    }
-    // The runner owns the guest's sockets, so the descriptors are its own.
-    wasmcached_server::raise_fd_limit(u64::from(args.server.conn_limit), args.server.verbose);
+    let each = match instances::split(&args.server, args.instances) {
+        Ok(each) => each,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    // The runner owns the guests' sockets, so the descriptors are its own;
+    // `-c` applies to each instance.
+    let conns = u64::from(args.server.conn_limit) * u64::from(args.instances);
+    wasmcached_server::raise_fd_limit(conns, args.server.verbose);
     sandbox::stop_on_signals();
-    match sandbox::run(&args.server, args.component.as_deref()) {
+    let result =
+        sandbox::load(args.component.as_deref()).and_then(|guest| instances::run(guest, each));
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -3,11 +3,14 @@
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use wasmcached_server::Options;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -21,6 +24,16 @@ struct Host {
     ctx: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    /// Reported at the guest's first poll after its listen was admitted.
+    listening: Option<Listening>,
+}
+
+/// Tells the runner that a guest listens. The address check admits the
+/// listen just before the host's `listen(2)`, so the report waits for the
+/// guest's next `poll`, which comes after it.
+struct Listening {
+    admitted: Arc<AtomicBool>,
+    report: Box<dyn FnOnce() + Send>,
 }
 
 impl WasiView for Host {
@@ -93,6 +106,12 @@ fn yield_in_poll(linker: &mut Linker<Host>) -> anyhow::Result<()> {
             Box::new(async move {
                 tokio::task::yield_now().await;
                 let host: &mut Host = store.data_mut();
+                if let Some(l) = host
+                    .listening
+                    .take_if(|l| l.admitted.load(Ordering::Relaxed))
+                {
+                    (l.report)();
+                }
                 let ready = host.table.poll(list).await?;
                 Ok((ready,))
             })
@@ -107,9 +126,19 @@ fn yield_in_poll(linker: &mut Linker<Host>) -> anyhow::Result<()> {
 /// importing any 0.2.x version are linked to it.
 const WASI_IO_POLL: &str = "wasi:io/poll@0.2.12";
 
-/// Runs the server (or `component`) until it exits. Returns the exit code.
-pub fn run(opts: &Options, component: Option<&Path>) -> anyhow::Result<u8> {
-    let listen = listen_addr(opts)?;
+/// The server (or another component), compiled and linked once: every
+/// instance of it, on any thread, is made from this.
+///
+/// The engine and the pre-instantiated component are shared (compiling
+/// takes seconds and the code is read-only); each [`run`] gets its own
+/// store, linear memory, WASI context and runtime.
+pub struct Guest {
+    engine: Engine,
+    pre: CommandPre<Host>,
+}
+
+/// Compiles the embedded server, or `component`, and links it to WASI.
+pub fn load(component: Option<&Path>) -> anyhow::Result<Guest> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     let engine = Engine::new(&config).map_err(|e| anyhow!("{e}"))?;
@@ -123,6 +152,28 @@ pub fn run(opts: &Options, component: Option<&Path>) -> anyhow::Result<u8> {
     let mut linker: Linker<Host> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e}"))?;
     yield_in_poll(&mut linker)?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .and_then(CommandPre::new)
+        .map_err(|e| anyhow!("linking the component: {e}"))?;
+    Ok(Guest { engine, pre })
+}
+
+/// Runs one instance of `guest` with `opts` on the calling thread until it
+/// exits. Returns the exit code. `on_listening` is called once the guest
+/// listens on its address (at its first poll after that).
+pub fn run(
+    guest: &Guest,
+    opts: &Options,
+    on_listening: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<u8> {
+    let listen = listen_addr(opts)?;
+    let engine = &guest.engine;
+    let admitted = Arc::new(AtomicBool::new(false));
+    let listening = Listening {
+        admitted: admitted.clone(),
+        report: Box::new(on_listening),
+    };
 
     let mut args = vec!["wasmcached".to_string()];
     let mut guest_opts = opts.clone();
@@ -137,17 +188,18 @@ pub fn run(opts: &Options, component: Option<&Path>) -> anyhow::Result<u8> {
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .socket_addr_check(move |addr, use_| {
-            Box::pin(async move {
-                match use_ {
-                    SocketAddrUse::TcpBind => addr == listen,
-                    // With port 0 the kernel picks the port; the IP must match.
-                    SocketAddrUse::TcpListen => {
-                        addr == listen || (listen.port() == 0 && addr.ip() == listen.ip())
-                    }
-                    SocketAddrUse::TcpAccept => true,
-                    _ => false,
+            let ok = match use_ {
+                SocketAddrUse::TcpBind => addr == listen,
+                // With port 0 the kernel picks the port; the IP must match.
+                SocketAddrUse::TcpListen => {
+                    let ok = addr == listen || (listen.port() == 0 && addr.ip() == listen.ip());
+                    admitted.fetch_or(ok, Ordering::Relaxed);
+                    ok
                 }
-            })
+                SocketAddrUse::TcpAccept => true,
+                _ => false,
+            };
+            Box::pin(async move { ok })
         });
     let host = Host {
         ctx: b.build(),
@@ -156,8 +208,9 @@ pub fn run(opts: &Options, component: Option<&Path>) -> anyhow::Result<u8> {
             .memory_size(memory_cap(opts))
             .instances(16)
             .build(),
+        listening: Some(listening),
     };
-    let mut store = Store::new(&engine, host);
+    let mut store = Store::new(engine, host);
     store.limiter(|h| &mut h.limits);
     // One thread runs the guest, the host's socket futures and tokio's I/O
     // driver. wasmtime-wasi's synchronous bindings would instead drive each
@@ -176,11 +229,11 @@ pub fn run(opts: &Options, component: Option<&Path>) -> anyhow::Result<u8> {
     // same connections would starve pass after pass. The guest schedules
     // its own work fairly, so it runs unconstrained.
     let result = rt.block_on(tokio::task::unconstrained(async {
-        let command = wasmtime_wasi::p2::bindings::Command::instantiate_async(
-            &mut store, &component, &linker,
-        )
-        .await
-        .map_err(|e| anyhow!("instantiating the component: {e}"))?;
+        let command = guest
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| anyhow!("instantiating the component: {e}"))?;
         Ok::<_, anyhow::Error>(command.wasi_cli_run().call_run(&mut store).await)
     }))?;
     match result {

@@ -1,0 +1,234 @@
+//! `--instances N`: N independent servers in one runner, each a guest on a
+//! thread of its own, on consecutive ports, for clients that spread keys
+//! over servers by hashing (pymemcache's `HashClient`, twemproxy).
+//!
+//! An instance is a whole server: its own store of `-m`/N megabytes, its
+//! own linear memory capped for that, its own WASI context admitting only
+//! its own port, its own current-thread runtime, its own `stats`. Only the
+//! compiled code is shared. There is no lock between instances, so they
+//! use the cores the way separate processes would, and a key lives on the
+//! one instance its client hashed it to.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+
+use anyhow::anyhow;
+use wasmcached_server::Options;
+
+use crate::sandbox::{self, Guest};
+
+/// Most instances one runner starts (a thread, a runtime and a linear
+/// memory each; more than the cores only adds scheduling delay).
+pub const MAX_INSTANCES: u32 = 64;
+
+/// The options each instance runs with: the runner's, with `-p` moved to
+/// the instance's port (`-p`, `-p`+1, ...) and the memory totals, `-m` and
+/// an explicit `--conn-memory`, divided evenly (rounded down). Every other
+/// option applies to each instance as given: `-c` in particular, because a
+/// hashing client opens a connection to every instance.
+///
+/// With one instance the options are unchanged. Errors say which option to
+/// change; the runner exits 64 on them, like on any bad option.
+pub fn split(opts: &Options, n: u32) -> Result<Vec<Options>, String> {
+    if n == 1 {
+        check_addressable(opts.memory_limit_mb, "")?;
+        return Ok(vec![opts.clone()]);
+    }
+    if opts.port == 0 {
+        return Err(format!(
+            "--instances {n} needs a fixed -p: the instances listen on -p .. -p+{}",
+            n - 1
+        ));
+    }
+    let last = u32::from(opts.port) + n - 1;
+    if last > u32::from(u16::MAX) {
+        return Err(format!(
+            "--instances {n} from -p {} would need ports up to {last}; the last port is 65535",
+            opts.port
+        ));
+    }
+    let each_mb = opts.memory_limit_mb / u64::from(n);
+    if each_mb == 0 {
+        return Err(format!(
+            "-m {} split over --instances {n} leaves less than 1 MB per instance",
+            opts.memory_limit_mb
+        ));
+    }
+    check_addressable(each_mb, " per instance")?;
+    let conn_memory_mb = match opts.conn_memory_mb {
+        Some(mb) if mb / u64::from(n) == 0 => {
+            return Err(format!(
+                "--conn-memory {mb} split over --instances {n} leaves less than 1 MB per instance"
+            ))
+        }
+        Some(mb) => Some(mb / u64::from(n)),
+        None => None,
+    };
+    (0..n)
+        .map(|i| {
+            let each = Options {
+                port: opts.port + i as u16,
+                memory_limit_mb: each_mb,
+                conn_memory_mb,
+                ..opts.clone()
+            };
+            each.validate()
+                .map_err(|e| format!("{e} (each instance gets -m {each_mb})"))?;
+            Ok(each)
+        })
+        .collect()
+}
+
+/// A wasm32 guest addresses 4 GiB, which must hold `mb` of items and the
+/// rest of the server.
+fn check_addressable(mb: u64, per: &str) -> Result<(), String> {
+    if mb > sandbox::MAX_MEMORY_MB {
+        return Err(format!(
+            "-m {mb}{per} is more than a wasm32 guest can address; the limit is {} MB{per} \
+             (use more --instances, or wasmcached-server for larger caches)",
+            sandbox::MAX_MEMORY_MB
+        ));
+    }
+    Ok(())
+}
+
+/// `127.0.0.1:11211-11214`: where the instances listen.
+pub fn describe(instances: &[Options]) -> String {
+    let (Some(first), Some(last)) = (instances.first(), instances.last()) else {
+        return String::new();
+    };
+    let host = if first.listen.contains(':') {
+        format!("[{}]", first.listen)
+    } else {
+        first.listen.clone()
+    };
+    if instances.len() == 1 {
+        format!("{host}:{}", first.port)
+    } else {
+        format!("{host}:{}-{}", first.port, last.port)
+    }
+}
+
+/// Runs every instance, each on its own thread, until one fails or all
+/// have exited. Returns the exit code: the first non-zero code an instance
+/// exits with, or 0 once all exited cleanly. An instance that traps (or
+/// cannot start) is an error naming it, and ends the runner, which exits
+/// 70: a hashing client keeps sending a dead instance's share of the keys
+/// to it, so serving on with the others would hide the failure.
+///
+/// With more than one instance, one line on stderr says where they listen
+/// once all of them do; a single instance prints nothing new (the server
+/// itself reports its address at `-v`).
+pub fn run(guest: Guest, instances: Vec<Options>) -> anyhow::Result<u8> {
+    let n = instances.len();
+    let guest = Arc::new(guest);
+    let waiting = Arc::new(AtomicUsize::new(n));
+    let summary = Arc::new(format!(
+        "wasmcached: {n} instances listening on {}",
+        describe(&instances)
+    ));
+    let (done_tx, done_rx) = mpsc::channel();
+    for (i, opts) in instances.into_iter().enumerate() {
+        let (guest, waiting, summary, done_tx) = (
+            guest.clone(),
+            waiting.clone(),
+            summary.clone(),
+            done_tx.clone(),
+        );
+        let on_listening = move || {
+            if waiting.fetch_sub(1, Ordering::AcqRel) == 1 && n > 1 {
+                eprintln!("{summary}");
+            }
+        };
+        let name = describe(std::slice::from_ref(&opts));
+        std::thread::Builder::new()
+            .name(format!("instance-{i}"))
+            .spawn(move || {
+                // A panic in the host (a bug) must end the runner as a
+                // failure, not leave it serving with one instance gone.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    sandbox::run(&guest, &opts, on_listening)
+                }))
+                .unwrap_or_else(|_| Err(anyhow!("the runner panicked")));
+                let _ = done_tx.send((name, r));
+            })
+            .map_err(|e| anyhow!("starting a thread for an instance: {e}"))?;
+    }
+    drop(done_tx);
+    for (name, result) in done_rx {
+        match result {
+            Ok(0) => {}
+            Ok(code) => return Ok(code),
+            Err(e) if n == 1 => return Err(e),
+            Err(e) => return Err(e.context(format!("instance on {name}"))),
+        }
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn opts(args: &[&str]) -> Options {
+        Options::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn one_instance_keeps_the_options() {
+        let o = opts(&["-p", "0", "-m", "100"]);
+        assert_eq!(split(&o, 1).unwrap(), vec![o]);
+    }
+
+    #[test]
+    fn instances_take_consecutive_ports_and_a_share_of_memory() {
+        let o = opts(&[
+            "-p",
+            "11211",
+            "-m",
+            "1000",
+            "--conn-memory",
+            "90",
+            "-c",
+            "50",
+        ]);
+        let each = split(&o, 4).unwrap();
+        assert_eq!(
+            each.iter().map(|e| e.port).collect::<Vec<_>>(),
+            [11211, 11212, 11213, 11214]
+        );
+        for e in &each {
+            assert_eq!(
+                (e.memory_limit_mb, e.conn_memory_mb, e.conn_limit),
+                (250, Some(22), 50)
+            );
+        }
+        assert_eq!(describe(&each), "127.0.0.1:11211-11214");
+        let v6 = split(&opts(&["-p", "7000", "-l", "::1"]), 2).unwrap();
+        assert_eq!(describe(&v6), "[::1]:7000-7001");
+    }
+
+    #[test]
+    fn impossible_splits_are_errors() {
+        for (args, n, says) in [
+            (&["-p", "0"][..], 2, "needs a fixed -p"),
+            (&["-p", "65534"][..], 3, "the last port is 65535"),
+            (&["-p", "65533"][..], 3, ""),
+            (&["-m", "3"][..], 4, "less than 1 MB per instance"),
+            (&["--conn-memory", "3"][..], 4, "--conn-memory 3"),
+            (&["-m", "3", "-I", "1m"][..], 2, "each instance gets -m 1"),
+            (&["-m", "4096"][..], 1, "limit is 3072 MB"),
+            (&["-m", "8192"][..], 2, "-m 4096 per instance"),
+            (&["-m", "8192"][..], 4, ""),
+        ] {
+            let r = split(&opts(args), n);
+            if says.is_empty() {
+                assert!(r.is_ok(), "{args:?} x{n}: {r:?}");
+            } else {
+                let e = r.expect_err(says);
+                assert!(e.contains(says), "{args:?} x{n}: {e}");
+            }
+        }
+    }
+}
