@@ -2,6 +2,8 @@
 //! loopback ports (polling for readiness, never sleeping), and a minimal
 //! blocking client that reads exact byte counts.
 
+pub mod instances;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
