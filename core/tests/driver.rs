@@ -365,3 +365,34 @@ fn gate_refuses_past_the_limit_and_pauses_without_descriptors() {
     assert!(!g.wants_accept(3_000));
     assert_eq!(g.listen_disabled_num(), 3);
 }
+
+#[test]
+fn equal_hogs_that_hang_up_are_all_closed() {
+    let dcfg = DriverConfig {
+        memory_limit: 1 << 20,
+        ..DriverConfig::default()
+    };
+    let mut h = Host::new(dcfg, Config::default());
+    // Six half-received values of one size: together over three quarters
+    // of the limit, none above the others.
+    let hogs: Vec<usize> = (0..6).map(|_| h.connect(1 << 20)).collect();
+    for &c in &hogs {
+        h.send(c, b"set hog 0 0 150000\r\n");
+        h.send(c, &vec![b'y'; 136_000]);
+    }
+    h.settle();
+    for &c in &hogs {
+        h.socks[c].eof = true;
+    }
+    // Each hang-up is noticed, at the latest when the driver sheds memory
+    // it has held above its soft limit for too long.
+    for _ in 0..10 {
+        h.settle();
+        if let Some(t) = h.driver.poll_timeout() {
+            h.now_ms = h.now_ms.max(t);
+        }
+    }
+    assert!(hogs.iter().all(|&c| h.socks[c].closed));
+    assert_eq!(h.driver.held_bytes(), 0);
+    assert_eq!(h.driver.poll_timeout(), None);
+}

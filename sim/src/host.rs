@@ -386,6 +386,13 @@ impl EventLoop {
                 s.stalled = false;
             } else {
                 s.readable = true;
+                if !self.driver.interest(s.id).read && peer_reset(s) {
+                    // What `poll` reports as POLLERR, and the WASI server
+                    // learns from its next write: the peer reset the
+                    // connection. turmoil wakes no writer on a reset, so
+                    // without this a stalled connection would never close.
+                    self.driver.on_closed(s.id);
+                }
             }
         }
         any
@@ -595,6 +602,19 @@ impl EventLoop {
         p.admitted = self.gate.accepted();
         p.stats = self.driver.stats();
     }
+}
+
+/// Whether the peer reset the connection, asked without consuming input
+/// (a peek; it registers the read waker again when nothing is there).
+/// End of stream does not count: the driver learns of it from a read, once
+/// it wants to read again, as from a real socket. A peek that finds data
+/// sets one segment aside, which frees one send credit of the client: a
+/// receive buffer one segment larger, nothing more.
+fn peer_reset(s: &mut Sock) -> bool {
+    let mut byte = [0u8; 1];
+    let mut rb = ReadBuf::new(&mut byte);
+    let mut cx = Context::from_waker(&s.read_waker);
+    matches!(s.stream.poll_peek(&mut cx, &mut rb), Poll::Ready(Err(_)))
 }
 
 /// Gathers the connection's pending output into `out`: up to `max` bytes,

@@ -28,6 +28,10 @@ const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory";
 /// than this, however many connections share the budget.
 const HEAVY_FLOOR: usize = 64 * 1024;
 
+/// How long the driver may stay above three quarters of its memory limit
+/// before it closes the heaviest connection.
+const SHED_AFTER_MS: u64 = 1000;
+
 /// How often idle connections are looked for, when `idle_timeout_ms` is set.
 const IDLE_CHECK_MS: u64 = 1000;
 
@@ -192,6 +196,8 @@ pub struct Driver {
     held: usize,
     pass: u64,
     now_ms: u64,
+    /// Since when the driver has been above its soft limit.
+    over_soft_since: Option<u64>,
     next_idle_check: u64,
     stats: DriverStats,
 }
@@ -212,6 +218,7 @@ impl Driver {
             held: 0,
             pass: 0,
             now_ms: 0,
+            over_soft_since: None,
             next_idle_check: 0,
             stats: DriverStats::default(),
         }
@@ -463,17 +470,17 @@ impl Driver {
 
     /// When the driver needs the host back without readiness, in the
     /// host's monotonic milliseconds: now when connections are ready to
-    /// run, the next idle check when idle timeouts are on, otherwise never
-    /// (`None`). An idle server sleeps.
+    /// run; otherwise the next idle check (when idle timeouts are on) or
+    /// the moment a stay above the soft memory limit ends in shedding,
+    /// whichever is first; otherwise never (`None`). An idle server sleeps.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
         if !self.runnable.is_empty() || !self.to_close.is_empty() {
             return Some(self.now_ms);
         }
-        if self.cfg.idle_timeout_ms > 0 && self.live > 0 {
-            return Some(self.next_idle_check);
-        }
-        None
+        let idle = (self.cfg.idle_timeout_ms > 0 && self.live > 0).then_some(self.next_idle_check);
+        let shed = self.over_soft_since.map(|t| t + SHED_AFTER_MS);
+        idle.into_iter().chain(shed).min()
     }
 
     fn may_read(&self, s: &Slot) -> bool {
@@ -482,7 +489,7 @@ impl Driver {
             && !s.blocked
             && self.held < self.cfg.memory_limit
             && s.conn.wants_input(&self.store_cfg)
-            && !(self.over_soft() && s.held >= self.heavy_floor())
+            && !self.is_heavy_slot(s)
     }
 
     fn mark_ready(&mut self, i: u32) {
@@ -503,12 +510,14 @@ impl Driver {
         }
     }
 
-    /// Back under the soft limit: parked connections run again.
+    /// Parked connections that are no longer among the heaviest (the
+    /// driver went back under its soft limit, or others grew) run again.
     fn unpark(&mut self) {
-        if self.parked.is_empty() || self.over_soft() {
-            return;
-        }
         for i in core::mem::take(&mut self.parked) {
+            if self.slots[i as usize].live && self.is_heavy(i) {
+                self.parked.push(i);
+                continue;
+            }
             self.slots[i as usize].parked = false;
             if self.slots[i as usize].live {
                 self.mark_ready(i);
@@ -529,7 +538,9 @@ impl Driver {
             s.conn.shrink();
         }
         self.remeasure(i);
-        self.unpark();
+        if !self.parked.is_empty() && !self.over_soft() {
+            self.unpark();
+        }
     }
 
     fn remeasure(&mut self, i: u32) {
@@ -555,42 +566,70 @@ impl Driver {
         self.held > self.soft_limit()
     }
 
-    /// Connections holding at least this are the heaviest while the driver
-    /// is over its soft limit: more than an even share of it.
-    fn heavy_floor(&self) -> usize {
-        (self.soft_limit() / self.live.max(1)).max(HEAVY_FLOOR)
+    /// While the driver is over its soft limit, the heaviest connections
+    /// are those holding more than the average. Strictly more: connections
+    /// holding the same (six half-received values of one size, say) would
+    /// otherwise all pause, and none could ever complete its request and
+    /// give its memory back.
+    fn is_heavy_slot(&self, s: &Slot) -> bool {
+        self.over_soft() && s.held > (self.held / self.live.max(1)).max(HEAVY_FLOOR)
     }
 
     fn is_heavy(&self, i: u32) -> bool {
-        self.over_soft() && self.slots[i as usize].held >= self.heavy_floor()
+        self.is_heavy_slot(&self.slots[i as usize])
     }
 
-    /// Above the limit, closes the heaviest connections until it is met.
+    /// Keeps the driver within its limit: above the limit it closes the
+    /// heaviest connections until the limit is met; above the soft limit
+    /// for [`SHED_AFTER_MS`] without getting below it, it closes the
+    /// heaviest one (paused connections whose requests cannot complete
+    /// would otherwise hold their memory, and hide their clients' hang-ups,
+    /// for ever).
     fn enforce_limit(&mut self) {
         while self.held > self.cfg.memory_limit {
-            let victim = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.live && !s.doomed)
-                .max_by_key(|(_, s)| s.held)
-                .map(|(i, _)| i as u32);
-            let Some(i) = victim else { break };
-            self.stats.closed_for_memory += 1;
-            let s = &mut self.slots[i as usize];
-            if s.conn.pending_len() == 0 && !s.conn.is_closing() {
-                // Nothing half-sent: the client can be told why, and the
-                // connection closes once that is written. Should the
-                // reply be the last thing over the limit, the next round
-                // closes the connection outright.
-                s.conn.fail(OUT_OF_MEMORY);
-                s.ready = false;
-                self.remeasure(i);
-            } else {
-                self.doom(i);
-                self.release(i);
+            if !self.shed_heaviest() {
+                break;
             }
         }
+        if !self.over_soft() {
+            self.over_soft_since = None;
+            return;
+        }
+        match self.over_soft_since {
+            None => self.over_soft_since = Some(self.now_ms),
+            Some(t) if self.now_ms >= t + SHED_AFTER_MS => {
+                self.shed_heaviest();
+                self.over_soft_since = Some(self.now_ms);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Closes the connection holding the most; false when there is none.
+    fn shed_heaviest(&mut self) -> bool {
+        let victim = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.live && !s.doomed)
+            .max_by_key(|(_, s)| s.held)
+            .map(|(i, _)| i as u32);
+        let Some(i) = victim else { return false };
+        self.stats.closed_for_memory += 1;
+        let s = &mut self.slots[i as usize];
+        if s.conn.pending_len() == 0 && !s.conn.is_closing() {
+            // Nothing half-sent: the client can be told why, and the
+            // connection closes once that is written. Should the reply be
+            // the last thing over the limit, the next round closes the
+            // connection outright.
+            s.conn.fail(OUT_OF_MEMORY);
+            s.ready = false;
+            self.remeasure(i);
+        } else {
+            self.doom(i);
+            self.release(i);
+        }
+        true
     }
 
     /// Frees a doomed connection's buffers at once (the host closes it at
