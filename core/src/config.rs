@@ -1,9 +1,12 @@
 //! Settings a [`Store`](crate::Store) is created with.
 
+use crate::sasl::SaslDb;
+
 /// Store and protocol settings, mirroring memcached's command-line options.
 ///
 /// Defaults are memcached 1.6.18's: 64 MiB of item memory (`-m 64`), 1 MiB
-/// maximum item size (`-I 1m`), evictions on (no `-M`).
+/// maximum item size (`-I 1m`), evictions on (no `-M`), the protocol chosen
+/// per connection (`-B auto`), no SASL (no `-S`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Bytes of item memory before least-recently-used items are evicted
@@ -42,8 +45,53 @@ pub struct Config {
     /// Requests a connection executes per [`Connection::process`](crate::Connection::process)
     /// call before yielding to other connections (`-R`, memcached: 20).
     pub requests_per_event: u32,
+    /// Which protocols connections may speak (`-B`). Forced to
+    /// [`Protocol::Binary`] while `sasl` is set, as memcached refuses `-S`
+    /// with the text protocol enabled.
+    pub protocol: Protocol,
+    /// SASL authentication (`-S`): the users that may authenticate, with
+    /// PLAIN over the binary protocol. `None` turns SASL off. The host reads
+    /// the credentials (memcached's `MEMCACHED_SASL_PWDB` file); the core
+    /// only gets their contents.
+    pub sasl: Option<SaslDb>,
     /// Settings that only the host knows, reported by `stats settings`.
     pub host: HostSettings,
+}
+
+impl Config {
+    /// The protocol binding in force: `protocol`, or binary-only under SASL.
+    pub fn binding(&self) -> Protocol {
+        if self.sasl.is_some() {
+            Protocol::Binary
+        } else {
+            self.protocol
+        }
+    }
+}
+
+/// memcached's `-B`: which protocols a connection may speak.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// Each connection's first byte decides: `0x80` (the binary request
+    /// magic) starts the binary protocol, anything else the text protocol.
+    #[default]
+    Auto,
+    /// Text (and meta) protocol only; binary requests are read as text.
+    Ascii,
+    /// Binary protocol only; text requests close the connection (once a
+    /// header's worth of bytes shows the wrong magic).
+    Binary,
+}
+
+impl Protocol {
+    /// The name `stats settings` reports (`binding_protocol`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Auto => "auto-negotiate",
+            Protocol::Ascii => "ascii",
+            Protocol::Binary => "binary",
+        }
+    }
 }
 
 /// Host-side settings reported verbatim by `stats settings`.
@@ -90,6 +138,8 @@ impl Default for Config {
             multiget_line_max: 1024 * 1024,
             output_high_water: 1024 * 1024,
             requests_per_event: 20,
+            protocol: Protocol::Auto,
+            sasl: None,
             host: HostSettings::default(),
         }
     }

@@ -38,6 +38,7 @@ mod config;
 mod conn;
 pub mod driver;
 mod num;
+mod sasl;
 mod slab;
 mod stats;
 mod store;
@@ -45,8 +46,9 @@ mod store;
 pub mod transcript;
 
 pub use clock::Clock;
-pub use config::{Config, HostSettings};
+pub use config::{Config, HostSettings, Protocol};
 pub use conn::{Connection, Progress};
 pub use driver::{ConnId, Driver, DriverConfig, Gate};
+pub use sasl::SaslDb;
 pub use stats::{HostStats, Stats};
 pub use store::Store;

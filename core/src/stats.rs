@@ -29,6 +29,8 @@ pub struct Stats {
     pub touch_misses: u64,
     pub store_too_large: u64,
     pub store_no_memory: u64,
+    pub auth_cmds: u64,
+    pub auth_errors: u64,
     pub total_items: u64,
     pub expired_unfetched: u64,
     pub evicted_unfetched: u64,

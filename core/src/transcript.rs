@@ -20,6 +20,18 @@
 //! use `\r`, `\n`, `\t`, `\\` and `\xHH` escapes. `sleep S` advances time by
 //! S seconds. `opts` lists the memcached options the case was captured with.
 //!
+//! A `format hex` line switches the steps after it to hex, for the binary
+//! protocol: pairs of hex digits, with spaces, `|` and `;` ignored (the
+//! capture script separates header fields, extras, key and value with `|`
+//! and packets with `;`), and `"..."` for bytes in the escaped notation:
+//!
+//! ```text
+//! format hex
+//! === get_miss
+//! 1> 80 00 0003 00 00 0000 00000003 00000000 0000000000000000 | "foo"
+//! 1< 81 00 0000 00 00 0001 00000009 00000000 0000000000000000 | "Not found"
+//! ```
+//!
 //! This module only parses and normalises; each host drives its own I/O.
 
 use alloc::string::String;
@@ -158,12 +170,42 @@ pub fn escape(bytes: &[u8]) -> String {
     s
 }
 
+/// Decodes the hex notation of `format hex` steps.
+pub fn unhex(s: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let close = quoted
+                .find('"')
+                .ok_or_else(|| String::from("unclosed quote"))?;
+            out.extend_from_slice(&unescape(&quoted[..close])?);
+            rest = &quoted[close + 1..];
+        } else if c.is_ascii_whitespace() || c == '|' || c == ';' {
+            rest = &rest[1..];
+        } else {
+            let pair = rest
+                .get(..2)
+                .ok_or_else(|| String::from("odd number of hex digits"))?;
+            let v = u8::from_str_radix(pair, 16).map_err(|_| String::from("bad hex digit"))?;
+            out.push(v);
+            rest = &rest[2..];
+        }
+    }
+    Ok(out)
+}
+
 /// Parses a transcript file.
 pub fn parse(text: &str) -> Result<Vec<Case>, String> {
     let mut cases: Vec<Case> = Vec::new();
+    let mut decode: fn(&str) -> Result<Vec<u8>, String> = unescape;
     for (lineno, line) in text.lines().enumerate() {
         let err = |m: &str| alloc::format!("line {}: {}", lineno + 1, m);
         if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line == "format hex" {
+            decode = unhex;
             continue;
         }
         if let Some(name) = line.strip_prefix("=== ") {
@@ -201,7 +243,7 @@ pub fn parse(text: &str) -> Result<Vec<Case>, String> {
             match kind {
                 b'>' => case.steps.push(Step::Send {
                     conn,
-                    request: unescape(body).map_err(|e| err(&e))?,
+                    request: decode(body).map_err(|e| err(&e))?,
                     reply: Vec::new(),
                     closed: false,
                 }),
@@ -219,7 +261,7 @@ pub fn parse(text: &str) -> Result<Vec<Case>, String> {
                         return Err(err("reply on another connection"));
                     }
                     if kind == b'<' {
-                        reply.extend_from_slice(&unescape(body).map_err(|e| err(&e))?);
+                        reply.extend_from_slice(&decode(body).map_err(|e| err(&e))?);
                     } else {
                         *closed = true;
                     }
@@ -283,29 +325,111 @@ const VOLATILE_STATS: &[&str] = &[
     "lru_crawler",
     "shutdown_command",
     "maxconns",
-    "binding_protocol",
     "tcp_backlog",
     "inline_ascii_response",
     "lrutail_reflocked",
 ];
 
-/// Masks the values of volatile `STAT` lines so replies can be compared
-/// byte for byte everywhere else.
+/// Per-class `stats items` fields that depend on when memcached's LRU
+/// maintainer thread last ran (which segment an item sits in), not on the
+/// commands: masked in every class.
+const LRU_TIMING_ITEM_STATS: &[&str] = &[
+    "number_hot",
+    "number_warm",
+    "number_cold",
+    "age_hot",
+    "age_warm",
+    "age",
+    "moves_to_cold",
+    "moves_to_warm",
+    "moves_within_lru",
+    "hits_to_hot",
+    "hits_to_warm",
+    "hits_to_cold",
+    "hits_to_temp",
+];
+
+fn is_volatile(name: &[u8]) -> bool {
+    let listed = |list: &[&str], n: &[u8]| list.iter().any(|v| v.as_bytes() == n);
+    if listed(VOLATILE_STATS, name) {
+        return true;
+    }
+    name.strip_prefix(b"items:")
+        .and_then(|r| r.rsplit(|&b| b == b':').next())
+        .is_some_and(|field| listed(LRU_TIMING_ITEM_STATS, field))
+}
+
+/// Masks the values of volatile stats so replies can be compared byte for
+/// byte everywhere else: `STAT` lines of the text protocol, stat packets
+/// of the binary protocol.
 pub fn normalize(reply: &[u8]) -> Vec<u8> {
+    mask_stats(reply, &is_volatile)
+}
+
+/// Replaces the value of every stat whose name `hide` selects with `*`.
+fn mask_stats(reply: &[u8], hide: &dyn Fn(&[u8]) -> bool) -> Vec<u8> {
+    if reply.first() == Some(&BINARY_RESPONSE) {
+        return mask_binary_stats(reply, hide);
+    }
     let mut out = Vec::with_capacity(reply.len());
     for line in reply.split_inclusive(|&b| b == b'\n') {
-        if let Some(rest) = line.strip_prefix(b"STAT ") {
-            if let Some(sp) = rest.iter().position(|&b| b == b' ') {
-                let name = &rest[..sp];
-                if VOLATILE_STATS.iter().any(|v| v.as_bytes() == name) {
-                    out.extend_from_slice(b"STAT ");
-                    out.extend_from_slice(name);
-                    out.extend_from_slice(b" *\r\n");
-                    continue;
-                }
+        let name = line
+            .strip_prefix(b"STAT ")
+            .and_then(|r| r.split(|&b| b == b' ').next())
+            .filter(|n| hide(n));
+        match name {
+            Some(n) => {
+                out.extend_from_slice(b"STAT ");
+                out.extend_from_slice(n);
+                out.extend_from_slice(b" *\r\n");
             }
+            None => out.extend_from_slice(line),
         }
-        out.extend_from_slice(line);
+    }
+    out
+}
+
+/// The binary protocol's response magic, the first byte of every reply.
+const BINARY_RESPONSE: u8 = 0x81;
+/// The binary protocol's stat opcode.
+const BINARY_STAT: u8 = 0x10;
+
+/// Splits binary replies into packets (header and body); an incomplete
+/// packet at the end is returned whole.
+pub fn binary_packets(mut reply: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while !reply.is_empty() {
+        let len = if reply.len() >= 24 {
+            let body = u32::from_be_bytes([reply[8], reply[9], reply[10], reply[11]]);
+            (24 + body as usize).min(reply.len())
+        } else {
+            reply.len()
+        };
+        out.push(&reply[..len]);
+        reply = &reply[len..];
+    }
+    out
+}
+
+fn mask_binary_stats(reply: &[u8], hide: &dyn Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(reply.len());
+    for p in binary_packets(reply) {
+        let keylen = p
+            .get(2..4)
+            .map_or(0, |k| usize::from(u16::from_be_bytes([k[0], k[1]])));
+        let name = p
+            .get(24..24 + keylen)
+            .filter(|_| p[1] == BINARY_STAT && keylen > 0);
+        match name.filter(|n| hide(n)) {
+            Some(n) => {
+                out.extend_from_slice(&p[..8]);
+                out.extend_from_slice(&(keylen as u32 + 1).to_be_bytes());
+                out.extend_from_slice(&p[12..24]);
+                out.extend_from_slice(n);
+                out.push(b'*');
+            }
+            None => out.extend_from_slice(p),
+        }
     }
     out
 }
@@ -325,33 +449,25 @@ const SWEEP_TIMING: &[&str] = &[
 /// [`normalize`], plus masking of sweep-timing stats when `case` waits.
 /// For hosts that run an expiry sweep alongside the requests.
 pub fn normalize_for_host(case: &Case, reply: &[u8]) -> Vec<u8> {
-    let out = normalize(reply);
     if !case.steps.iter().any(|s| matches!(s, Step::Sleep { .. })) {
-        return out;
+        return normalize(reply);
     }
-    let mut masked = Vec::with_capacity(out.len());
-    for line in out.split_inclusive(|&b| b == b'\n') {
-        let name = line
-            .strip_prefix(b"STAT ")
-            .and_then(|r| r.split(|&b| b == b' ').next())
-            .filter(|n| SWEEP_TIMING.iter().any(|s| s.as_bytes() == *n));
-        match name {
-            Some(n) => {
-                masked.extend_from_slice(b"STAT ");
-                masked.extend_from_slice(n);
-                masked.extend_from_slice(b" *\r\n");
-            }
-            None => masked.extend_from_slice(line),
-        }
-    }
-    masked
+    mask_stats(reply, &|n| {
+        is_volatile(n) || SWEEP_TIMING.iter().any(|s| s.as_bytes() == n)
+    })
 }
 
 /// Describes how two replies differ: the first differing line of each,
 /// or the length difference.
 pub fn describe_difference(want: &[u8], got: &[u8]) -> String {
-    let w: Vec<&[u8]> = want.split_inclusive(|&b| b == b'\n').collect();
-    let g: Vec<&[u8]> = got.split_inclusive(|&b| b == b'\n').collect();
+    let (w, g): (Vec<&[u8]>, Vec<&[u8]>) = if want.first() == Some(&BINARY_RESPONSE) {
+        (binary_packets(want), binary_packets(got))
+    } else {
+        (
+            want.split_inclusive(|&b| b == b'\n').collect(),
+            got.split_inclusive(|&b| b == b'\n').collect(),
+        )
+    };
     for i in 0..w.len().max(g.len()) {
         let (a, b) = (
             w.get(i).copied().unwrap_or(b""),
@@ -379,6 +495,22 @@ mod tests {
         let mut raw = alloc::vec::Vec::from(&b"a\r\n\t\\\x00\xff z"[..]);
         raw.extend_from_slice(&[b'q'; 40]);
         assert_eq!(unescape(&escape(&raw)).unwrap(), raw);
+    }
+
+    #[test]
+    fn hex_steps_and_binary_stats() {
+        let t = "format hex\n=== b\n1> 80 0a 0000 | \"k\\r\" ; 0a\n";
+        let cases = parse(t).unwrap();
+        let Step::Send { request, .. } = &cases[0].steps[0] else {
+            panic!("not a send")
+        };
+        assert_eq!(request, b"\x80\x0a\x00\x00k\r\x0a");
+        let mut stat = alloc::vec![0x81, 0x10, 0, 3, 0, 0, 0, 0, 0, 0, 0, 5];
+        stat.extend_from_slice(&[0; 12]);
+        stat.extend_from_slice(b"pid42");
+        let masked = normalize(&stat);
+        assert_eq!(&masked[8..12], &[0, 0, 0, 4]);
+        assert_eq!(&masked[24..], b"pid*");
     }
 
     #[test]

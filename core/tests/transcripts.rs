@@ -7,9 +7,13 @@ mod common;
 
 use common::{feed, Rng};
 use wasmcached_core::transcript::{self, Case, Step};
-use wasmcached_core::{Clock, Config, Connection, Store};
+use wasmcached_core::{Clock, Config, Connection, Protocol, SaslDb, Store};
 
 const START: Clock = Clock::new(1_000_000, 1_700_000_000);
+
+/// The users `-S` cases authenticate as (scripts/capture_binary_transcripts.py
+/// creates the same ones for memcached).
+pub const SASL_USERS: &[u8] = b"testuser:testpass\nother:secret\n";
 
 /// Builds the store configuration a case's memcached options describe.
 fn config_for(case: &Case) -> Config {
@@ -30,6 +34,21 @@ fn config_for(case: &Case) -> Config {
             "-M" => {
                 cfg.evictions = false;
                 continue;
+            }
+            "-F" => {
+                cfg.flush_enabled = false;
+                continue;
+            }
+            "-S" => {
+                cfg.sasl = Some(SaslDb::parse(SASL_USERS));
+                continue;
+            }
+            "-B" => {
+                cfg.protocol = match v.as_str() {
+                    "ascii" => Protocol::Ascii,
+                    "binary" => Protocol::Binary,
+                    _ => Protocol::Auto,
+                }
             }
             _ => panic!("option {o} not understood by the core harness"),
         }
@@ -228,4 +247,9 @@ fn text_protocol_transcript() {
 #[test]
 fn meta_protocol_transcript() {
     run_suite("meta.transcript");
+}
+
+#[test]
+fn binary_protocol_transcript() {
+    run_suite("binary.transcript");
 }

@@ -1,5 +1,6 @@
 //! Per-client protocol state: framing, pipelining, back-pressure, replies.
 
+mod binary;
 mod meta;
 mod output;
 mod stats_cmd;
@@ -9,7 +10,7 @@ mod tokens;
 use alloc::vec::Vec;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, Protocol};
 use crate::store::{SharedValue, Store};
 use output::Output;
 use tokens::Tokens;
@@ -58,6 +59,29 @@ enum Step {
     Close,
 }
 
+/// The protocol a connection speaks, fixed by its first byte (see
+/// [`Protocol`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wire {
+    /// No byte has arrived yet.
+    Undecided,
+    Text,
+    Binary,
+}
+
+impl Wire {
+    /// memcached's negotiation: the binary request magic as the first byte
+    /// picks the binary protocol, unless `-B` fixes one for all.
+    fn choose(binding: Protocol, first: u8) -> Wire {
+        match binding {
+            Protocol::Ascii => Wire::Text,
+            Protocol::Binary => Wire::Binary,
+            Protocol::Auto if first == binary::REQUEST_MAGIC => Wire::Binary,
+            Protocol::Auto => Wire::Text,
+        }
+    }
+}
+
 /// A multiget interrupted by back-pressure, resumed on the next call. The
 /// request line stays at the front of the input until it completes.
 struct PausedGet {
@@ -78,7 +102,10 @@ struct PausedGet {
 /// A `Connection` owns no socket and no store: the host feeds it received
 /// bytes, lets it execute complete requests against the shared [`Store`],
 /// and transmits the reply bytes it produces. Any split of the input into
-/// `receive` calls produces the same replies.
+/// `receive` calls produces the same replies. The connection's first byte
+/// fixes its protocol for good, as memcached's `-B auto` does: `0x80`
+/// starts the binary protocol, anything else the text (and meta) protocol
+/// (`Config::protocol` can fix either for all connections).
 ///
 /// Call order, once per event-loop pass:
 /// 1. [`receive`](Connection::receive) the bytes read from the socket
@@ -124,6 +151,10 @@ pub struct Connection {
     /// Bytes searched for line endings so far: a deterministic measure of
     /// framing work, for tests.
     line_scan_work: u64,
+    /// The protocol, once the first byte has arrived.
+    wire: Wire,
+    /// SASL authentication state (binary protocol, `-S`).
+    sasl: binary::SaslState,
 }
 
 impl Default for Connection {
@@ -149,6 +180,8 @@ impl Connection {
             unreported_written: 0,
             line_scanned: 0,
             line_scan_work: 0,
+            wire: Wire::Undecided,
+            sasl: binary::SaslState::default(),
         }
     }
 
@@ -272,14 +305,20 @@ impl Connection {
     /// buffered input is dropped, nothing more is parsed, and
     /// [`is_closing`](Connection::is_closing) becomes true. For a host that
     /// must shed the connection (its memory limit) while a reply is still
-    /// possible, that is while nothing else is pending.
+    /// possible, that is while nothing else is pending. A binary connection
+    /// gets the error as an out-of-memory packet instead, its text without
+    /// the `SERVER_ERROR ` prefix (as memcached's `out_of_memory` does).
     pub fn fail(&mut self, reply: &[u8]) {
         self.input = Vec::new();
         self.consumed = 0;
         self.incomplete = false;
         self.swallow = 0;
         self.paused = None;
-        self.out_err(reply);
+        if self.wire == Wire::Binary {
+            self.bin_fail(reply);
+        } else {
+            self.out_err(reply);
+        }
         self.closing = true;
     }
 
@@ -378,8 +417,36 @@ impl Connection {
         }
     }
 
+    /// [`push_value`](Connection::push_value) without the `\r\n`, for the
+    /// binary protocol, which frames values by length.
+    #[inline]
+    pub(crate) fn push_raw_value(
+        &mut self,
+        value: &[u8],
+        shared: impl FnOnce() -> Option<SharedValue>,
+    ) {
+        if !self.out_of_memory && self.output.push_value_then(value, shared, b"").is_err() {
+            self.out_of_memory = true;
+        }
+    }
+
     /// Handles the request starting at `input[pos..]`.
     fn step(&mut self, store: &mut Store, pos: usize) -> Step {
+        if self.wire == Wire::Undecided {
+            let Some(&first) = self.input.get(pos) else {
+                return Step::Incomplete;
+            };
+            self.wire = Wire::choose(store.config().binding(), first);
+        }
+        if self.wire == Wire::Binary {
+            self.step_binary(store, pos)
+        } else {
+            self.step_text(store, pos)
+        }
+    }
+
+    /// Handles the text request starting at `input[pos..]`.
+    fn step_text(&mut self, store: &mut Store, pos: usize) -> Step {
         if let Some(p) = self.paused.take() {
             return self.resume_get(store, pos, p);
         }

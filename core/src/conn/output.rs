@@ -103,18 +103,30 @@ impl Output {
         value: &[u8],
         shared: impl FnOnce() -> Option<SharedValue>,
     ) -> Result<(), TryReserveError> {
+        self.push_value_then(value, shared, b"\r\n")
+    }
+
+    /// [`Output::push_value`] with `trailer` after the value instead of
+    /// `\r\n` (the binary protocol frames values by length: no trailer).
+    pub(crate) fn push_value_then(
+        &mut self,
+        value: &[u8],
+        shared: impl FnOnce() -> Option<SharedValue>,
+        trailer: &[u8],
+    ) -> Result<(), TryReserveError> {
         if value.len() >= SHARE_MIN {
             if let Some(v) = shared() {
                 self.push_shared(v);
-                self.tail.extend_from_slice(b"\r\n");
+                self.tail.extend_from_slice(trailer);
                 return Ok(());
             }
         }
-        if self.tail.capacity() - self.tail.len() < value.len() + 2 {
-            self.tail.try_reserve(value.len() + 2)?;
+        let need = value.len() + trailer.len();
+        if self.tail.capacity() - self.tail.len() < need {
+            self.tail.try_reserve(need)?;
         }
         self.tail.extend_from_slice(value);
-        self.tail.extend_from_slice(b"\r\n");
+        self.tail.extend_from_slice(trailer);
         Ok(())
     }
 

@@ -74,11 +74,10 @@ impl Connection {
     }
 }
 
-fn general(store: &Store, out: &mut Vec<u8>) {
+pub(super) fn general(store: &Store, out: &mut Vec<u8>) {
     let s = store.stats();
     let h = store.host_stats();
     let cfg = store.config();
-    let z = V::U(0);
     stat(out, b"pid", V::U(u64::from(h.pid)));
     stat(out, b"uptime", V::U(store.uptime()));
     stat(out, b"time", V::U(store.unix_now()));
@@ -115,7 +114,7 @@ fn general(store: &Store, out: &mut Vec<u8>) {
     for (name, v) in bufs {
         stat(out, name, V::U(v));
     }
-    let counters: [(&[u8], u64); 23] = [
+    let counters: [(&[u8], u64); 24] = [
         (b"cmd_get", s.cmd_get),
         (b"cmd_set", s.cmd_set),
         (b"cmd_flush", s.cmd_flush),
@@ -138,12 +137,12 @@ fn general(store: &Store, out: &mut Vec<u8>) {
         (b"touch_misses", s.touch_misses),
         (b"store_too_large", s.store_too_large),
         (b"store_no_memory", s.store_no_memory),
-        (b"auth_cmds", 0),
+        (b"auth_cmds", s.auth_cmds),
+        (b"auth_errors", s.auth_errors),
     ];
     for (name, v) in counters {
         stat(out, name, V::U(v));
     }
-    stat(out, b"auth_errors", z);
     stat(out, b"bytes_read", V::U(s.bytes_read));
     stat(out, b"bytes_written", V::U(s.bytes_written));
     stat(out, b"limit_maxbytes", V::U(cfg.memory_limit));
@@ -212,7 +211,7 @@ fn general(store: &Store, out: &mut Vec<u8>) {
     }
 }
 
-fn settings(store: &Store, out: &mut Vec<u8>) {
+pub(super) fn settings(store: &Store, out: &mut Vec<u8>) {
     let cfg = store.config();
     let h = &cfg.host;
     let yes_no = |b: bool| -> &'static [u8] {
@@ -254,8 +253,12 @@ fn settings(store: &Store, out: &mut Vec<u8>) {
     );
     stat(out, b"cas_enabled", V::S(b"yes"));
     stat(out, b"tcp_backlog", V::U(u64::from(h.tcp_backlog)));
-    stat(out, b"binding_protocol", V::S(b"ascii"));
-    stat(out, b"auth_enabled_sasl", V::S(b"no"));
+    stat(
+        out,
+        b"binding_protocol",
+        V::S(cfg.binding().name().as_bytes()),
+    );
+    stat(out, b"auth_enabled_sasl", V::S(yes_no(cfg.sasl.is_some())));
     stat(out, b"auth_enabled_ascii", V::S(b"no"));
     stat(out, b"item_size_max", V::U(u64::from(cfg.item_size_max)));
     stat(out, b"maxconns_fast", V::S(b"yes"));
@@ -330,7 +333,7 @@ fn class_stat(out: &mut Vec<u8>, prefix: &[u8], cls: usize, name: &[u8], v: u64)
     stat(out, &full, V::U(v));
 }
 
-fn items(store: &Store, out: &mut Vec<u8>) {
+pub(super) fn items(store: &Store, out: &mut Vec<u8>) {
     for (cls, c) in store.classes.iter().enumerate() {
         if c.number == 0 {
             continue;
@@ -372,7 +375,7 @@ fn items(store: &Store, out: &mut Vec<u8>) {
     }
 }
 
-fn slabs(store: &Store, out: &mut Vec<u8>) {
+pub(super) fn slabs(store: &Store, out: &mut Vec<u8>) {
     let mut active = 0u64;
     let mut malloced = 0u64;
     for (cls, c) in store.classes.iter().enumerate() {

@@ -607,7 +607,12 @@ impl Connection {
     }
 
     /// One key of a get-family command: lookup, touch, bump and counters.
-    fn lookup_one(&mut self, store: &mut Store, key: &[u8], touch: Option<u32>) -> Option<u32> {
+    pub(super) fn lookup_one(
+        &mut self,
+        store: &mut Store,
+        key: &[u8],
+        touch: Option<u32>,
+    ) -> Option<u32> {
         // gat/gats count as touches only (memcached 1.6.18 leaves cmd_get).
         if touch.is_none() {
             store.stats.cmd_get += 1;
@@ -749,7 +754,7 @@ impl Connection {
                 }
             }
         }
-        store.flush(delay);
+        store.flush(i64::from(delay));
         self.out(b"OK");
     }
 }

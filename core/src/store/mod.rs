@@ -172,10 +172,17 @@ impl Store {
     /// up to 30 days is relative, larger is a unix time, negative is already
     /// expired.
     pub(crate) fn realtime(&self, exptime: i32) -> u32 {
+        self.realtime_wide(i64::from(exptime))
+    }
+
+    /// [`Store::realtime`] of an exptime wider than 32 signed bits: the
+    /// binary protocol's unsigned 32-bit exptimes, which memcached widens
+    /// to `time_t` (so `0xffffffff` is a date in 2106, not "expired").
+    pub(crate) fn realtime_wide(&self, exptime: i64) -> u32 {
         let e = if exptime < 0 {
             REALTIME_MAXDELTA + 1
         } else {
-            i64::from(exptime)
+            exptime
         };
         if e == 0 {
             return 0;
@@ -551,9 +558,9 @@ impl Store {
     /// `flush_all [delay]` as memcached 1.6.18 implements it: items last
     /// updated at or before the watermark, or (for an immediate flush) with a
     /// CAS older than the flush, become invisible once the watermark is due.
-    pub(crate) fn flush(&mut self, delay: i32) {
+    pub(crate) fn flush(&mut self, delay: i64) {
         let new_oldest = if delay > 0 {
-            self.realtime(delay)
+            self.realtime_wide(delay)
         } else {
             self.now
         };
