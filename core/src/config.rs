@@ -54,6 +54,14 @@ pub struct Config {
     /// the credentials (memcached's `MEMCACHED_SASL_PWDB` file); the core
     /// only gets their contents.
     pub sasl: Option<SaslDb>,
+    /// Thousandths of `memory_limit` kept free of item bytes for what the
+    /// store's items cost beyond memcached's item sizes (hash index,
+    /// partly used pages, allocator headers and fragmentation), so that a
+    /// full cache keeps the process's memory near `memory_limit`, as
+    /// memcached's slab pages do. 0 gives items the whole limit, which is
+    /// what byte-level protocol tests of eviction expect; the server uses
+    /// a few percent.
+    pub reserve_per_mille: u32,
     /// Settings that only the host knows, reported by `stats settings`.
     pub host: HostSettings,
 }
@@ -140,6 +148,7 @@ impl Default for Config {
             requests_per_event: 20,
             protocol: Protocol::Auto,
             sasl: None,
+            reserve_per_mille: 0,
             host: HostSettings::default(),
         }
     }

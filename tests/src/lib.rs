@@ -350,7 +350,7 @@ pub fn raise_nofile(want: u64) -> u64 {
             lim = raised;
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// Connects to 127.0.0.1:`port` with the receive buffer set to
@@ -455,4 +455,49 @@ impl Latencies {
             self.max()
         )
     }
+}
+
+/// Pages of memory all TCP sockets on the host hold now (`/proc/net/sockstat`).
+pub fn tcp_mem_pages() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = s.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "mem")?;
+    words.next()?.parse().ok()
+}
+
+/// The host's TCP memory thresholds in pages (`net.ipv4.tcp_mem`: low,
+/// pressure, max). Past "pressure" the kernel throttles every TCP socket.
+pub fn tcp_mem_limits() -> Option<[u64; 3]> {
+    let s = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem").ok()?;
+    let v: Vec<u64> = s
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    Some([*v.first()?, *v.get(1)?, *v.get(2)?])
+}
+
+/// Bytes per page, the unit of [`tcp_mem_pages`].
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as u64
+    } else {
+        4096
+    }
+}
+
+/// Connections the host's listening sockets dropped because their accept
+/// queue was full (`TcpExt: ListenOverflows` in `/proc/net/netstat`); each
+/// costs the client a SYN retransmission, 1 s or more.
+pub fn listen_overflows() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut tcp_ext = s.lines().filter(|l| l.starts_with("TcpExt:"));
+    let names = tcp_ext.next()?;
+    let values = tcp_ext.next()?;
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(at)?.parse().ok()
 }

@@ -15,12 +15,14 @@
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use wasmcached_tests::{
-    clock_ticks_per_sec, connect_with_rcvbuf, cpu_ticks, parse_stats, raise_nofile, rss_bytes,
-    start, stat, Client, Kind, Latencies, Server,
+    clock_ticks_per_sec, connect_with_rcvbuf, cpu_ticks, listen_overflows, page_size, parse_stats,
+    raise_nofile, rss_bytes, start, stat, tcp_mem_limits, tcp_mem_pages, Client, Kind, Latencies,
+    Server,
 };
 
 /// Worker threads for every server (the wasm guest runs one whatever it
@@ -47,14 +49,20 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Reads exactly `n` bytes, or fewer on EOF, error or `timeout`. Never
-/// reads past `n`, so the next reply stays in the socket.
-fn read_reply(sock: &mut TcpStream, n: usize, timeout: Duration) -> Vec<u8> {
+/// Reads up to `n` bytes, stopping early on EOF, error, `timeout`, or
+/// once `done` says the bytes so far are a whole (wrong) reply. Never
+/// reads past `n`, so a following reply stays in the socket.
+fn read_upto(
+    sock: &mut TcpStream,
+    n: usize,
+    timeout: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) -> Vec<u8> {
     let deadline = Instant::now() + timeout;
     let mut out = Vec::with_capacity(n);
     let mut buf = [0u8; 16 * 1024];
     let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
-    while out.len() < n && Instant::now() < deadline {
+    while out.len() < n && Instant::now() < deadline && !done(&out) {
         let want = (n - out.len()).min(buf.len());
         match sock.read(&mut buf[..want]) {
             Ok(0) => break,
@@ -67,6 +75,20 @@ fn read_reply(sock: &mut TcpStream, n: usize, timeout: Duration) -> Vec<u8> {
     out
 }
 
+/// Reads exactly `n` bytes (fewer on EOF, error or `timeout`).
+fn read_reply(sock: &mut TcpStream, n: usize, timeout: Duration) -> Vec<u8> {
+    read_upto(sock, n, timeout, |_| false)
+}
+
+/// Reads the reply expected to be `want`; a different reply (a miss, an
+/// error) returns as soon as its line is complete instead of waiting for
+/// `want.len()` bytes that will never come.
+fn read_expect(sock: &mut TcpStream, want: &[u8], timeout: Duration) -> Vec<u8> {
+    read_upto(sock, want.len(), timeout, |got| {
+        !want.starts_with(got) && got.ends_with(b"\r\n")
+    })
+}
+
 /// Opens `n` connections (blocking connect, TCP_NODELAY).
 fn open(port: u16, n: usize) -> Vec<TcpStream> {
     (0..n)
@@ -77,6 +99,11 @@ fn open(port: u16, n: usize) -> Vec<TcpStream> {
             s
         })
         .collect()
+}
+
+/// A server's state for messages: "running" or how it ended.
+fn exit_text(status: Option<std::process::ExitStatus>) -> String {
+    status.map_or_else(|| "running".to_string(), |s| s.to_string())
 }
 
 /// `len` bytes of a recognisable pattern.
@@ -110,27 +137,31 @@ fn show(b: &[u8]) -> String {
     }
 }
 
-/// One `stats` number, over a fresh connection.
-fn stat_now(port: u16, name: &str) -> Option<u64> {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    c.write_all(b"stats\r\n").ok()?;
+/// One `stats` number, asked on `sock`.
+fn stat_on(sock: &mut TcpStream, name: &str) -> Option<u64> {
+    sock.write_all(b"stats\r\n").ok()?;
     let mut got = Vec::new();
     let mut buf = [0u8; 8192];
     let deadline = Instant::now() + T;
-    let _ = c.set_read_timeout(Some(Duration::from_millis(100)));
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
     while !got.ends_with(b"END\r\n") && Instant::now() < deadline {
-        match c.read(&mut buf) {
+        match sock.read(&mut buf) {
             Ok(0) => return None,
             Ok(k) => got.extend_from_slice(&buf[..k]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(_) => return None,
         }
     }
-    let stats = parse_stats(&got);
-    stats
+    parse_stats(&got)
         .iter()
         .find(|(k, _)| k == name)
         .and_then(|(_, v)| v.parse().ok())
+}
+
+/// One `stats` number, over a fresh connection.
+fn stat_now(port: u16, name: &str) -> Option<u64> {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stat_on(&mut c, name)
 }
 
 /// Waits until `curr_connections` (not counting the connection asking) is
@@ -159,6 +190,8 @@ struct Probe {
     first_failures: Vec<String>,
     pid: u32,
     peak_rss: u64,
+    /// Most memory all TCP sockets on the host held (pages).
+    peak_tcp_pages: u64,
     sampled: Instant,
 }
 
@@ -175,6 +208,7 @@ impl Probe {
             first_failures: Vec::new(),
             pid: server.pid(),
             peak_rss: rss_bytes(server.pid()),
+            peak_tcp_pages: tcp_mem_pages().unwrap_or(0),
             sampled: Instant::now(),
         }
     }
@@ -190,7 +224,7 @@ impl Probe {
     fn request(&mut self, req: &[u8], want: &[u8]) -> bool {
         let t0 = Instant::now();
         let got = match self.sock.write_all(req) {
-            Ok(()) => read_reply(&mut self.sock, want.len(), T),
+            Ok(()) => read_expect(&mut self.sock, want, T),
             Err(e) => format!("<send failed: {e}>").into_bytes(),
         };
         self.lat.record(t0.elapsed());
@@ -227,6 +261,7 @@ impl Probe {
         if self.sampled.elapsed() >= Duration::from_millis(10) {
             self.sampled = Instant::now();
             self.peak_rss = self.peak_rss.max(rss_bytes(self.pid));
+            self.peak_tcp_pages = self.peak_tcp_pages.max(tcp_mem_pages().unwrap_or(0));
         }
     }
 
@@ -305,7 +340,7 @@ fn idle_connections_cost_no_cpu(kind: Kind) {
         s.write_all(b"version\r\n").expect("send version");
     }
     for (i, s) in idle.iter_mut().enumerate() {
-        let got = read_reply(s, version.len(), T);
+        let got = read_expect(s, &version, T);
         assert_eq!(got, version, "idle connection {i}");
     }
     let hz = clock_ticks_per_sec();
@@ -350,9 +385,13 @@ fn ten_thousand_connections(kind: Kind) {
         return;
     }
     let server = start(kind, &["-t", WORKERS, "-c", "12000"]);
+    let overflows0 = listen_overflows();
     let t0 = Instant::now();
     let mut conns = open(server.port, N);
     let opened = t0.elapsed();
+    let overflows = listen_overflows()
+        .zip(overflows0)
+        .map(|(b, a)| b.saturating_sub(a));
     let t1 = Instant::now();
     for (i, s) in conns.iter_mut().enumerate() {
         let key = format!("c{i}");
@@ -365,7 +404,7 @@ fn ten_thousand_connections(kind: Kind) {
         let key = format!("c{i}");
         let mut want = b"STORED\r\n".to_vec();
         want.extend(value_reply(&key, format!("value-{i}").as_bytes()));
-        let got = read_reply(s, want.len(), T);
+        let got = read_expect(s, &want, T);
         assert!(
             got == want,
             "{}: connection {i} of {N} got {} want {}",
@@ -380,7 +419,7 @@ fn ten_thousand_connections(kind: Kind) {
     // The N connections plus the probe's.
     let counted = wait_connections(server.port, N as u64 + 1);
     eprintln!(
-        "[service] 10,000 connections / {}: opened in {opened:.2?}, all round trips in {round_trips:.2?}, curr_connections {counted:?} (+1 asking)",
+        "[service] 10,000 connections / {}: opened in {opened:.2?} (accept queue overflows {overflows:?}, each a 1 s SYN retry), all round trips in {round_trips:.2?}, curr_connections {counted:?} (+1 asking)",
         kind.name()
     );
     probe.report("10,000 open connections", kind);
@@ -455,7 +494,7 @@ fn slowloris(kind: Kind) {
     let trickled = t0.elapsed();
     let mut slow = slow.unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
     for (i, (s, want)) in slow.iter_mut().zip(&wants).enumerate() {
-        let got = read_reply(s, want.len(), T);
+        let got = read_expect(s, want, T);
         assert!(
             &got == want,
             "{}: slow connection {i} got {} want {}",
@@ -473,16 +512,34 @@ fn slowloris(kind: Kind) {
 }
 
 /// A 1 MB value and 1,000 connections with a 4 KiB receive buffer that
-/// each ask for it four times and never read: the server stays up, its
-/// RSS stays below 512 MB (a server that copies the value per reader
-/// needs ~1 GB), the normal client is served, and once the readers leave
-/// every item is still there.
+/// ask for it and never read (arriving over about two seconds): the
+/// server stays up, its RSS stays below 512 MB (a server that copies the
+/// value per reader needs ~1 GB), the normal client is served, and once
+/// the readers leave every item is still there.
+///
+/// Each reader asks for the value as many times (up to four) as the
+/// host's TCP memory allows: an unread reply sits in the server's kernel
+/// send buffer, which autotunes to ~2 MB per socket, and once all sockets
+/// together pass `net.ipv4.tcp_mem`'s pressure threshold the kernel
+/// throttles every TCP socket on the host, the normal client's included,
+/// whatever the server does (memcached stalls 5-7 s with four asks each
+/// on a 24 GB host).
 fn slow_readers_of_a_large_value(kind: Kind) {
     const READERS: usize = 1000;
     const VALUE: usize = 1_000_000;
     const RSS_BOUND: u64 = 512 * 1024 * 1024;
     let _serial = serial();
     raise_nofile(4096);
+    let pressure = tcp_mem_limits().map_or(u64::MAX, |l| l[1].saturating_mul(page_size()));
+    // Worst case kernel memory for `asks` unread replies per reader: the
+    // replies in loopback buffers (measured: 1.34 MB per 1 MB reply), up to
+    // the autotuned send buffer.
+    let kernel = |asks: u64| (READERS as u64) * (asks * VALUE as u64 * 14 / 10).min(2_200_000);
+    let asks = (1..=4u64)
+        .rev()
+        .find(|&a| kernel(a) < pressure / 10 * 8)
+        .unwrap_or(1);
+    let kernel_ok = kernel(asks) < pressure;
     let mut server = start(kind, &["-t", WORKERS, "-c", "2048"]);
     let port = server.port;
     let big = pattern(VALUE, 0);
@@ -496,9 +553,15 @@ fn slow_readers_of_a_large_value(kind: Kind) {
     let t0 = Instant::now();
     let (readers, open_error) = probe.beside(|| {
         let mut readers = Vec::new();
+        let ask = b"get big\r\n".repeat(asks as usize);
         for i in 0..READERS {
-            let opened = connect_with_rcvbuf(port, 4096)
-                .and_then(|mut s| s.write_all(&b"get big\r\n".repeat(4)).map(|()| s));
+            // Readers arrive over about two seconds rather than in one
+            // burst: the kernel copy of a 1 MB reply per reader is work
+            // any server does, and 1,000 of them at once stall even
+            // memcached's workers for up to a second on two cores.
+            std::thread::sleep(Duration::from_millis(2));
+            let opened =
+                connect_with_rcvbuf(port, 4096).and_then(|mut s| s.write_all(&ask).map(|()| s));
             match opened {
                 Ok(s) => readers.push(s),
                 Err(e) => return (readers, Some(format!("reader {i}: {e}"))),
@@ -516,21 +579,23 @@ fn slow_readers_of_a_large_value(kind: Kind) {
     let got_big = setup.call(b"get big\r\n", b"END\r\n");
     let big_intact = got_big == value_reply("big", &big);
     let wrong = probe.verify_stored();
-    let exit_after = server.exit_status();
+    let exit = exit_under_load.or(server.exit_status());
     eprintln!(
-        "[service] slow readers / {}: {held} readers opened in {opened:.2?}; RSS start {:.1} MB, peak {:.1} MB (bound {:.0} MB); server exit {:?}; after: curr_connections {remaining:?}, big intact {big_intact}, probe keys wrong {wrong}",
+        "[service] slow readers / {}: {held} readers asking {asks}x each, opened in {opened:.2?}; host TCP memory peak {:.0} MB (pressure at {:.0} MB); RSS start {:.1} MB, peak {:.1} MB (bound {:.0} MB); server {}; after: curr_connections {remaining:?}, big intact {big_intact}, probe keys wrong {wrong}",
         kind.name(),
+        (probe.peak_tcp_pages * page_size()) as f64 / MB,
+        pressure as f64 / MB,
         rss0 as f64 / MB,
         probe.peak_rss as f64 / MB,
         RSS_BOUND as f64 / MB,
-        exit_under_load.or(exit_after)
+        exit_text(exit)
     );
     probe.report("1,000 slow readers of 1 MB", kind);
     assert!(
-        exit_under_load.is_none() && exit_after.is_none(),
-        "{}: the server died: {:?}",
+        exit.is_none(),
+        "{}: the server died under the readers: {}",
         kind.name(),
-        exit_under_load.or(exit_after)
+        exit_text(exit)
     );
     assert!(open_error.is_none(), "{}: {open_error:?}", kind.name());
     assert!(
@@ -540,7 +605,13 @@ fn slow_readers_of_a_large_value(kind: Kind) {
         probe.peak_rss as f64 / MB,
         RSS_BOUND as f64 / MB
     );
-    probe.check("1,000 slow readers of 1 MB", kind);
+    if kernel_ok {
+        probe.check("1,000 slow readers of 1 MB", kind);
+    } else {
+        eprintln!(
+            "[service] slow readers: this host's tcp_mem is too small for {READERS} unread 1 MB replies; the normal client's latency is not checked"
+        );
+    }
     assert!(big_intact, "{}: get big: {}", kind.name(), show(&got_big));
     assert_eq!(wrong, 0, "{}: probe keys lost", kind.name());
 }
@@ -636,7 +707,8 @@ fn clients_disconnecting_mid_value(kind: Kind) {
     });
     let exit = server.exit_status();
     probe.report("clients disconnecting mid-value", kind);
-    let rss = outcome.unwrap_or_else(|e| panic!("{}: {e} (server exit {exit:?})", kind.name()));
+    let rss =
+        outcome.unwrap_or_else(|e| panic!("{}: {e} (server {})", kind.name(), exit_text(exit)));
     let mb: Vec<String> = rss
         .iter()
         .map(|r| format!("{:.1}", *r as f64 / MB))
@@ -646,7 +718,12 @@ fn clients_disconnecting_mid_value(kind: Kind) {
         kind.name(),
         mb.join(" ")
     );
-    assert!(exit.is_none(), "{}: the server died: {exit:?}", kind.name());
+    assert!(
+        exit.is_none(),
+        "{}: the server died: {}",
+        kind.name(),
+        exit_text(exit)
+    );
     let growth = rss[ROUNDS - 1].saturating_sub(rss[0]);
     assert!(
         growth < GROWTH_BOUND,
@@ -679,10 +756,17 @@ impl Rng {
 /// A key, its value's length and fill byte.
 type Written = (String, usize, u8);
 
-/// Writes `quota` bytes of values with pipelined sets (batches of up to
-/// 256 sets or 1 MB), checking every reply; returns the items it wrote
-/// last (up to `keep` bytes of values).
-fn fill(port: u16, writer: usize, quota: usize, keep: usize) -> Result<VecDeque<Written>, String> {
+/// Writes values with pipelined sets (batches of up to 256 sets or 1 MB),
+/// checking every reply, until the writers together have written the
+/// bytes in `pool`; returns the items it wrote last (up to `keep` bytes of
+/// values). Sharing one pool makes all writers finish together, so each
+/// one's last items are among the last written overall.
+fn fill(
+    port: u16,
+    writer: usize,
+    pool: &AtomicI64,
+    keep: usize,
+) -> Result<VecDeque<Written>, String> {
     let mut c = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     c.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (writer as u64 + 1));
@@ -690,11 +774,16 @@ fn fill(port: u16, writer: usize, quota: usize, keep: usize) -> Result<VecDeque<
     let mut recent_bytes = 0;
     let (mut written, mut n) = (0, 0);
     let mut batch = Vec::with_capacity(2 << 20);
-    while written < quota {
+    let mut done = false;
+    while !done {
         let mut count = 0;
         batch.clear();
-        while count < 256 && batch.len() < 1 << 20 && written < quota {
+        while count < 256 && batch.len() < 1 << 20 {
             let size = rng.size(64, 100_000);
+            if pool.fetch_sub(size as i64, Ordering::Relaxed) <= 0 {
+                done = true;
+                break;
+            }
             let key = format!("fill{writer}:{n}");
             let byte = b'a' + (n % 26) as u8;
             batch.extend(format!("set {key} 0 0 {size}\r\n").bytes());
@@ -711,16 +800,16 @@ fn fill(port: u16, writer: usize, quota: usize, keep: usize) -> Result<VecDeque<
         }
         c.write_all(&batch)
             .map_err(|e| format!("writer {writer}: send after {written} bytes: {e}"))?;
-        let got = read_reply(&mut c, 8 * count, T);
-        if got != b"STORED\r\n".repeat(count) {
+        let stored = b"STORED\r\n".repeat(count);
+        let got = read_expect(&mut c, &stored, T);
+        if got != stored {
             let bad = got
                 .chunks(8)
                 .find(|r| r != b"STORED\r\n")
                 .unwrap_or(&got[..0]);
             return Err(format!(
-                "writer {writer}: {} of {count} replies ({}), first bad {}",
+                "writer {writer}: {} of {count} replies after {written} bytes, first bad {}",
                 got.len() / 8,
-                written,
                 show(bad)
             ));
         }
@@ -731,7 +820,9 @@ fn fill(port: u16, writer: usize, quota: usize, keep: usize) -> Result<VecDeque<
 /// `-m 64` filled ten times over with values of 64 B to 100 KB from four
 /// pipelining writers: the server's RSS grows at most 1.1 x 64 MiB over
 /// its RSS at start, it keeps answering, and the last items written are
-/// all readable.
+/// all readable. (memcached's `-m` caps its slab pages, headers and slack
+/// included, and grows ~65 MB; a server that counts item bytes against
+/// `-m` has its index, buffers and allocator overhead to fit in the 10 %.)
 fn overfill_ten_times(kind: Kind) {
     const WRITERS: usize = 4;
     const LIMIT: u64 = 64 * 1024 * 1024;
@@ -745,10 +836,11 @@ fn overfill_ten_times(kind: Kind) {
     let rss0 = rss_bytes(pid);
     let mut probe = Probe::new(&server);
     let t0 = Instant::now();
+    let pool = &AtomicI64::new(TOTAL as i64);
     let results = probe.beside(|| {
         std::thread::scope(|s| {
             let hs: Vec<_> = (0..WRITERS)
-                .map(|w| s.spawn(move || fill(port, w, TOTAL / WRITERS, KEEP)))
+                .map(|w| s.spawn(move || fill(port, w, pool, KEEP)))
                 .collect();
             hs.into_iter()
                 .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
@@ -767,7 +859,7 @@ fn overfill_ten_times(kind: Kind) {
         for (key, size, byte) in recent {
             c.send(format!("get {key}\r\n").as_bytes());
             let want = value_reply(key, &vec![*byte; *size]);
-            let got = read_reply(&mut c.sock, want.len(), T);
+            let got = read_expect(&mut c.sock, &want, T);
             checked += 1;
             if got != want {
                 missing.push(format!("{key} ({size} B): {}", show(&got)));
@@ -799,7 +891,12 @@ fn overfill_ten_times(kind: Kind) {
         missing.len()
     );
     probe.report("10x overfill of -m 64", kind);
-    assert!(exit.is_none(), "{}: the server died: {exit:?}", kind.name());
+    assert!(
+        exit.is_none(),
+        "{}: the server died: {}",
+        kind.name(),
+        exit_text(exit)
+    );
     for r in &results {
         if let Err(e) = r {
             panic!("{}: {e}", kind.name());
@@ -864,6 +961,19 @@ fn connection_flood_beyond_limit(kind: Kind) {
     let _serial = serial();
     let server = start(kind, &["-t", WORKERS, "-c", &LIMIT.to_string()]);
     let port = server.port;
+    // One connection kept for asking: once it is the only one counted
+    // (connections closed before, like the readiness check, are reaped
+    // asynchronously), the flood meets exactly LIMIT - 1 free places.
+    let mut ctl = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let deadline = Instant::now() + T;
+    while stat_on(&mut ctl, "curr_connections") != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "{}: connections not reaped",
+            kind.name()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let socks = open(port, FLOOD);
     let mut held = Vec::new();
     let mut first_rejected = None;
@@ -887,9 +997,14 @@ fn connection_flood_beyond_limit(kind: Kind) {
         FLOOD - n
     );
     if kind == Kind::Memcached {
-        assert!(n > LIMIT / 2 && n <= LIMIT, "memcached admitted {n}");
+        assert!(n > LIMIT / 2 && n < LIMIT, "memcached admitted {n}");
     } else {
-        assert_eq!(n, LIMIT, "{}: admitted", kind.name());
+        assert_eq!(
+            n,
+            LIMIT - 1,
+            "{}: admitted beside the asking one",
+            kind.name()
+        );
     }
     // The admitted ones all work.
     for (i, s) in held.iter_mut().enumerate() {
@@ -899,7 +1014,7 @@ fn connection_flood_beyond_limit(kind: Kind) {
         s.write_all(&req).expect("send");
         let mut want = b"STORED\r\n".to_vec();
         want.extend(value_reply(&key, key.as_bytes()));
-        let got = read_reply(s, want.len(), T);
+        let got = read_expect(s, &want, T);
         assert!(
             got == want,
             "{}: admitted connection {i} got {}",
@@ -907,7 +1022,8 @@ fn connection_flood_beyond_limit(kind: Kind) {
             show(&got)
         );
     }
-    let rejected = stat_now(port, "rejected_connections");
+    // Asked on an admitted connection: a new one would be turned away.
+    let rejected = stat_on(&mut held[0], "rejected_connections");
     drop(held);
     // Slots free up as the server reaps the closed connections.
     let mut again = Vec::new();

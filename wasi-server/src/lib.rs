@@ -28,6 +28,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
     let addr = format!("{}:{}", opts.listen, opts.port);
     #[cfg(not(target_os = "wasi"))]
     raise_fd_limit(u64::from(opts.conn_limit), opts.verbose);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    one_malloc_arena();
     let mut server = match Server::bind(ServerConfig {
         addr: addr.clone(),
         store: opts.config(hash_seed()),
@@ -108,5 +110,20 @@ pub fn raise_fd_limit(conns: u64, verbose: u8) {
              accepting pauses when they run out",
             if ok { new } else { old }
         );
+    }
+}
+
+/// Makes glibc's malloc keep one arena instead of one per worker thread.
+/// Items are allocated and freed under the store's lock, so per-thread
+/// arenas buy no concurrency for them; they only scatter the item memory
+/// of one cache over several heaps that fragment independently (a 10x
+/// overfill of `-m 64` with 4 workers grew RSS by 77-101 MB with them,
+/// 69.5 MB without).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn one_malloc_arena() {
+    // SAFETY: mallopt only changes allocator tuning; called before any
+    // worker thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }

@@ -141,6 +141,17 @@ impl Server {
         let threads = sc.threads.max(1);
         let listener = TcpListener::bind(&sc.addr)?;
         listener.set_nonblocking(true)?;
+        // std listens with a backlog of 128; listening again on a
+        // listening socket sets the backlog (`-b`, memcached's default
+        // 1024), so a burst of connections is not dropped into SYN
+        // retries. Where that is refused (WASI) the default stays.
+        // SAFETY: the descriptor is the listener's own, open for the call.
+        unsafe {
+            libc::listen(
+                listener.as_raw_fd(),
+                sc.store.host.tcp_backlog.min(i32::MAX as u32) as libc::c_int,
+            );
+        }
         let mut inboxes = vec![Inbox {
             queue: Mutex::new(Vec::new()),
             ring: None,
@@ -214,6 +225,7 @@ impl Server {
             std::thread::Builder::new()
                 .name(format!("worker-{id}"))
                 .spawn(move || {
+                    block_stop_signals();
                     if let Err(e) = w.run_forever() {
                         eprintln!("error: worker {id} failed: {e}");
                         std::process::exit(70);
@@ -808,5 +820,21 @@ fn rusage_us() -> (u64, u64) {
     #[cfg(target_os = "wasi")]
     {
         (0, 0)
+    }
+}
+
+/// Keeps SIGTERM and SIGINT away from this thread, so they interrupt the
+/// first worker's poll, which checks the stop flag (a signal taken by
+/// another worker would set the flag while the first sleeps on).
+fn block_stop_signals() {
+    #[cfg(not(target_os = "wasi"))]
+    // SAFETY: the signal set is initialised by sigemptyset before use and
+    // only this thread's mask changes.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }

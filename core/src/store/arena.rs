@@ -208,7 +208,7 @@ impl Arena {
             let data = if c == LARGE {
                 Data::Large(Vec::with_capacity(SLOTS))
             } else {
-                Data::Small(Vec::with_capacity(SLOTS * class_size(c)))
+                Data::Small(Vec::new())
             };
             let page = Page {
                 class: c,
@@ -231,7 +231,18 @@ impl Arena {
         let pid = class.pages[class.len / SLOTS];
         let slot = class.len % SLOTS;
         match &mut self.pages[pid as usize].data {
-            Data::Small(v) => v.resize(v.len() + class_size(c), 0),
+            Data::Small(v) => {
+                let size = class_size(c);
+                if v.len() == v.capacity() {
+                    // A page grows by doubling up to its 256 records, so a
+                    // class holding a few records does not hold a whole
+                    // page (with every class in use, full pages would pin
+                    // up to 16 MB).
+                    let cap = (v.capacity() * 2).clamp(4 * size, SLOTS * size);
+                    v.reserve_exact(cap - v.len());
+                }
+                v.resize(v.len() + size, 0);
+            }
             // `large` is `Some` exactly for this class.
             Data::Large(v) => v.extend(large),
         }

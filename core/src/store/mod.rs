@@ -413,8 +413,15 @@ impl Store {
 
     /// Makes room for `need` more bytes by reclaiming expired items and
     /// evicting from the LRU tail.
+    /// Bytes items may take: the memory limit less the share reserved for
+    /// the store's own structures ([`Config::reserve_per_mille`]).
+    fn item_limit(&self) -> u64 {
+        let limit = self.cfg.memory_limit;
+        limit - limit / 1000 * u64::from(self.cfg.reserve_per_mille.min(1000))
+    }
+
     fn make_room(&mut self, need: u64) -> Result<(), AllocError> {
-        while self.bytes + need > self.cfg.memory_limit {
+        while self.bytes + need > self.item_limit() {
             let tail = self.lru.tail;
             if tail == NIL {
                 return Err(AllocError::NoMemory);
@@ -463,7 +470,7 @@ impl Store {
             return Err(AllocError::TooLarge);
         }
         let need = ntotal(klen, flags, vlen);
-        if need > self.cfg.memory_limit {
+        if need > self.item_limit() {
             return Err(AllocError::NoMemory);
         }
         if !self.cfg.evictions {
