@@ -6,6 +6,7 @@
 //! under wasmtime) and natively (`wasmcached-server`).
 
 pub mod options;
+mod poller;
 mod server;
 
 pub use options::Options;

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::poller::{Event, Poller};
 use wasmcached_core::driver::{
     AcceptError, Admission, DriverStats, Interest, TOO_MANY_CONNECTIONS,
 };
@@ -35,6 +36,9 @@ const IOV_MAX: usize = 64;
 const SAMPLE_EVERY_MS: u64 = 100;
 /// "No deadline" in the shared expiry deadline.
 const NEVER: u64 = u64::MAX;
+/// The poller token of the listener (or a worker's bell); connection `i`
+/// is token `i + 1`.
+const LISTENER: usize = 0;
 
 /// What the workers share.
 struct Shared {
@@ -197,12 +201,12 @@ impl Server {
             accepting: AtomicBool::new(true),
             rusage_ms: AtomicU64::new(0),
         });
-        let main = Worker::new(shared.clone(), 0, None, Some(Gate::new(sc.conn_limit)));
+        let main = Worker::new(shared.clone(), 0, None, Some(Gate::new(sc.conn_limit)))?;
         let others = bells
             .into_iter()
             .enumerate()
             .map(|(i, bell)| Worker::new(shared.clone(), i + 1, Some(bell), None))
-            .collect();
+            .collect::<io::Result<_>>()?;
         Ok(Server {
             main,
             others,
@@ -261,9 +265,8 @@ struct Worker {
     /// Gathers output chunks into one write where vectored writes are not
     /// available (WASI).
     gather: Vec<u8>,
-    pollfds: Vec<libc::pollfd>,
-    /// The connection behind each `pollfds` entry after the first.
-    polled: Vec<ConnId>,
+    poller: Poller,
+    events: Vec<Event>,
     runnable: Vec<ConnId>,
     /// Readable when connections were handed to this worker (all but the
     /// first, which polls the listener instead).
@@ -272,10 +275,15 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>, id: usize, bell: Option<Bell>, gate: Option<Gate>) -> Worker {
+    fn new(
+        shared: Arc<Shared>,
+        id: usize,
+        bell: Option<Bell>,
+        gate: Option<Gate>,
+    ) -> io::Result<Worker> {
         let driver = Driver::new(shared.driver_cfg.clone(), &shared.cfg);
         let chunk = shared.driver_cfg.read_chunk;
-        Worker {
+        Ok(Worker {
             shared,
             id,
             driver,
@@ -283,12 +291,12 @@ impl Worker {
             socks: Vec::new(),
             buf: vec![0; chunk],
             gather: Vec::with_capacity(WRITE_MAX),
-            pollfds: Vec::new(),
-            polled: Vec::new(),
+            poller: Poller::new()?,
+            events: Vec::new(),
             runnable: Vec::new(),
             bell,
             sampled_ms: 0,
-        }
+        })
     }
 
     fn run_forever(&mut self) -> io::Result<()> {
@@ -297,53 +305,48 @@ impl Worker {
         }
     }
 
-    /// One pass: poll, accept, read, process, write, close.
+    /// One pass: wait, accept, read, process, write, close.
     fn pass(&mut self) -> io::Result<()> {
         let now = self.shared.clock();
         let timeout = self.poll_timeout(now.mono_ms);
-        self.fill_pollfds(now.mono_ms);
-        // SAFETY: `pollfds` is a valid, exclusively borrowed array of
-        // `pollfd` for the duration of the call, and its length is passed.
-        let n = unsafe {
-            libc::poll(
-                self.pollfds.as_mut_ptr(),
-                self.pollfds.len() as libc::nfds_t,
-                timeout,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == ErrorKind::Interrupted {
-                return Ok(());
-            }
-            return Err(e);
-        }
+        self.update_interest(now.mono_ms)?;
+        self.poller.wait(timeout, &mut self.events)?;
         let now = self.shared.clock();
         self.driver.begin_pass(now.mono_ms);
-        if self.pollfds[0].revents != 0 {
-            match &self.bell {
-                Some(b) => {
-                    b.drain();
-                    self.take_handed(now.mono_ms);
+        for k in 0..self.events.len() {
+            let ev = self.events[k];
+            if ev.token == LISTENER {
+                match &self.bell {
+                    Some(b) => {
+                        b.drain();
+                        self.take_handed(now.mono_ms);
+                    }
+                    None => self.accept_all(now.mono_ms),
                 }
-                None => self.accept_all(now.mono_ms),
+                continue;
             }
-        }
-        for k in 0..self.polled.len() {
-            let revents = self.pollfds[k + 1].revents;
-            let id = self.polled[k];
-            if revents & libc::POLLOUT != 0 {
-                if let Some(s) = self.socks[id.index()].as_mut() {
-                    s.stalled = false;
+            let Some(s) = self.socks.get_mut(ev.token - 1).and_then(Option::as_mut) else {
+                continue;
+            };
+            let id = s.id;
+            if ev.writable {
+                s.stalled = false;
+            }
+            if self.driver.interest(id).read {
+                if ev.readable || ev.hangup {
+                    self.read(id);
                 }
-            }
-            if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                self.read(id);
+            } else if ev.hangup {
+                // Reset or failed while not being read (paused, or blocked
+                // on output): nothing more can be delivered.
+                self.driver.on_closed(id);
             }
         }
         self.process(now);
-        for k in 0..self.polled.len() {
-            self.write(self.polled[k]);
+        for i in 0..self.socks.len() {
+            if let Some(id) = self.socks[i].as_ref().map(|s| s.id) {
+                self.write(id);
+            }
         }
         self.close_finished();
         self.sample(now);
@@ -367,37 +370,23 @@ impl Worker {
         }
     }
 
-    fn fill_pollfds(&mut self, now_ms: u64) {
-        self.pollfds.clear();
-        self.polled.clear();
-        let (fd, events) = match (&self.bell, &self.gate) {
-            (Some(b), _) => (b.fd(), libc::POLLIN),
-            // Paused: the listener stays in the set but is not waited on.
-            (None, Some(g)) if !g.wants_accept(now_ms) => (self.shared.listener.as_raw_fd(), 0),
-            (None, _) => (self.shared.listener.as_raw_fd(), libc::POLLIN),
+    /// Tells the poller what to wait for: the listener while the gate
+    /// accepts (or the bell), and each connection's interest.
+    fn update_interest(&mut self, now_ms: u64) -> io::Result<()> {
+        let (fd, read) = match (&self.bell, &self.gate) {
+            (Some(b), _) => (b.fd(), true),
+            (None, g) => (
+                self.shared.listener.as_raw_fd(),
+                g.as_ref().is_none_or(|g| g.wants_accept(now_ms)),
+            ),
         };
-        self.pollfds.push(libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        });
+        self.poller.set(LISTENER, fd, read, false)?;
         for s in self.socks.iter().flatten() {
-            let id = s.id;
-            let Interest { read, write } = self.driver.interest(id);
-            let mut events = 0;
-            if read {
-                events |= libc::POLLIN;
-            }
-            if write {
-                events |= libc::POLLOUT;
-            }
-            self.pollfds.push(libc::pollfd {
-                fd: s.stream.as_raw_fd(),
-                events,
-                revents: 0,
-            });
-            self.polled.push(id);
+            let Interest { read, write } = self.driver.interest(s.id);
+            self.poller
+                .set(s.id.index() + 1, s.stream.as_raw_fd(), read, write)?;
         }
+        Ok(())
     }
 
     fn accept_all(&mut self, now_ms: u64) {
@@ -569,6 +558,7 @@ impl Worker {
         let shared = &*self.shared;
         while let Some(id) = self.driver.poll_close() {
             if let Some(s) = self.socks[id.index()].take() {
+                self.poller.remove(id.index() + 1, s.stream.as_raw_fd());
                 if shared.verbose > 1 {
                     eprintln!("<{} connection closed.", s.stream.as_raw_fd());
                 }
