@@ -1,8 +1,15 @@
 //! A small memcached client (text + meta) for simulated clients: seeded
 //! random chunking of every request (turmoil keeps write boundaries, so
-//! the client makes split and coalesced writes itself), timeouts,
-//! reconnects, and a history record for every operation.
+//! the client makes split and coalesced writes itself), pipelining,
+//! timeouts, reconnects, and a history record for every operation.
+//!
+//! Every request is recorded as an [`Op`]: the structured command
+//! ([`Cmd`]) and the reply as the client parsed it ([`Outcome`]). A request
+//! that times out, or whose connection breaks before its reply, is
+//! recorded as [`Outcome::Indeterminate`] and the connection is dropped
+//! (the next call reconnects).
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -10,7 +17,7 @@ use turmoil::net::TcpStream;
 
 use crate::host::PORT;
 use crate::rng::Rng;
-use crate::trace::{now, Op, Outcome, Shared};
+use crate::trace::{now, Cmd, Hit, Mode, Op, Outcome, Shared};
 
 /// A meta reply: code, returned flags, value.
 #[derive(Clone, Debug, Default)]
@@ -41,15 +48,207 @@ impl Meta {
 #[derive(Debug)]
 pub struct Failed;
 
+/// One request: the key and command for the history, its bytes on the
+/// wire, and the shape of its reply.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// Key.
+    pub key: String,
+    /// What it asks, for the history.
+    pub cmd: Cmd,
+    wire: Vec<u8>,
+    shape: Shape,
+}
+
+/// What shape of reply to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    Line,
+    Get,
+    Meta,
+}
+
+impl Request {
+    /// `get` (or `gets` with `with_cas`).
+    pub fn get(key: &str, with_cas: bool) -> Request {
+        let cmd = if with_cas { "gets" } else { "get" };
+        Request {
+            key: key.into(),
+            cmd: Cmd::Get,
+            wire: format!("{cmd} {key}\r\n").into_bytes(),
+            shape: Shape::Get,
+        }
+    }
+
+    /// A text storage command (`cas` when `mode` is [`Mode::Cas`]).
+    pub fn store(
+        mode: Mode,
+        key: &str,
+        value: &[u8],
+        flags: u32,
+        ttl: i64,
+        cas: Option<u64>,
+    ) -> Request {
+        let verb = match mode {
+            Mode::Set => "set",
+            Mode::Add => "add",
+            Mode::Replace => "replace",
+            Mode::Append => "append",
+            Mode::Prepend => "prepend",
+            Mode::Cas => "cas",
+        };
+        let mut wire = match (mode, cas) {
+            (Mode::Cas, Some(c)) => format!("cas {key} {flags} {ttl} {} {c}\r\n", value.len()),
+            _ => format!("{verb} {key} {flags} {ttl} {}\r\n", value.len()),
+        }
+        .into_bytes();
+        wire.extend_from_slice(value);
+        wire.extend_from_slice(b"\r\n");
+        Request {
+            key: key.into(),
+            cmd: Cmd::Store {
+                mode,
+                value: value.to_vec(),
+                flags,
+                ttl,
+                cas: cas.filter(|_| mode == Mode::Cas),
+            },
+            wire,
+            shape: Shape::Line,
+        }
+    }
+
+    /// `delete`.
+    pub fn delete(key: &str) -> Request {
+        Request {
+            key: key.into(),
+            cmd: Cmd::Delete { cas: None },
+            wire: format!("delete {key}\r\n").into_bytes(),
+            shape: Shape::Line,
+        }
+    }
+
+    /// `incr` / `decr`.
+    pub fn incr(key: &str, delta: u64, decr: bool) -> Request {
+        let verb = if decr { "decr" } else { "incr" };
+        Request {
+            key: key.into(),
+            cmd: Cmd::Incr { delta, decr },
+            wire: format!("{verb} {key} {delta}\r\n").into_bytes(),
+            shape: Shape::Line,
+        }
+    }
+
+    /// `touch`.
+    pub fn touch(key: &str, ttl: i64) -> Request {
+        Request {
+            key: key.into(),
+            cmd: Cmd::Touch { ttl },
+            wire: format!("touch {key} {ttl}\r\n").into_bytes(),
+            shape: Shape::Line,
+        }
+    }
+
+    /// A meta command line (`mg`, `ms`, `md`, `ma`; without CRLF) and the
+    /// data block for `ms`. The command recorded is derived from the
+    /// line's flags.
+    pub fn meta(key: &str, line: &str, data: Option<&[u8]>) -> Request {
+        let mut wire = format!("{line}\r\n").into_bytes();
+        if let Some(d) = data {
+            wire.extend_from_slice(d);
+            wire.extend_from_slice(b"\r\n");
+        }
+        Request {
+            key: key.into(),
+            cmd: meta_cmd(line, data),
+            wire,
+            shape: Shape::Meta,
+        }
+    }
+}
+
+/// The command a meta line asks for, as the checker models it.
+fn meta_cmd(line: &str, data: Option<&[u8]>) -> Cmd {
+    let mut words = line.split(' ');
+    let verb = words.next().unwrap_or("");
+    let _key = words.next();
+    if verb == "ms" {
+        let _len = words.next();
+    }
+    let flags: Vec<&str> = words.filter(|w| !w.is_empty()).collect();
+    let num = |f: char| {
+        flags
+            .iter()
+            .find(|w| w.starts_with(f) && w.len() > 1)
+            .and_then(|w| w[1..].parse::<i64>().ok())
+    };
+    let has = |f: char| flags.iter().any(|w| w.starts_with(f));
+    match verb {
+        "ms" => {
+            let cas = num('C').map(|c| c as u64);
+            let mode = match flags.iter().find(|w| w.starts_with('M')) {
+                Some(m) => match m.as_bytes().get(1).map(u8::to_ascii_uppercase) {
+                    Some(b'E') => Mode::Add,
+                    Some(b'A') => Mode::Append,
+                    Some(b'P') => Mode::Prepend,
+                    Some(b'R') => Mode::Replace,
+                    _ => Mode::Set,
+                },
+                None => Mode::Set,
+            };
+            let mode = match (mode, cas) {
+                (Mode::Set | Mode::Replace, Some(_)) => Mode::Cas,
+                (m, _) => m,
+            };
+            Cmd::Store {
+                mode,
+                value: data.unwrap_or_default().to_vec(),
+                flags: num('F').unwrap_or(0) as u32,
+                ttl: num('T').unwrap_or(0),
+                cas,
+            }
+        }
+        "md" if has('I') => Cmd::Invalidate { ttl: num('T') },
+        "md" => Cmd::Delete {
+            cas: num('C').map(|c| c as u64),
+        },
+        "ma" => Cmd::Incr {
+            delta: num('D').unwrap_or(1) as u64,
+            decr: flags.iter().any(|w| w.eq_ignore_ascii_case("MD")),
+        },
+        _ => {
+            let (vivify, recache, touch) = (num('N'), num('R'), num('T'));
+            if vivify.is_none() && recache.is_none() && touch.is_none() {
+                Cmd::Get
+            } else {
+                Cmd::MetaGet {
+                    vivify,
+                    recache,
+                    touch,
+                }
+            }
+        }
+    }
+}
+
+/// A parsed reply.
+#[derive(Clone, Debug)]
+enum Reply {
+    Line(String),
+    Values(Vec<(Vec<u8>, u32, Option<u64>)>),
+    Meta(Meta),
+}
+
 /// A client of one server.
 pub struct Client {
-    name: String,
+    name: Rc<str>,
     server: &'static str,
     sock: Option<TcpStream>,
     buf: Vec<u8>,
     rng: Rng,
     rec: Shared,
     timeout: Duration,
+    written: u64,
 }
 
 impl Client {
@@ -62,19 +261,43 @@ impl Client {
         timeout: Duration,
     ) -> Client {
         Client {
-            name,
+            name: name.into(),
             server,
             sock: None,
             buf: Vec::new(),
             rng,
             rec,
             timeout,
+            written: 0,
         }
+    }
+
+    /// A tag no other write of the run carries (`<client>#<n>`): writers
+    /// put it in their values so every value read names its write.
+    pub fn unique(&mut self) -> String {
+        self.written += 1;
+        format!("{}#{}", self.name, self.written)
+    }
+
+    /// The client's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The client's RNG (workload decisions use it too).
     pub fn rng(&mut self) -> &mut Rng {
         &mut self.rng
+    }
+
+    /// The server this client talks to.
+    pub fn server(&self) -> &'static str {
+        self.server
+    }
+
+    /// Drops the connection (the next request reconnects).
+    pub fn disconnect(&mut self) {
+        self.sock = None;
+        self.buf.clear();
     }
 
     async fn connected(&mut self) -> Result<&mut TcpStream, Failed> {
@@ -97,8 +320,11 @@ impl Client {
         while at < req.len() {
             let step = match mode {
                 0 => req.len(),
-                1 => 1,
-                _ => 1 + self.rng.below(16) as usize,
+                // A byte at a time, for short requests: long values a
+                // byte per segment only cost simulation time.
+                1 if req.len() <= 256 => 1,
+                1 => 1 + self.rng.below(256) as usize,
+                _ => 1 + self.rng.below(16.max(req.len() as u64 / 4)) as usize,
             };
             at = (at + step).min(req.len());
             cuts.push(at);
@@ -124,12 +350,15 @@ impl Client {
     }
 
     async fn line(&mut self) -> Result<String, Failed> {
+        let mut from = 0;
         loop {
-            if let Some(p) = self.buf.windows(2).position(|w| w == b"\r\n") {
+            if let Some(p) = self.buf[from..].windows(2).position(|w| w == b"\r\n") {
+                let p = from + p;
                 let l = String::from_utf8_lossy(&self.buf[..p]).into_owned();
                 self.buf.drain(..p + 2);
                 return Ok(l);
             }
+            from = self.buf.len().saturating_sub(1);
             self.fill().await?;
         }
     }
@@ -143,28 +372,10 @@ impl Client {
         Ok(v)
     }
 
-    /// Sends `req` and reads one reply of shape `kind`, under the timeout. On
-    /// failure the connection is dropped (the next call reconnects).
-    async fn call(&mut self, req: Vec<u8>, kind: ReplyKind) -> Result<Reply, Failed> {
-        let timeout = self.timeout;
-        let fut = async {
-            self.send(&req).await?;
-            self.read_reply(kind).await
-        };
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(Ok(r)) => Ok(r),
-            _ => {
-                self.sock = None;
-                self.buf.clear();
-                Err(Failed)
-            }
-        }
-    }
-
-    async fn read_reply(&mut self, kind: ReplyKind) -> Result<Reply, Failed> {
-        match kind {
-            ReplyKind::Line => Ok(Reply::Line(self.line().await?)),
-            ReplyKind::Get => {
+    async fn read_reply(&mut self, shape: Shape) -> Result<Reply, Failed> {
+        match shape {
+            Shape::Line => Ok(Reply::Line(self.line().await?)),
+            Shape::Get => {
                 let mut values = Vec::new();
                 loop {
                     let l = self.line().await?;
@@ -173,15 +384,16 @@ impl Client {
                     }
                     let w: Vec<&str> = l.split(' ').collect();
                     if w.first() != Some(&"VALUE") || w.len() < 4 {
-                        return Err(Failed);
+                        return Ok(Reply::Line(l));
                     }
+                    let flags: u32 = w[2].parse().map_err(|_| Failed)?;
                     let len: usize = w[3].parse().map_err(|_| Failed)?;
                     let cas = w.get(4).and_then(|c| c.parse().ok());
                     let v = self.block(len).await?;
-                    values.push((v, cas));
+                    values.push((v, flags, cas));
                 }
             }
-            ReplyKind::Meta => {
+            Shape::Meta => {
                 let l = self.line().await?;
                 let mut w = l.split(' ');
                 let code = w.next().unwrap_or("").to_string();
@@ -193,45 +405,122 @@ impl Client {
                     let len: usize = w.next().and_then(|x| x.parse().ok()).ok_or(Failed)?;
                     m.flags = w.map(String::from).collect();
                     m.value = self.block(len).await?;
-                } else {
+                } else if m.code.len() == 2 {
                     m.flags = w.map(String::from).collect();
+                } else {
+                    return Ok(Reply::Line(l));
                 }
                 Ok(Reply::Meta(m))
             }
         }
     }
 
-    fn record(
-        &self,
-        kind: &'static str,
-        key: &str,
-        written: Option<Vec<u8>>,
-        invoke: Duration,
-        outcome: Outcome,
-    ) {
-        self.record_with_token(kind, key, written, None, invoke, outcome)
+    /// Sends `reqs` pipelined (one chunked write sequence) and reads their
+    /// replies in order, all under one timeout. Every request is recorded;
+    /// those without a reply as indeterminate, and then the connection is
+    /// dropped.
+    pub async fn pipeline(&mut self, reqs: &[Request]) -> Vec<Result<Outcome, Failed>> {
+        let invoke = now();
+        let first = self.rec.borrow_mut().seq();
+        let mut wire = Vec::new();
+        for r in reqs {
+            wire.extend_from_slice(&r.wire);
+        }
+        let mut replies: Vec<Reply> = Vec::with_capacity(reqs.len());
+        let mut completes = Vec::with_capacity(reqs.len());
+        let timeout = self.timeout;
+        let got = tokio::time::timeout(timeout, async {
+            self.send(&wire).await?;
+            for r in reqs {
+                let reply = self.read_reply(r.shape).await?;
+                replies.push(reply);
+                completes.push(now());
+            }
+            Ok::<(), Failed>(())
+        })
+        .await;
+        if !matches!(got, Ok(Ok(()))) {
+            self.disconnect();
+        }
+        let mut out = Vec::with_capacity(reqs.len());
+        for (i, r) in reqs.iter().enumerate() {
+            let (outcome, complete) = match replies.get(i) {
+                Some(reply) => (outcome(&r.cmd, reply), completes[i]),
+                None => (Outcome::Indeterminate, now()),
+            };
+            self.rec.borrow_mut().op(Op {
+                client: self.name.clone(),
+                server: self.server,
+                key: r.key.clone(),
+                cmd: r.cmd.clone(),
+                invoke,
+                complete,
+                first,
+                last: 0,
+                outcome: outcome.clone(),
+            });
+            out.push(match (&outcome, replies.get(i)) {
+                (Outcome::Indeterminate, _) => Err(Failed),
+                _ => Ok(outcome),
+            });
+        }
+        out
     }
 
-    fn record_with_token(
-        &self,
-        kind: &'static str,
+    /// Sends one request; its outcome (indeterminate is `Err`).
+    pub async fn call(&mut self, req: Request) -> Result<Outcome, Failed> {
+        self.pipeline(std::slice::from_ref(&req))
+            .await
+            .pop()
+            .unwrap_or(Err(Failed))
+    }
+
+    /// Sends one meta request and returns the raw meta reply (the lease
+    /// protocol needs its flags), recording it like any other.
+    pub async fn meta(
+        &mut self,
         key: &str,
-        written: Option<Vec<u8>>,
-        token: Option<u64>,
-        invoke: Duration,
-        outcome: Outcome,
-    ) {
+        line: &str,
+        data: Option<&[u8]>,
+    ) -> Result<Meta, Failed> {
+        let req = Request::meta(key, line, data);
+        let invoke = now();
+        let first = self.rec.borrow_mut().seq();
+        let timeout = self.timeout;
+        let got = tokio::time::timeout(timeout, async {
+            self.send(&req.wire).await?;
+            self.read_reply(Shape::Meta).await
+        })
+        .await;
+        let reply = match got {
+            Ok(Ok(r)) => Some(r),
+            _ => {
+                self.disconnect();
+                None
+            }
+        };
+        let outcome = reply
+            .as_ref()
+            .map_or(Outcome::Indeterminate, |r| outcome(&req.cmd, r));
         self.rec.borrow_mut().op(Op {
             client: self.name.clone(),
             server: self.server,
-            key: key.to_string(),
-            kind,
-            written,
-            token,
+            key: req.key,
+            cmd: req.cmd,
             invoke,
             complete: now(),
+            first,
+            last: 0,
             outcome,
         });
+        match reply {
+            Some(Reply::Meta(m)) => Ok(m),
+            Some(Reply::Line(l)) => Ok(Meta {
+                code: l,
+                ..Meta::default()
+            }),
+            _ => Err(Failed),
+        }
     }
 
     /// `get`/`gets`: the value and its CAS token, or `None` on a miss.
@@ -240,30 +529,15 @@ impl Client {
         key: &str,
         with_cas: bool,
     ) -> Result<Option<(Vec<u8>, Option<u64>)>, Failed> {
-        let t = now();
-        let cmd = if with_cas { "gets" } else { "get" };
-        let r = self
-            .call(format!("{cmd} {key}\r\n").into_bytes(), ReplyKind::Get)
-            .await;
-        let v = match r {
-            Ok(Reply::Values(mut v)) => v.pop(),
-            _ => {
-                self.record("read", key, None, t, Outcome::Indeterminate);
-                return Err(Failed);
-            }
-        };
-        let outcome = match &v {
-            Some((value, cas)) => Outcome::Value {
-                value: value.clone(),
-                cas: *cas,
-            },
-            None => Outcome::Miss,
-        };
-        self.record("read", key, None, t, outcome);
-        Ok(v)
+        match self.call(Request::get(key, with_cas)).await? {
+            Outcome::Value(h) => Ok(Some((h.value, h.cas))),
+            Outcome::Miss => Ok(None),
+            _ => Err(Failed),
+        }
     }
 
-    /// A storage command (`set`, `add`, `cas <token>`): true when stored.
+    /// A storage command (`set`, `add`, `cas` with a token) with flags 0
+    /// and no expiry: true when stored.
     pub async fn store(
         &mut self,
         kind: &'static str,
@@ -271,132 +545,120 @@ impl Client {
         value: &[u8],
         cas: Option<u64>,
     ) -> Result<bool, Failed> {
-        let t = now();
-        let head = match cas {
-            Some(c) => format!("cas {key} 0 0 {} {c}\r\n", value.len()),
-            None => format!("{kind} {key} 0 0 {}\r\n", value.len()),
+        let mode = match kind {
+            "add" => Mode::Add,
+            "replace" => Mode::Replace,
+            "append" => Mode::Append,
+            "prepend" => Mode::Prepend,
+            _ if cas.is_some() => Mode::Cas,
+            _ => Mode::Set,
         };
-        let mut req = head.into_bytes();
-        req.extend_from_slice(value);
-        req.extend_from_slice(b"\r\n");
-        let r = self.call(req, ReplyKind::Line).await;
-        let stored = match r {
-            Ok(Reply::Line(l)) => l == "STORED",
-            _ => {
-                self.record_with_token(
-                    kind,
-                    key,
-                    Some(value.to_vec()),
-                    cas,
-                    t,
-                    Outcome::Indeterminate,
-                );
-                return Err(Failed);
-            }
-        };
-        let outcome = if stored {
-            Outcome::Stored
-        } else {
-            Outcome::Refused
-        };
-        self.record_with_token(kind, key, Some(value.to_vec()), cas, t, outcome);
-        Ok(stored)
+        self.write(mode, key, value, 0, 0, cas).await
+    }
+
+    /// A storage command with flags and exptime: true when stored.
+    pub async fn write(
+        &mut self,
+        mode: Mode,
+        key: &str,
+        value: &[u8],
+        flags: u32,
+        ttl: i64,
+        cas: Option<u64>,
+    ) -> Result<bool, Failed> {
+        let o = self
+            .call(Request::store(mode, key, value, flags, ttl, cas))
+            .await?;
+        Ok(o == Outcome::Stored)
     }
 
     /// `incr`: the new value, or `None` if the key is missing.
     pub async fn incr(&mut self, key: &str, by: u64) -> Result<Option<u64>, Failed> {
-        let t = now();
-        let r = self
-            .call(format!("incr {key} {by}\r\n").into_bytes(), ReplyKind::Line)
-            .await;
-        match r {
-            Ok(Reply::Line(l)) => {
-                // An incr writes its result: record it as a write of that
-                // value so reads of the counter can be checked.
-                let v = l.trim().parse::<u64>().ok();
-                match v {
-                    Some(n) => self.record(
-                        "incr",
-                        key,
-                        Some(n.to_string().into_bytes()),
-                        t,
-                        Outcome::Stored,
-                    ),
-                    None => self.record("incr", key, None, t, Outcome::Refused),
-                }
-                Ok(v)
-            }
-            _ => {
-                self.record("incr", key, None, t, Outcome::Indeterminate);
-                Err(Failed)
-            }
+        match self.call(Request::incr(key, by, false)).await? {
+            Outcome::Number(n) => Ok(Some(n)),
+            _ => Ok(None),
         }
     }
 
-    /// A meta command (`mg`, `ms`, `md`): `line` is the command line
-    /// without CRLF, `data` the value for `ms`.
-    pub async fn meta(
-        &mut self,
-        key: &str,
-        line: &str,
-        data: Option<&[u8]>,
-    ) -> Result<Meta, Failed> {
-        let t = now();
-        let mut req = format!("{line}\r\n").into_bytes();
-        if let Some(d) = data {
-            req.extend_from_slice(d);
-            req.extend_from_slice(b"\r\n");
+    /// `delete`: true when something was deleted.
+    pub async fn delete(&mut self, key: &str) -> Result<bool, Failed> {
+        Ok(self.call(Request::delete(key)).await? == Outcome::Stored)
+    }
+
+    /// `flush_all`, recorded as a window in which every item of this
+    /// server may vanish.
+    pub async fn flush_all(&mut self) -> Result<(), Failed> {
+        let invoke = now();
+        let first = self.rec.borrow_mut().seq();
+        let timeout = self.timeout;
+        let got = tokio::time::timeout(timeout, async {
+            self.send(b"flush_all\r\n").await?;
+            self.line().await
+        })
+        .await;
+        let ok = matches!(&got, Ok(Ok(l)) if l == "OK");
+        if !ok {
+            self.disconnect();
         }
-        let kind: &'static str = if line.starts_with("ms") {
-            "set"
-        } else if line.starts_with("md") {
-            "delete"
+        // Even unanswered, it may have run: any time from now on.
+        let mut rec = self.rec.borrow_mut();
+        if ok {
+            rec.disrupt(self.server, invoke, first, crate::trace::Cause::Flush);
         } else {
-            "read"
-        };
-        let r = self.call(req, ReplyKind::Meta).await;
-        let m = match r {
-            Ok(Reply::Meta(m)) => m,
-            _ => {
-                self.record(
-                    kind,
-                    key,
-                    data.map(<[u8]>::to_vec),
-                    t,
-                    Outcome::Indeterminate,
-                );
-                return Err(Failed);
-            }
-        };
-        let outcome = match (kind, m.code.as_str()) {
-            ("read", "VA") => Outcome::Value {
-                value: m.value.clone(),
-                cas: m.num('c'),
-            },
-            ("read", "EN") => Outcome::Miss,
-            (_, "HD") => Outcome::Stored,
-            _ => Outcome::Refused,
-        };
-        // A vivified placeholder is not a value anybody wrote.
-        let outcome = match outcome {
-            Outcome::Value { ref value, .. } if value.is_empty() => Outcome::Miss,
-            o => o,
-        };
-        self.record(kind, key, data.map(<[u8]>::to_vec), t, outcome);
-        Ok(m)
+            rec.disrupt_open(self.server, invoke, first, crate::trace::Cause::Flush);
+        }
+        drop(rec);
+        if ok {
+            Ok(())
+        } else {
+            Err(Failed)
+        }
     }
 }
 
-/// What shape of reply to read.
-#[derive(Clone, Copy)]
-enum ReplyKind {
-    Line,
-    Get,
-    Meta,
-}
-
-enum Reply {
-    Line(String),
-    Values(Vec<(Vec<u8>, Option<u64>)>),
-    Meta(Meta),
+/// The outcome of `cmd` given its parsed reply.
+fn outcome(cmd: &Cmd, reply: &Reply) -> Outcome {
+    match reply {
+        Reply::Values(v) => match v.last() {
+            Some((value, flags, cas)) => Outcome::Value(Hit {
+                value: value.clone(),
+                flags: Some(*flags),
+                cas: *cas,
+                win: false,
+                sent: false,
+                stale: false,
+            }),
+            None => Outcome::Miss,
+        },
+        Reply::Line(l) => match l.as_str() {
+            "STORED" | "DELETED" | "TOUCHED" | "OK" => Outcome::Stored,
+            "NOT_STORED" => Outcome::NotStored,
+            "EXISTS" => Outcome::Exists,
+            "NOT_FOUND" => Outcome::NotFound,
+            l => match l.trim_end().parse::<u64>() {
+                Ok(n) if matches!(cmd, Cmd::Incr { .. }) => Outcome::Number(n),
+                _ => Outcome::Error(l.to_string()),
+            },
+        },
+        Reply::Meta(m) => match m.code.as_str() {
+            "VA" if matches!(cmd, Cmd::Incr { .. }) => String::from_utf8_lossy(&m.value)
+                .trim()
+                .parse()
+                .map_or_else(|_| Outcome::Error("VA".into()), Outcome::Number),
+            "VA" => Outcome::Value(Hit {
+                value: m.value.clone(),
+                flags: m.num('f').map(|f| f as u32),
+                cas: m.num('c'),
+                win: m.has('W'),
+                sent: m.has('Z'),
+                stale: m.has('X'),
+            }),
+            "EN" => Outcome::Miss,
+            "HD" => Outcome::Stored,
+            "NS" => Outcome::NotStored,
+            "EX" => Outcome::Exists,
+            "NF" => Outcome::NotFound,
+            other => Outcome::Error(other.to_string()),
+        },
+    }
 }

@@ -35,7 +35,7 @@
 //! simulated clock and a fixed simulated epoch, never the OS.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,7 @@ use turmoil::net::{TcpListener, TcpStream};
 use wasmcached_core::driver::{AcceptError, Admission, DriverStats, TOO_MANY_CONNECTIONS};
 use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Store};
 
+use crate::plant::{Plant, Planted};
 use crate::trace::{now, Shared};
 
 /// Port the cache listens on.
@@ -65,20 +66,6 @@ const WRITES_PER_PASS: usize = 4;
 fn clock() -> Clock {
     let el = now();
     Clock::new(el.as_millis() as u64, EPOCH_SECS + el.as_secs())
-}
-
-/// A deliberately broken store for testing the checker: of the storage
-/// requests (`set`, `add`, `cas`, `ms`) for each key, every `every`-th is
-/// acknowledged without being applied.
-///
-/// Counting per key, not server-wide, makes the bug land on every key
-/// that sees `every` writes whatever the interleaving of clients: a
-/// server-wide count lands wherever the timing puts it, sometimes only on
-/// writes no later read can expose.
-#[derive(Clone, Copy, Debug)]
-pub struct Broken {
-    /// Drop one write in this many, per key.
-    pub every: u64,
 }
 
 /// What one server host saw, for scenarios that check the host itself.
@@ -119,8 +106,8 @@ pub struct HostConfig {
     pub driver: DriverConfig,
     /// Most connections served at once (`-c`).
     pub max_connections: usize,
-    /// Plant the write-dropping bug (see [`Broken`]).
-    pub broken: Option<Broken>,
+    /// A planted bug (see [`Plant`]).
+    pub plant: Option<Plant>,
     /// Largest single write. The simulated network carries each write as
     /// one segment and bounds the segments in flight per connection (the
     /// simulation's `tcp_capacity`), so the two together are the socket
@@ -134,7 +121,7 @@ pub struct HostConfig {
 impl HostConfig {
     /// memcached's defaults (`-m 64`, `-c 1024`, 64 MiB of connection
     /// memory) with a fixed hash seed, so runs replay.
-    pub fn standard(broken: Option<Broken>) -> HostConfig {
+    pub fn standard(plant: Option<Plant>) -> HostConfig {
         HostConfig {
             store: Config {
                 hash_seed: 7,
@@ -143,7 +130,7 @@ impl HostConfig {
             },
             driver: DriverConfig::default(),
             max_connections: 1024,
-            broken,
+            plant,
             write_max: WRITE_MAX,
             probe: None,
         }
@@ -152,8 +139,8 @@ impl HostConfig {
 
 /// Runs a cache server named `name` with the standard settings until the
 /// simulation ends or bounces it.
-pub async fn serve(name: &'static str, rec: Shared, broken: Option<Broken>) -> turmoil::Result {
-    serve_with(name, rec, HostConfig::standard(broken)).await
+pub async fn serve(name: &'static str, rec: Shared, plant: Option<Plant>) -> turmoil::Result {
+    serve_with(name, rec, HostConfig::standard(plant)).await
 }
 
 /// Runs a cache server named `name` with `cfg` until the simulation ends
@@ -176,7 +163,7 @@ pub async fn serve_with(name: &'static str, rec: Shared, cfg: HostConfig) -> tur
     // Outside tokio's cooperative budget, like the WASI runner's guest:
     // one task doing every socket's I/O would run out of budget mid-pass,
     // and a socket would report `Pending` with data queued.
-    tokio::task::unconstrained(EventLoop::new(cfg, ready, backlog).run()).await
+    tokio::task::unconstrained(EventLoop::new(cfg, ready, backlog, name, rec).run()).await
 }
 
 /// Accepted sockets (or accept failures) not yet taken by the loop.
@@ -252,12 +239,24 @@ struct EventLoop {
     gather: Vec<u8>,
     events: Vec<Event>,
     runnable: Vec<ConnId>,
-    /// Storage requests seen by the planted bug, per key.
-    writes: BTreeMap<Vec<u8>, u64>,
+    /// The planted bug, when there is one.
+    planted: Option<Planted>,
+    name: &'static str,
+    rec: Shared,
+    /// Evictions already recorded as disruptions.
+    evictions: u64,
+    /// The plant's firings already recorded.
+    fired: u64,
 }
 
 impl EventLoop {
-    fn new(cfg: HostConfig, ready: Arc<Readiness>, backlog: Backlog) -> EventLoop {
+    fn new(
+        cfg: HostConfig,
+        ready: Arc<Readiness>,
+        backlog: Backlog,
+        name: &'static str,
+        rec: Shared,
+    ) -> EventLoop {
         let mut store = Store::new(cfg.store.clone(), clock());
         store.host_stats_mut().conn_memory_limit = cfg.driver.memory_limit as u64;
         let driver = Driver::new(cfg.driver.clone(), store.config());
@@ -270,7 +269,6 @@ impl EventLoop {
             };
         }
         EventLoop {
-            cfg,
             store,
             driver,
             gate,
@@ -282,7 +280,12 @@ impl EventLoop {
             gather: Vec::new(),
             events: Vec::new(),
             runnable: Vec::new(),
-            writes: BTreeMap::new(),
+            planted: cfg.plant.map(Planted::new),
+            cfg,
+            name,
+            rec,
+            evictions: 0,
+            fired: 0,
         }
     }
 
@@ -321,6 +324,7 @@ impl EventLoop {
             self.driver.poll_timeout(),
             self.store.poll_timeout(),
             self.gate.poll_timeout(),
+            self.planted.as_ref().and_then(Planted::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -368,6 +372,12 @@ impl EventLoop {
             busy |= self.write(i);
         }
         busy |= self.close_finished();
+        if let Some(p) = &self.planted {
+            if p.fired > self.fired {
+                self.rec.borrow_mut().plant_fired += p.fired - self.fired;
+                self.fired = p.fired;
+            }
+        }
         self.publish([after_begin, after_process], busy);
     }
 
@@ -440,7 +450,7 @@ impl EventLoop {
                 stalled: false,
                 read_waker: waker(false),
                 write_waker: waker(true),
-                framer: self.cfg.broken.map(|_| Vec::new()),
+                framer: self.planted.as_ref().map(|_| Vec::new()),
             };
             let i = id.index();
             if self.socks.len() <= i {
@@ -476,15 +486,14 @@ impl EventLoop {
                         self.driver.on_closed(id);
                         break;
                     }
-                    match s.framer.as_mut() {
-                        None => self.driver.on_read(id, &self.buf[..n]),
-                        Some(pending) => {
-                            let bytes =
-                                frame(pending, &self.buf[..n], &mut self.writes, self.cfg.broken);
+                    match (s.framer.as_mut(), self.planted.as_mut()) {
+                        (Some(pending), Some(p)) => {
+                            let bytes = p.frame(pending, &self.buf[..n], &mut self.store, clock());
                             if !bytes.is_empty() {
                                 self.driver.on_read(id, &bytes);
                             }
                         }
+                        _ => self.driver.on_read(id, &self.buf[..n]),
                     }
                     if n < want {
                         break;
@@ -510,9 +519,29 @@ impl EventLoop {
         for &id in &self.runnable {
             self.driver.process(id, &mut self.store, now);
         }
+        let mut any = any;
+        if let Some(p) = self.planted.as_mut() {
+            if p.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
+                any |= p.handle_timeout(&mut self.store, now);
+            }
+        }
         if self.store.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
             self.store.handle_timeout(now);
-            return true;
+            any = true;
+        }
+        // Evictions make any item of this server vanish legally: the
+        // checkers learn when.
+        let evicted = self.store.stats().evictions;
+        if evicted > self.evictions {
+            self.evictions = evicted;
+            let mut rec = self.rec.borrow_mut();
+            let first = rec.seq();
+            rec.disrupt(
+                self.name,
+                crate::trace::now(),
+                first,
+                crate::trace::Cause::Eviction,
+            );
         }
         any
     }
@@ -628,80 +657,4 @@ fn gather(driver: &Driver, id: ConnId, max: usize, out: &mut Vec<u8>) {
         }
         out.extend_from_slice(&c[..c.len().min(room)]);
     }
-}
-
-/// The key dropped writes are redirected to; nobody reads it.
-const DROPPED_KEY: &str = "__dropped_by_the_broken_double__";
-
-/// The planted bug: frames `bytes` (appended to the connection's
-/// `pending` bytes) into whole requests and returns those, with every
-/// `every`-th storage request per key redirected to [`DROPPED_KEY`]. The
-/// client still gets `STORED` (or `HD`) for it, in order with its other
-/// replies, but its key never changes: an acknowledged write that was not
-/// applied.
-fn frame(
-    pending: &mut Vec<u8>,
-    bytes: &[u8],
-    writes: &mut BTreeMap<Vec<u8>, u64>,
-    broken: Option<Broken>,
-) -> Vec<u8> {
-    let every = broken.map_or(u64::MAX, |b| b.every.max(1));
-    pending.extend_from_slice(bytes);
-    let mut out = Vec::new();
-    let mut at = 0;
-    while let Some(len) = request_len(&pending[at..]) {
-        let req = &pending[at..at + len];
-        at += len;
-        if is_write(req) {
-            let key = req.split(|&b| b == b' ').nth(1).unwrap_or_default();
-            let n = writes.entry(key.to_vec()).or_default();
-            *n += 1;
-            if n.is_multiple_of(every) {
-                out.extend_from_slice(&redirect(req));
-                continue;
-            }
-        }
-        out.extend_from_slice(req);
-    }
-    pending.drain(..at);
-    out
-}
-
-/// `req` (a whole storage request) rewritten to store its data block under
-/// [`DROPPED_KEY`] with a plain `set`/`ms`, which is always acknowledged.
-fn redirect(req: &[u8]) -> Vec<u8> {
-    let nl = req.iter().position(|&b| b == b'\n').unwrap_or(req.len());
-    let line = String::from_utf8_lossy(&req[..nl]);
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let head = if words.first() == Some(&"ms") {
-        format!("ms {DROPPED_KEY} {}\r\n", words.get(2).unwrap_or(&"0"))
-    } else {
-        format!("set {DROPPED_KEY} 0 0 {}\r\n", words.get(4).unwrap_or(&"0"))
-    };
-    let mut out = head.into_bytes();
-    out.extend_from_slice(req.get(nl + 1..).unwrap_or_default());
-    out
-}
-
-/// Length of the first complete request in `buf` (command line plus data
-/// block for storage commands), for the broken double's framing.
-fn request_len(buf: &[u8]) -> Option<usize> {
-    let nl = buf.iter().position(|&b| b == b'\n')?;
-    let line = std::str::from_utf8(&buf[..nl]).ok()?.trim_end();
-    let words: Vec<&str> = line.split(' ').filter(|w| !w.is_empty()).collect();
-    let data = match words.first().copied() {
-        Some("set" | "add" | "replace" | "append" | "prepend" | "cas") => {
-            words.get(4)?.parse::<usize>().ok()? + 2
-        }
-        Some("ms") => words.get(2)?.parse::<usize>().ok()? + 2,
-        _ => 0,
-    };
-    let total = nl + 1 + data;
-    (buf.len() >= total).then_some(total)
-}
-
-fn is_write(req: &[u8]) -> bool {
-    [&b"set "[..], b"add ", b"cas ", b"ms "]
-        .iter()
-        .any(|p| req.starts_with(p))
 }

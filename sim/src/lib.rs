@@ -2,7 +2,9 @@
 //!
 //! Deterministic network simulation (turmoil) of the wasmcached core:
 //! concurrent CAS counters, cold-cache thundering herds, faults and
-//! hostile clients, with every run's history checked. The cache server
+//! hostile clients, with every run's history checked for linearizability
+//! against a model of a cache item ([`check`]), and planted bugs
+//! ([`plant`]) to prove the checkers catch what they claim to. The cache server
 //! host ([`host`]) runs the production host policy, the core's `Driver`
 //! and `Gate`. One seed drives everything: turmoil's RNG,
 //! the fixed simulated epoch, the workload and the fault schedule. The same
@@ -12,6 +14,7 @@ pub mod check;
 pub mod client;
 pub mod db;
 pub mod host;
+pub mod plant;
 pub mod report;
 pub mod rng;
 pub mod scenario;

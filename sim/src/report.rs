@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use crate::check::Checked;
+
 /// A JSON-able value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Json {
@@ -79,6 +81,11 @@ pub struct Report {
     pub fields: Vec<(String, Json)>,
     /// The trace text, when asked for.
     pub trace: Option<String>,
+    /// Times the planted bug changed what a server did (with a plant).
+    pub plant_fired: Option<u64>,
+    /// What the checkers did (their wall-clock time is not in the JSON:
+    /// it differs between runs of one seed).
+    pub checked: Checked,
 }
 
 impl Report {
@@ -95,6 +102,16 @@ impl Report {
             ("ok".to_string(), Json::Bool(self.ok)),
         ];
         fields.extend(self.fields.iter().cloned());
+        fields.push(("checked_ops".into(), Json::Int(self.checked.ops as u64)));
+        if let Some(n) = self.plant_fired {
+            fields.push(("plant_fired".into(), Json::Int(n)));
+        }
+        if self.checked.unknown > 0 {
+            fields.push((
+                "unchecked_keys".into(),
+                Json::Int(self.checked.unknown as u64),
+            ));
+        }
         if !self.violations.is_empty() {
             fields.push(("violations".into(), Json::Str(self.violations.join("; "))));
         }
@@ -119,6 +136,22 @@ impl Report {
             v.write(&mut s);
             let _ = writeln!(out, "{k:<12} {s}");
         }
+        if let Some(n) = self.plant_fired {
+            let _ = writeln!(out, "plant_fired  {n}");
+        }
+        let _ = writeln!(
+            out,
+            "checked      {} ops on {} keys, {} search steps, {:.1} ms{}",
+            self.checked.ops,
+            self.checked.keys,
+            self.checked.steps,
+            self.checked.elapsed.as_secs_f64() * 1000.0,
+            if self.checked.unknown > 0 {
+                format!(" ({} keys over budget, unchecked)", self.checked.unknown)
+            } else {
+                String::new()
+            }
+        );
         for v in &self.violations {
             let _ = writeln!(out, "VIOLATION    {v}");
         }

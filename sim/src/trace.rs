@@ -1,52 +1,254 @@
 //! The run's event trace and operation history, shared by every host of
 //! one simulation (turmoil runs them all on one thread).
+//!
+//! The history is what the clients saw: each [`Op`] is one request to one
+//! key of one server ([`Cmd`]), with the sim times it was issued and
+//! answered and the reply ([`Outcome`]). Alongside it the recorder keeps
+//! the [`Disruption`]s that make items vanish legally: server (re)starts,
+//! evictions the server reported, flushes, node losses. The checkers
+//! ([`crate::check`]) judge the history against them.
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::Duration;
 
 use crate::rng::{fnv1a, FNV_START};
 
+/// A storage command's mode (memcached's `set`/`add`/`replace`/`append`/
+/// `prepend`/`cas`, or `ms` with `M` and `C`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Store unconditionally.
+    Set,
+    /// Store only if the key is missing.
+    Add,
+    /// Store only if the key exists.
+    Replace,
+    /// Append to an existing value (keeps flags and TTL).
+    Append,
+    /// Prepend to an existing value (keeps flags and TTL).
+    Prepend,
+    /// Store only if the item's CAS value is the one given.
+    Cas,
+}
+
+/// What a client asked one server to do to one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cmd {
+    /// `get`/`gets`, or `mg` without lease flags.
+    Get,
+    /// A storage command. `ttl` is the raw exptime token (0: never,
+    /// up to 30 days: relative seconds, larger: unix time, negative:
+    /// already expired); `cas` is the token for [`Mode::Cas`].
+    Store {
+        /// Which storage command.
+        mode: Mode,
+        /// The data block.
+        value: Vec<u8>,
+        /// Client flags.
+        flags: u32,
+        /// Raw exptime.
+        ttl: i64,
+        /// CAS token compared (cas mode only).
+        cas: Option<u64>,
+    },
+    /// `delete` / `md` (optionally compare-and-delete with `C`).
+    Delete {
+        /// CAS token compared.
+        cas: Option<u64>,
+    },
+    /// `md <key> I [T<ttl>]`: mark the item stale (a new CAS value, the
+    /// win token reset), optionally with a new TTL.
+    Invalidate {
+        /// New exptime, if any.
+        ttl: Option<i64>,
+    },
+    /// `incr`/`decr` (or `ma`).
+    Incr {
+        /// Amount.
+        delta: u64,
+        /// `decr` rather than `incr`.
+        decr: bool,
+    },
+    /// `touch` (or `mg` with `T` and nothing else).
+    Touch {
+        /// New exptime.
+        ttl: i64,
+    },
+    /// `mg` with the anti-thundering-herd flags: `N<ttl>` (create an
+    /// empty item on a miss and hand this client the win), `R<secs>`
+    /// (hand out the win when the TTL left is below), `T<ttl>` (touch).
+    MetaGet {
+        /// `N`: vivify on miss with this TTL.
+        vivify: Option<i64>,
+        /// `R`: recache threshold in seconds.
+        recache: Option<i64>,
+        /// `T`: new TTL.
+        touch: Option<i64>,
+    },
+}
+
+impl Cmd {
+    /// Short name for traces and messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Cmd::Get => "get",
+            Cmd::Store { mode, .. } => match mode {
+                Mode::Set => "set",
+                Mode::Add => "add",
+                Mode::Replace => "replace",
+                Mode::Append => "append",
+                Mode::Prepend => "prepend",
+                Mode::Cas => "cas",
+            },
+            Cmd::Delete { .. } => "delete",
+            Cmd::Invalidate { .. } => "invalidate",
+            Cmd::Incr { decr: false, .. } => "incr",
+            Cmd::Incr { decr: true, .. } => "decr",
+            Cmd::Touch { .. } => "touch",
+            Cmd::MetaGet { .. } => "mg",
+        }
+    }
+
+    /// Whether the command reads the item (its reply carries a value).
+    pub fn is_read(&self) -> bool {
+        matches!(self, Cmd::Get | Cmd::MetaGet { .. })
+    }
+}
+
+/// A read's hit, as the client saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hit {
+    /// The value.
+    pub value: Vec<u8>,
+    /// Client flags, when the reply carried them.
+    pub flags: Option<u32>,
+    /// CAS value, when asked for.
+    pub cas: Option<u64>,
+    /// `W`: this client won the right to recompute.
+    pub win: bool,
+    /// `Z`: a win was already handed out.
+    pub sent: bool,
+    /// `X`: the item is stale.
+    pub stale: bool,
+}
+
 /// What an operation did, as the client saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// A read returned a value (with its CAS token when asked for).
-    Value { value: Vec<u8>, cas: Option<u64> },
+    /// A read returned a value.
+    Value(Hit),
     /// A read missed.
     Miss,
-    /// A write was acknowledged.
+    /// `STORED`, `DELETED`, `TOUCHED`, `HD`.
     Stored,
-    /// A write was refused (CAS mismatch, add on existing, ...).
-    Refused,
+    /// `incr`/`decr` returned the new value.
+    Number(u64),
+    /// `NOT_STORED` / `NS`.
+    NotStored,
+    /// `EXISTS` / `EX`: a CAS mismatch.
+    Exists,
+    /// `NOT_FOUND` / `NF`.
+    NotFound,
+    /// `SERVER_ERROR ...` or `CLIENT_ERROR ...`: the server refused the
+    /// request (a failed storage request may also have removed the old
+    /// item, as memcached does on an allocation failure).
+    Error(String),
     /// The operation timed out or its connection broke: it may or may not
     /// have happened.
     Indeterminate,
+}
+
+impl Outcome {
+    /// A positive acknowledgement (stored, deleted, touched, counted).
+    pub fn is_ack(&self) -> bool {
+        matches!(self, Outcome::Stored | Outcome::Number(_))
+    }
+
+    /// A negative reply to a write (`NOT_STORED`, `EXISTS`, `NOT_FOUND`).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Outcome::NotStored | Outcome::Exists | Outcome::NotFound
+        )
+    }
 }
 
 /// One client operation with its invoke and complete times (sim time).
 #[derive(Clone, Debug)]
 pub struct Op {
     /// Client name.
-    pub client: String,
+    pub client: Rc<str>,
     /// Which server it went to.
     pub server: &'static str,
     /// Key.
     pub key: String,
-    /// `read`, `cas`, `set`, `add`, `incr`.
-    pub kind: &'static str,
-    /// Value written (for writes).
-    pub written: Option<Vec<u8>>,
-    /// CAS token a conditional write was made against.
-    pub token: Option<u64>,
+    /// The request.
+    pub cmd: Cmd,
     /// Sim time the request was issued.
     pub invoke: Duration,
     /// Sim time the reply arrived (or the timeout fired).
     pub complete: Duration,
+    /// The invocation's place in the run's execution order
+    /// ([`Recorder::seq`]).
+    pub first: u64,
+    /// The completion's place in the execution order (set when recorded).
+    pub last: u64,
     /// What happened.
     pub outcome: Outcome,
 }
 
-/// A server (re)start or another fault, for the checker.
+impl Op {
+    /// The value this operation asked to store (storage commands).
+    pub fn written(&self) -> Option<&[u8]> {
+        match &self.cmd {
+            Cmd::Store { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The CAS token a conditional write compared.
+    pub fn token(&self) -> Option<u64> {
+        match &self.cmd {
+            Cmd::Store { cas, .. } | Cmd::Delete { cas } => *cas,
+            _ => None,
+        }
+    }
+}
+
+/// Why items of a server may vanish at some time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The server (re)started with an empty cache.
+    Restart,
+    /// The server evicted items to make room (the key is not known).
+    Eviction,
+    /// A `flush_all` ran (any time in the window).
+    Flush,
+    /// The server's clock jumped: absolute exptimes moved.
+    ClockJump,
+}
+
+/// A window in which a server's items may have vanished, in sim time and
+/// in execution order.
+#[derive(Clone, Debug)]
+pub struct Disruption {
+    /// Server name.
+    pub server: &'static str,
+    /// Earliest sim time it may have happened.
+    pub from: Duration,
+    /// Latest sim time it may have happened.
+    pub to: Duration,
+    /// Earliest place in execution order.
+    pub first: u64,
+    /// Latest place in execution order.
+    pub last: u64,
+    /// What it was.
+    pub cause: Cause,
+}
+
+/// A server (re)start, for the checkers.
 #[derive(Clone, Debug)]
 pub struct Restart {
     /// Server name.
@@ -62,12 +264,18 @@ pub struct Recorder {
     pub ops: Vec<Op>,
     /// Server starts (the first start counts: the cache begins empty).
     pub restarts: Vec<Restart>,
+    /// Every window in which items may have vanished (restarts included).
+    pub disruptions: Vec<Disruption>,
     hash: u64,
     lines: usize,
     /// Keep the trace text (for `--trace`).
     pub keep_text: bool,
     /// The trace text, when kept.
     pub text: String,
+    line: String,
+    seq: u64,
+    /// Times a planted bug changed what a server did.
+    pub plant_fired: u64,
 }
 
 /// Shared handle.
@@ -85,23 +293,45 @@ impl Recorder {
 
     /// Appends one line to the trace.
     pub fn event(&mut self, at: Duration, line: &str) {
-        let text = format!("{:>10.3} {line}\n", at.as_secs_f64() * 1000.0);
+        let mut text = std::mem::take(&mut self.line);
+        text.clear();
+        let _ = writeln!(text, "{:>10.3} {line}", at.as_secs_f64() * 1000.0);
         self.hash = fnv1a(text.as_bytes(), self.hash);
         self.lines += 1;
         if self.keep_text {
             self.text.push_str(&text);
         }
+        self.line = text;
     }
 
-    /// Records a completed operation.
-    pub fn op(&mut self, op: Op) {
-        let line = format!(
-            "{} {} {} {} {:?} -> {:?} (invoked {:.3})",
+    /// The next place in the run's execution order. turmoil runs every
+    /// host on one thread, so the order in which clients and servers call
+    /// this is the order things happened in: a reply recorded before a
+    /// request was issued came first, even within one tick of sim time.
+    /// The checkers order operations by it.
+    pub fn seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Records a completed operation (its `last` is set now).
+    pub fn op(&mut self, mut op: Op) {
+        op.last = self.seq();
+        let mut line = String::with_capacity(96);
+        let _ = write!(
+            line,
+            "{} {} {} {}",
             op.client,
             op.server,
-            op.kind,
-            op.key,
-            op.written.as_deref().map(String::from_utf8_lossy),
+            op.cmd.name(),
+            op.key
+        );
+        if let Some(w) = op.written() {
+            let _ = write!(line, " {:?}", String::from_utf8_lossy(w));
+        }
+        let _ = write!(
+            line,
+            " -> {:?} (invoked {:.3})",
             op.outcome,
             op.invoke.as_secs_f64() * 1000.0
         );
@@ -113,6 +343,37 @@ impl Recorder {
     pub fn restart(&mut self, server: &'static str, at: Duration) {
         self.event(at, &format!("{server} started (empty cache)"));
         self.restarts.push(Restart { server, at });
+        let first = self.seq();
+        self.disrupt(server, at, first, Cause::Restart);
+    }
+
+    /// Records that `server`'s items may have vanished at any point from
+    /// `from` (sim time, and `first` in execution order; see
+    /// [`Recorder::seq`]) until now.
+    pub fn disrupt(&mut self, server: &'static str, from: Duration, first: u64, cause: Cause) {
+        let to = now();
+        let last = self.seq();
+        if cause != Cause::Restart {
+            self.event(to, &format!("{server} {cause:?} since {from:?}"));
+        }
+        self.disruptions.push(Disruption {
+            server,
+            from,
+            to,
+            first,
+            last,
+            cause,
+        });
+    }
+
+    /// Records that `server`'s items may vanish at any point from `from`
+    /// (`first` in execution order) on, for good: an unanswered flush.
+    pub fn disrupt_open(&mut self, server: &'static str, from: Duration, first: u64, cause: Cause) {
+        self.disrupt(server, from, first, cause);
+        if let Some(d) = self.disruptions.last_mut() {
+            d.to = Duration::MAX;
+            d.last = u64::MAX;
+        }
     }
 
     /// Hash of the whole trace.

@@ -2,14 +2,14 @@
 //! broken store, and each scenario's headline property on a few seeds
 //! (`scripts/sim-sweep` runs a thousand per scenario).
 
-use wasmcached_sim::host::Broken;
+use wasmcached_sim::plant::Plant;
 use wasmcached_sim::report::Json;
 use wasmcached_sim::{run, RunConfig};
 
 fn cfg(seed: u64) -> RunConfig {
     RunConfig {
         seed,
-        broken: None,
+        plant: None,
         keep_trace: false,
     }
 }
@@ -55,7 +55,7 @@ fn same_seed_same_trace_different_seeds_different_traces() {
 fn checker_catches_a_store_that_drops_every_100th_write() {
     for seed in 0..20 {
         let broken = RunConfig {
-            broken: Some(Broken { every: 100 }),
+            plant: Some(Plant::LostWrite { every: 100 }),
             ..cfg(seed)
         };
         let r = run("cas-counter", &broken).unwrap();
@@ -64,7 +64,8 @@ fn checker_catches_a_store_that_drops_every_100th_write() {
         assert!(
             r.violations.iter().any(|v| v.contains("had since stored")
                 || v.contains("missed")
-                || v.contains("lost update")),
+                || v.contains("lost update")
+                || v.contains("not linearizable")),
             "seed {seed}: {:?}",
             r.violations
         );
@@ -175,7 +176,7 @@ fn hostile_clients_replay_exactly() {
 fn checker_catches_dropped_writes_among_hostile_clients() {
     for seed in 0..5 {
         let broken = RunConfig {
-            broken: Some(Broken { every: 5 }),
+            plant: Some(Plant::LostWrite { every: 5 }),
             ..cfg(seed)
         };
         let r = run("hostile-clients", &broken).unwrap();
@@ -183,7 +184,8 @@ fn checker_catches_dropped_writes_among_hostile_clients() {
         assert!(
             r.violations.iter().any(|v| v.contains("had since stored")
                 || v.contains("missed")
-                || v.contains("lost update")),
+                || v.contains("lost update")
+                || v.contains("not linearizable")),
             "seed {seed}: {:?}",
             r.violations
         );

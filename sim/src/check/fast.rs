@@ -1,10 +1,10 @@
-//! The history checker: verifies a run's operations against what a cache
-//! may legally do.
+//! The fast first pass: invariants that need no search, each a direct
+//! scan of the history.
 //!
-//! A cache is not a database: items may vanish through eviction, expiry,
-//! flush or a restart. So the checker asks, per server and key:
+//! Per server and key:
 //! * every value read was written by someone (an acknowledged or an
-//!   indeterminate write);
+//!   indeterminate write), where values come only from whole writes (no
+//!   `append`, `prepend` or counters on the key);
 //! * no read returns a value superseded by an acknowledged write of another
 //!   value that completed before the read began (unless the server
 //!   restarted in between);
@@ -17,10 +17,10 @@
 //! Timed-out operations are indeterminate: their writes may or may not
 //! have happened, so they widen what reads may return and assert nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::trace::{Op, Outcome, Restart};
+use crate::trace::{Cmd, Mode, Op, Outcome, Restart};
 
 /// What the scenario allows.
 #[derive(Clone, Copy, Debug)]
@@ -48,43 +48,67 @@ fn epoch(restarts: &[Restart], server: &str, at: Duration) -> usize {
         .count()
 }
 
+/// A write that replaces the whole value (so a read's value names it).
+fn whole_write(op: &Op) -> bool {
+    matches!(
+        op.cmd,
+        Cmd::Store {
+            mode: Mode::Set | Mode::Add | Mode::Replace | Mode::Cas,
+            ..
+        }
+    )
+}
+
 /// Checks `ops`; returns one message per violation (empty: the history is
 /// legal).
 pub fn check(ops: &[Op], restarts: &[Restart], policy: Policy) -> Vec<String> {
     let mut violations = Vec::new();
-    let mut deletes: BTreeMap<(&str, &str), Vec<&Op>> = BTreeMap::new();
+    type Key<'a> = (&'a str, &'a str);
+    // Keys whose values are computed by the server (appends, counters):
+    // their reads name no single write, the search checks them.
+    let computed: BTreeSet<Key<'_>> = ops
+        .iter()
+        .filter(|o| {
+            matches!(
+                o.cmd,
+                Cmd::Incr { .. }
+                    | Cmd::Store {
+                        mode: Mode::Append | Mode::Prepend,
+                        ..
+                    }
+            )
+        })
+        .map(|o| (o.server, o.key.as_str()))
+        .collect();
+    let mut deletes: BTreeMap<Key<'_>, Vec<&Op>> = BTreeMap::new();
     for op in ops
         .iter()
-        .filter(|o| o.kind == "delete" && o.outcome != Outcome::Refused)
+        .filter(|o| matches!(o.cmd, Cmd::Delete { .. }) && !o.outcome.is_refusal())
     {
         deletes
             .entry((op.server, op.key.as_str()))
             .or_default()
             .push(op);
     }
-    let mut all_writes: BTreeMap<(&str, &str), Vec<&Op>> = BTreeMap::new();
-    let mut acked: BTreeMap<(&str, &str), Vec<&Op>> = BTreeMap::new();
-    for op in ops {
-        if op.written.is_some() {
-            if op.outcome == Outcome::Stored || op.outcome == Outcome::Indeterminate {
-                all_writes
-                    .entry((op.server, op.key.as_str()))
-                    .or_default()
-                    .push(op);
-            }
-            if op.outcome == Outcome::Stored {
-                acked
-                    .entry((op.server, op.key.as_str()))
-                    .or_default()
-                    .push(op);
-            }
+    let mut all_writes: BTreeMap<Key<'_>, Vec<&Op>> = BTreeMap::new();
+    let mut acked: BTreeMap<Key<'_>, Vec<&Op>> = BTreeMap::new();
+    for op in ops.iter().filter(|o| whole_write(o)) {
+        let key = (op.server, op.key.as_str());
+        if op.outcome == Outcome::Stored || op.outcome == Outcome::Indeterminate {
+            all_writes.entry(key).or_default().push(op);
+        }
+        if op.outcome == Outcome::Stored {
+            acked.entry(key).or_default().push(op);
         }
     }
     // A CAS token is consumed by the first write that succeeds with it:
     // two acknowledged writes with one token mean one of them was lost.
     let mut consumed: BTreeMap<(&str, &str, usize, u64), &Op> = BTreeMap::new();
     for op in ops.iter().filter(|o| o.outcome == Outcome::Stored) {
-        let Some(t) = op.token else { continue };
+        let Some(t) = op.token() else { continue };
+        if !matches!(op.cmd, Cmd::Store { .. }) {
+            continue;
+        }
         let e = epoch(restarts, op.server, op.invoke);
         if e != epoch(restarts, op.server, op.complete) {
             continue;
@@ -97,11 +121,14 @@ pub fn check(ops: &[Op], restarts: &[Restart], policy: Policy) -> Vec<String> {
         }
     }
     let mut tokens: BTreeMap<(&str, usize, u64), &[u8]> = BTreeMap::new();
-    for op in ops.iter().filter(|o| o.kind == "read") {
+    for op in ops.iter().filter(|o| o.cmd.is_read()) {
         let key = (op.server, op.key.as_str());
         let acks = acked.get(&key).map(Vec::as_slice).unwrap_or(&[]);
         match &op.outcome {
-            Outcome::Value { value, cas } => {
+            // An empty value is a vivified placeholder (`mg N`), which
+            // nobody wrote.
+            Outcome::Value(hit) if !hit.value.is_empty() && !computed.contains(&key) => {
+                let value = hit.value.as_slice();
                 // Writes that may have produced this value: acknowledged or
                 // indeterminate, issued before the read returned.
                 let candidates: Vec<&Op> = all_writes
@@ -109,10 +136,7 @@ pub fn check(ops: &[Op], restarts: &[Restart], policy: Policy) -> Vec<String> {
                     .map(|v| {
                         v.iter()
                             .copied()
-                            .filter(|w| {
-                                w.written.as_deref() == Some(value.as_slice())
-                                    && w.invoke < op.complete
-                            })
+                            .filter(|w| w.written() == Some(value) && w.invoke < op.complete)
                             .collect()
                     })
                     .unwrap_or_default();
@@ -130,7 +154,7 @@ pub fn check(ops: &[Op], restarts: &[Restart], policy: Policy) -> Vec<String> {
                     // before this read began (with no restart since).
                     let superseding = |w: &Op| {
                         acks.iter().copied().find(|w2| {
-                            w2.written.as_deref() != Some(value.as_slice())
+                            w2.written() != Some(value)
                                 && w2.invoke > w.complete
                                 && w2.complete < op.invoke
                                 && !restarted_between(restarts, op.server, w2.invoke, op.complete)
@@ -149,16 +173,16 @@ pub fn check(ops: &[Op], restarts: &[Restart], policy: Policy) -> Vec<String> {
                             String::from_utf8_lossy(value),
                             op.invoke,
                             w2.client,
-                            w2.written.as_deref().map(String::from_utf8_lossy),
+                            w2.written().map(String::from_utf8_lossy),
                             w2.complete
                         ));
                     }
                 }
-                if let Some(c) = cas {
+                if let Some(c) = hit.cas {
                     let e = epoch(restarts, op.server, op.invoke);
                     if e == epoch(restarts, op.server, op.complete) {
-                        let seen = tokens.entry((op.server, e, *c)).or_insert(value.as_slice());
-                        if *seen != value.as_slice() {
+                        let seen = tokens.entry((op.server, e, c)).or_insert(value);
+                        if *seen != value {
                             violations.push(format!(
                                 "CAS token {c} on {} named two values: {:?} and {:?}",
                                 op.server,

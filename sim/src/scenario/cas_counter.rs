@@ -2,17 +2,24 @@
 //! gets/cas retry loop; the final count must be exactly N*M. The article's
 //! naive get/set version runs alongside (its lost updates are reported),
 //! and so does the `incr` version.
+//!
+//! Counter values are `<count> <writer tag>`: the count first (what the
+//! article stores), then a tag unique to the write, so the checkers know
+//! which write every value read came from. Counters are stored with a
+//! one-hour TTL, which the run never reaches: a counter that vanishes
+//! early is a bug the checkers see.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::check::{check, Policy};
+use crate::check::{self, Policy};
 use crate::client::{Client, Failed};
 use crate::host;
 use crate::report::{Json, Report};
 use crate::rng::Rng;
 use crate::scenario::{sim, RunConfig};
+use crate::trace::Mode;
 use crate::trace::Recorder;
 
 /// Clients.
@@ -23,25 +30,36 @@ pub const VISITS: u64 = 20;
 const CAS_KEY: &str = "visitors:cas";
 const NAIVE_KEY: &str = "visitors:naive";
 const INCR_KEY: &str = "visitors:incr";
+/// The counters' TTL (seconds).
+pub const TTL: i64 = 3600;
+
+/// The count a counter value starts with.
+pub fn count_of(v: &[u8]) -> u64 {
+    String::from_utf8_lossy(v)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
 
 /// The article's `on_visit` with gets/cas (add when the key is missing).
 pub async fn visit_cas(c: &mut Client, key: &str) -> Result<u64, Failed> {
     loop {
         match c.get(key, true).await? {
             Some((v, Some(token))) => {
-                let next = String::from_utf8_lossy(&v)
-                    .trim()
-                    .parse::<u64>()
-                    .unwrap_or(0)
-                    + 1;
-                if c.store("cas", key, next.to_string().as_bytes(), Some(token))
+                let next = count_of(&v) + 1;
+                let value = format!("{next} {}", c.unique());
+                if c.write(Mode::Cas, key, value.as_bytes(), 0, TTL, Some(token))
                     .await?
                 {
                     return Ok(next);
                 }
             }
             _ => {
-                if c.store("add", key, b"1", None).await? {
+                let value = format!("1 {}", c.unique());
+                if c.write(Mode::Add, key, value.as_bytes(), 0, TTL, None)
+                    .await?
+                {
                     return Ok(1);
                 }
             }
@@ -51,23 +69,18 @@ pub async fn visit_cas(c: &mut Client, key: &str) -> Result<u64, Failed> {
 
 async fn visit_naive(c: &mut Client) -> Result<(), Failed> {
     let next = match c.get(NAIVE_KEY, false).await? {
-        Some((v, _)) => {
-            String::from_utf8_lossy(&v)
-                .trim()
-                .parse::<u64>()
-                .unwrap_or(0)
-                + 1
-        }
+        Some((v, _)) => count_of(&v) + 1,
         None => 1,
     };
-    c.store("set", NAIVE_KEY, next.to_string().as_bytes(), None)
+    let value = format!("{next} {}", c.unique());
+    c.write(Mode::Set, NAIVE_KEY, value.as_bytes(), 0, TTL, None)
         .await?;
     Ok(())
 }
 
 async fn visit_incr(c: &mut Client) -> Result<(), Failed> {
     if c.incr(INCR_KEY, 1).await?.is_none() {
-        c.store("add", INCR_KEY, b"0", None).await?;
+        c.write(Mode::Add, INCR_KEY, b"0", 0, TTL, None).await?;
         while c.incr(INCR_KEY, 1).await?.is_none() {}
     }
     Ok(())
@@ -77,9 +90,9 @@ async fn visit_incr(c: &mut Client) -> Result<(), Failed> {
 pub fn run(cfg: &RunConfig) -> Report {
     let rec = Recorder::shared(cfg.keep_trace);
     let mut sim = sim(cfg.seed, Duration::from_secs(120));
-    let broken = cfg.broken;
+    let plant = cfg.plant;
     let r = rec.clone();
-    sim.host("server", move || host::serve("server", r.clone(), broken));
+    sim.host("server", move || host::serve("server", r.clone(), plant));
     let finished = Rc::new(RefCell::new(0u64));
     let finals = Rc::new(RefCell::new(None::<(u64, u64, u64)>));
     for i in 0..CLIENTS {
@@ -126,10 +139,7 @@ pub fn run(cfg: &RunConfig) -> Report {
             r,
             Duration::from_secs(5),
         );
-        let num = |v: Option<(Vec<u8>, Option<u64>)>| {
-            v.and_then(|(v, _)| String::from_utf8_lossy(&v).trim().parse().ok())
-                .unwrap_or(0)
-        };
+        let num = |v: Option<(Vec<u8>, Option<u64>)>| v.map_or(0, |(v, _)| count_of(&v));
         let cas = num(c.get(CAS_KEY, false).await.map_err(|_| "read")?);
         let naive = num(c.get(NAIVE_KEY, false).await.map_err(|_| "read")?);
         let incr = num(c.get(INCR_KEY, false).await.map_err(|_| "read")?);
@@ -159,7 +169,8 @@ pub fn run(cfg: &RunConfig) -> Report {
         no_stale_reads: true,
         no_silent_misses: true,
     };
-    violations.extend(check(&rec.ops, &rec.restarts, policy));
+    let checked = check::history(&rec, policy);
+    violations.extend(checked.violations.iter().cloned());
     Report {
         scenario: "cas-counter",
         seed: cfg.seed,
@@ -178,5 +189,7 @@ pub fn run(cfg: &RunConfig) -> Report {
             ),
         ],
         trace: rec.keep_text.then(|| rec.text.clone()),
+        plant_fired: cfg.plant.map(|_| rec.plant_fired),
+        checked,
     }
 }

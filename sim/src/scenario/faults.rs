@@ -9,12 +9,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::check::{check, Policy};
+use crate::check::{self, Policy};
 use crate::client::Client;
 use crate::host;
 use crate::report::{Json, Report};
 use crate::rng::Rng;
-use crate::scenario::cas_counter::visit_cas;
+use crate::scenario::cas_counter::{count_of, visit_cas};
 use crate::scenario::{sim, RunConfig};
 use crate::trace::{Outcome, Recorder};
 
@@ -36,8 +36,8 @@ enum Fault {
 pub fn run(cfg: &RunConfig) -> Report {
     let rec = Recorder::shared(cfg.keep_trace);
     let mut sim = sim(cfg.seed, Duration::from_secs(300));
-    let (r, broken) = (rec.clone(), cfg.broken);
-    sim.host("server", move || host::serve("server", r.clone(), broken));
+    let (r, plant) = (rec.clone(), cfg.plant);
+    sim.host("server", move || host::serve("server", r.clone(), plant));
     let finished = Rc::new(RefCell::new(0u64));
     let final_value = Rc::new(RefCell::new(None::<u64>));
     for i in 0..CLIENTS {
@@ -83,10 +83,7 @@ pub fn run(cfg: &RunConfig) -> Report {
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         };
-        *fin.borrow_mut() = Some(
-            v.and_then(|(v, _)| String::from_utf8_lossy(&v).trim().parse().ok())
-                .unwrap_or(0),
-        );
+        *fin.borrow_mut() = Some(v.map_or(0, |(v, _)| count_of(&v)));
         Ok(())
     });
 
@@ -176,11 +173,7 @@ pub fn run(cfg: &RunConfig) -> Report {
         .ops
         .iter()
         .filter(|o| o.outcome == Outcome::Stored && o.invoke > last_restart)
-        .filter_map(|o| {
-            o.written
-                .as_deref()
-                .and_then(|w| String::from_utf8_lossy(w).parse().ok())
-        })
+        .filter_map(|o| o.written().map(count_of))
         .collect();
     if let Some(&max) = acked_since.iter().max() {
         if final_value < max {
@@ -194,14 +187,14 @@ pub fn run(cfg: &RunConfig) -> Report {
         .iter()
         .filter(|o| o.outcome == Outcome::Indeterminate)
         .count() as u64;
-    violations.extend(check(
-        &rec.ops,
-        &rec.restarts,
+    let checked = check::history(
+        &rec,
         Policy {
             no_stale_reads: true,
             no_silent_misses: true,
         },
-    ));
+    );
+    violations.extend(checked.violations.iter().cloned());
     Report {
         scenario: "faults",
         seed: cfg.seed,
@@ -220,5 +213,7 @@ pub fn run(cfg: &RunConfig) -> Report {
             ("indeterminate_ops".into(), Json::Int(indeterminate)),
         ],
         trace: rec.keep_text.then(|| rec.text.clone()),
+        plant_fired: cfg.plant.map(|_| rec.plant_fired),
+        checked,
     }
 }

@@ -21,12 +21,12 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use turmoil::net::TcpStream;
 
-use crate::check::{check, Policy};
+use crate::check::{self, Checked, Policy};
 use crate::client::{Client, Failed};
 use crate::report::{Json, Report};
 use crate::rng::Rng;
 use crate::scenario::{percentile, sim, RunConfig};
-use crate::trace::{now, Recorder, Shared};
+use crate::trace::{now, Mode, Recorder, Shared};
 use crate::{db, host};
 
 /// Reading clients.
@@ -42,6 +42,8 @@ pub const CRASH_AT: Duration = Duration::from_millis(400);
 /// Events after which every hot key must be recomputed: the fresh start,
 /// the invalidation and the restart.
 pub const COLD_EVENTS: u64 = 3;
+/// TTL of the values the naive and fallback strategies cache (seconds).
+pub const TTL: i64 = 300;
 
 /// The strategies compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,7 +109,7 @@ async fn read(
                 return Ok(v);
             }
             let v = db.query(key).await?;
-            cache.store("set", key, &v, None).await?;
+            cache.write(Mode::Set, key, &v, 0, TTL, None).await?;
             Ok(v)
         }
         Strategy::Lease => loop {
@@ -138,7 +140,7 @@ async fn read(
                 }
             }
             let v = db.query(key).await?;
-            cache.store("set", key, &v, None).await?;
+            cache.write(Mode::Set, key, &v, 0, TTL, None).await?;
             Ok(v)
         }
     }
@@ -151,6 +153,8 @@ struct Outcome {
     hash: u64,
     events: usize,
     trace: Option<String>,
+    checked: Checked,
+    fired: u64,
 }
 
 fn run_strategy(cfg: &RunConfig, strategy: Strategy) -> Outcome {
@@ -159,8 +163,8 @@ fn run_strategy(cfg: &RunConfig, strategy: Strategy) -> Outcome {
     let counts: db::Counts = Rc::new(RefCell::new(BTreeMap::new()));
     let c2 = counts.clone();
     sim.host("db", move || db::serve(c2.clone()));
-    let (r, broken) = (rec.clone(), cfg.broken);
-    sim.host("server", move || host::serve("server", r.clone(), broken));
+    let (r, plant) = (rec.clone(), cfg.plant);
+    sim.host("server", move || host::serve("server", r.clone(), plant));
     let warmed = Rc::new(RefCell::new(strategy != Strategy::Fallback));
     if strategy == Strategy::Fallback {
         let r = rec.clone();
@@ -176,7 +180,7 @@ fn run_strategy(cfg: &RunConfig, strategy: Strategy) -> Outcome {
             );
             for k in 0..HOT_KEYS {
                 let key = format!("hot:{k}");
-                old.store("set", &key, &db::value_of(&key), None)
+                old.write(Mode::Set, &key, &db::row(&key, "warm"), 0, TTL, None)
                     .await
                     .map_err(|_| "warm")?;
             }
@@ -234,7 +238,7 @@ fn run_strategy(cfg: &RunConfig, strategy: Strategy) -> Outcome {
                 let t = now();
                 loop {
                     match read(strategy, &key, &mut cache, old.as_mut(), &mut db).await {
-                        Ok(v) if v == db::value_of(&key) => break,
+                        Ok(v) if db::is_row_of(&key, &v) => break,
                         Ok(v) => {
                             return Err(
                                 format!("{key} read {:?}", String::from_utf8_lossy(&v)).into()
@@ -271,9 +275,11 @@ fn run_strategy(cfg: &RunConfig, strategy: Strategy) -> Outcome {
         no_stale_reads: true,
         no_silent_misses: true,
     };
+    let checked = check::history(&rec, policy);
     violations.extend(
-        check(&rec.ops, &rec.restarts, policy)
-            .into_iter()
+        checked
+            .violations
+            .iter()
             .map(|v| format!("{}: {v}", strategy.name())),
     );
     let queries = counts.borrow().values().sum();
@@ -286,6 +292,8 @@ fn run_strategy(cfg: &RunConfig, strategy: Strategy) -> Outcome {
         hash: rec.hash(),
         events: rec.len(),
         trace: rec.keep_text.then(|| rec.text.clone()),
+        checked,
+        fired: rec.plant_fired,
     }
 }
 
@@ -297,6 +305,8 @@ pub fn run(cfg: &RunConfig) -> Report {
     let mut hash = crate::rng::FNV_START;
     let mut events = 0;
     let mut trace = cfg.keep_trace.then(String::new);
+    let mut checked = Checked::default();
+    let mut fired = 0;
     for s in [Strategy::Naive, Strategy::Lease, Strategy::Fallback] {
         let o = run_strategy(cfg, s);
         if s == Strategy::Lease && o.queries > HOT_KEYS * COLD_EVENTS {
@@ -307,6 +317,11 @@ pub fn run(cfg: &RunConfig) -> Report {
             ));
         }
         violations.extend(o.violations);
+        fired += o.fired;
+        checked.absorb(Checked {
+            violations: Vec::new(),
+            ..o.checked
+        });
         hash = crate::rng::fnv1a(&o.hash.to_le_bytes(), hash);
         events += o.events;
         if let (Some(t), Some(x)) = (trace.as_mut(), o.trace) {
@@ -338,5 +353,7 @@ pub fn run(cfg: &RunConfig) -> Report {
             ("latency".into(), Json::Obj(latency)),
         ],
         trace,
+        plant_fired: cfg.plant.map(|_| fired),
+        checked,
     }
 }

@@ -42,13 +42,13 @@ use turmoil::net::TcpStream;
 use wasmcached_core::driver::TOO_MANY_CONNECTIONS;
 use wasmcached_core::DriverConfig;
 
-use crate::check::{check, Policy};
+use crate::check::{self, Policy};
 use crate::client::Client;
 use crate::host::{self, HostConfig, HostProbe, PORT};
 use crate::report::{Json, Report};
 use crate::rng::Rng;
 use crate::scenario::{builder, percentile, RunConfig};
-use crate::trace::{now, Op, Outcome, Recorder, Shared};
+use crate::trace::{now, Cmd, Mode, Op, Outcome, Recorder, Shared};
 
 /// Connection limit (`-c`).
 pub const MAX_CONNECTIONS: usize = 16;
@@ -257,7 +257,8 @@ async fn read_for(s: &mut TcpStream, buf: &mut [u8], wait: Duration) -> Option<u
     }
 }
 
-/// A good client: random set/get/gets/cas on the shared keys.
+/// A good client: random set/get/gets/cas/delete on the shared keys
+/// (values unique per write; some with a TTL the run never reaches).
 async fn good(i: u64, seed: u64, rec: Shared, t: Tallied) {
     let name = format!("good-{i}");
     let mut c = Client::new(
@@ -270,15 +271,25 @@ async fn good(i: u64, seed: u64, rec: Shared, t: Tallied) {
     for n in 0..GOOD_OPS {
         let key = format!("g{}", c.rng().below(GOOD_KEYS));
         let value = format!("{name}-{n}").into_bytes();
-        let r = match c.rng().below(4) {
-            0 => c.store("set", &key, &value, None).await.map(|_| ()),
-            1 => c.get(&key, false).await.map(|_| ()),
-            2 => c.get(&key, true).await.map(|_| ()),
+        let ttl = [0, 3600][c.rng().below(2) as usize];
+        let flags = c.rng().below(4) as u32;
+        let r = match c.rng().below(9) {
+            0 | 1 => c
+                .write(Mode::Set, &key, &value, flags, ttl, None)
+                .await
+                .map(|_| ()),
+            2 | 3 => c.get(&key, false).await.map(|_| ()),
+            4 | 5 => c.get(&key, true).await.map(|_| ()),
+            6 => c.delete(&key).await.map(|_| ()),
             _ => match c.get(&key, true).await {
-                Ok(Some((_, Some(token)))) => {
-                    c.store("cas", &key, &value, Some(token)).await.map(|_| ())
-                }
-                Ok(_) => c.store("add", &key, &value, None).await.map(|_| ()),
+                Ok(Some((_, Some(token)))) => c
+                    .write(Mode::Cas, &key, &value, flags, ttl, Some(token))
+                    .await
+                    .map(|_| ()),
+                Ok(_) => c
+                    .write(Mode::Add, &key, &value, flags, ttl, None)
+                    .await
+                    .map(|_| ()),
                 Err(e) => Err(e),
             },
         };
@@ -300,6 +311,7 @@ async fn seed_values(rec: &Shared, values: &[(&str, Rc<Vec<u8>>)]) -> Result<(),
     let mut s = connect().await.map_err(|e| format!("seeder: {e}"))?;
     for (key, v) in values {
         let invoke = now();
+        let first = rec.borrow_mut().seq();
         let mut req = format!("set {key} 0 0 {}\r\n", v.len()).into_bytes();
         req.extend_from_slice(v);
         req.extend_from_slice(b"\r\n");
@@ -320,11 +332,17 @@ async fn seed_values(rec: &Shared, values: &[(&str, Rc<Vec<u8>>)]) -> Result<(),
             client: "seeder".into(),
             server: "server",
             key: (*key).into(),
-            kind: "set",
-            written: Some(v.to_vec()),
-            token: None,
+            cmd: Cmd::Store {
+                mode: Mode::Set,
+                value: v.to_vec(),
+                flags: 0,
+                ttl: 0,
+                cas: None,
+            },
             invoke,
             complete: now(),
+            first,
+            last: 0,
             outcome: Outcome::Stored,
         });
     }
@@ -392,6 +410,7 @@ async fn slowloris(i: u64, seed: u64, rec: Shared, t: Tallied) {
     req.extend_from_slice(b"\r\n");
     let Ok(mut s) = connect().await else { return };
     let invoke = now();
+    let first = rec.borrow_mut().seq();
     for b in &req {
         if s.write_all(std::slice::from_ref(b)).await.is_err() {
             fail(&t, format!("slowloris-{i}: connection lost"));
@@ -417,14 +436,20 @@ async fn slowloris(i: u64, seed: u64, rec: Shared, t: Tallied) {
         t.borrow_mut().slowloris_stored += 1;
     }
     rec.borrow_mut().op(Op {
-        client: format!("slowloris-{i}"),
+        client: format!("slowloris-{i}").into(),
         server: "server",
         key,
-        kind: "set",
-        written: Some(value),
-        token: None,
+        cmd: Cmd::Store {
+            mode: Mode::Set,
+            value,
+            flags: 0,
+            ttl: 0,
+            cas: None,
+        },
         invoke,
         complete: now(),
+        first,
+        last: 0,
         outcome,
     });
 }
@@ -651,7 +676,7 @@ pub fn run(cfg: &RunConfig) -> Report {
     b.tcp_capacity(TCP_SEGMENTS);
     let mut sim = b.build();
     let probe: host::Probe = Rc::new(RefCell::new(HostProbe::default()));
-    let mut host_cfg = HostConfig::standard(cfg.broken);
+    let mut host_cfg = HostConfig::standard(cfg.plant);
     host_cfg.driver = DriverConfig {
         memory_limit: CONN_MEMORY,
         ..DriverConfig::default()
@@ -731,14 +756,14 @@ pub fn run(cfg: &RunConfig) -> Report {
     if let Err(e) = sim_result {
         violations.push(format!("simulation failed: {e}"));
     }
-    violations.extend(check(
-        &rec.ops,
-        &rec.restarts,
+    let checked = check::history(
+        &rec,
         Policy {
             no_stale_reads: true,
             no_silent_misses: true,
         },
-    ));
+    );
+    violations.extend(checked.violations.iter().cloned());
     let good: Vec<&Op> = rec
         .ops
         .iter()
@@ -834,5 +859,7 @@ pub fn run(cfg: &RunConfig) -> Report {
             ("empty_passes".into(), Json::Int(p.empty_passes)),
         ],
         trace: rec.keep_text.then(|| rec.text.clone()),
+        plant_fired: cfg.plant.map(|_| rec.plant_fired),
+        checked,
     }
 }

@@ -7,15 +7,16 @@ pub mod hostile;
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::host::{Broken, EPOCH_SECS};
+use crate::host::EPOCH_SECS;
+use crate::plant::Plant;
 
 /// Settings shared by every scenario run.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     /// The one seed every random choice derives from.
     pub seed: u64,
-    /// Replace the store with a double that drops writes (checker test).
-    pub broken: Option<Broken>,
+    /// Run a deliberately broken server (to see the checkers catch it).
+    pub plant: Option<Plant>,
     /// Keep the trace text in the report.
     pub keep_trace: bool,
 }
