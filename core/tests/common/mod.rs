@@ -2,6 +2,8 @@
 // Each test binary uses a different subset.
 #![allow(dead_code)]
 
+pub mod binary;
+
 use wasmcached_core::{Clock, Connection, Progress, Store};
 
 /// Small deterministic RNG for test inputs (splitmix64).
