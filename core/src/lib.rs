@@ -51,4 +51,6 @@ pub use conn::{Connection, Progress};
 pub use driver::{ConnId, Driver, DriverConfig, Gate};
 pub use sasl::SaslDb;
 pub use stats::{HostStats, Stats};
+pub use store::snapshot;
+pub use store::snapshot::{Restore, Restored, Snapshot, SnapshotError};
 pub use store::Store;

@@ -76,10 +76,15 @@ impl Server {
     }
 
     /// Sends SIGTERM and returns the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `signal` and returns the exit status once the server exited.
+    pub fn stop_with(mut self, signal: libc::c_int) -> std::process::ExitStatus {
         // SAFETY: sending a signal to our own child process id.
         unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            libc::kill(self.child.id() as libc::pid_t, signal);
         }
         let status = self.child.wait().expect("wait for server");
         std::mem::forget(self);
@@ -104,6 +109,16 @@ pub fn start(kind: Kind, opts: &[&str]) -> Server {
 /// [`start`], with the server's open-file limit (soft and hard) set to
 /// `nofile` when given, so running out of descriptors can be tested.
 pub fn start_with_fd_limit(kind: Kind, opts: &[&str], nofile: Option<u64>) -> Server {
+    launch(kind, opts, nofile, None)
+}
+
+/// [`start`], with the server's stderr appended to the file `log` (for
+/// tests of what it logs).
+pub fn start_logging(kind: Kind, opts: &[&str], log: &std::path::Path) -> Server {
+    launch(kind, opts, None, Some(log))
+}
+
+fn launch(kind: Kind, opts: &[&str], nofile: Option<u64>, log: Option<&std::path::Path>) -> Server {
     let bin = binary(kind);
     if kind != Kind::Memcached && !bin.exists() {
         panic!(
@@ -118,10 +133,19 @@ pub fn start_with_fd_limit(kind: Kind, opts: &[&str], nofile: Option<u64>) -> Se
         if kind == Kind::Memcached {
             cmd.args(["-U", "0", "-u", "root"]);
         }
+        let stderr = match log {
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(Stdio::from)
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display())),
+            None => Stdio::inherit(),
+        };
         cmd.args(opts)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         if let Some(n) = nofile {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe and touches only the

@@ -8,6 +8,8 @@
 pub mod options;
 mod poller;
 mod server;
+mod stop;
+mod warm;
 
 pub use options::Options;
 pub use server::{Server, ServerConfig};
@@ -39,6 +41,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
         idle_timeout_ms: 0,
         threads: opts.worker_threads() as usize,
         verbose: opts.verbose,
+        memory_file: opts.memory_file.clone(),
     }) {
         Ok(s) => s,
         Err(e) => {
@@ -51,21 +54,34 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
             eprintln!("wasmcached listening on {a}");
         }
     }
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // SIGTERM/SIGINT end the loop and the process exits 0; SIGUSR1 does
+    // too, after writing the snapshot for -e. (Under wasmtime the runner
+    // takes the signals; see `stop`.)
     #[cfg(not(target_os = "wasi"))]
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        // SIGTERM/SIGINT end the loop and the process exits 0; a cache has
-        // nothing to flush. (Under wasmtime the runner handles signals.)
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            eprintln!("warning: cannot handle signal {sig}: {e}");
-        }
+    stop::on_signals();
+    if let Err(e) = server.run(stop::flag()) {
+        eprintln!("error: event loop failed: {e}");
+        return 70;
     }
-    match server.run(&stop) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("error: event loop failed: {e}");
-            70
+    match &opts.memory_file {
+        Some(path) if stop::is_graceful() => {
+            let mut store = server.lock_store();
+            let saved = warm::save(path, &mut store, server.clock());
+            // Other workers must not change the store between the snapshot
+            // and the exit: it stays locked until the process ends.
+            std::mem::forget(store);
+            match saved {
+                Ok(_) => 0,
+                Err(e) => {
+                    eprintln!(
+                        "wasmcached: warm restart: {}: cannot write the snapshot: {e}",
+                        path.display()
+                    );
+                    74
+                }
+            }
         }
+        _ => 0,
     }
 }
 

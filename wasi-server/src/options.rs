@@ -1,5 +1,7 @@
 //! Command-line options, shared by the server and the wasmtime runner.
 
+use std::path::PathBuf;
+
 use clap::Parser;
 use wasmcached_core::{Config, HostSettings};
 
@@ -54,6 +56,10 @@ pub struct Options {
     /// accepted.
     #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub backlog: u32,
+    /// Warm restart: on a graceful stop (SIGUSR1) write the cache to this
+    /// file; at start, restore it from there and remove it.
+    #[arg(short = 'e', long = "memory-file")]
+    pub memory_file: Option<PathBuf>,
     /// Print help.
     #[arg(short = 'h', long = "help", action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -165,6 +171,10 @@ impl Options {
             v.push("-t".into());
             v.push(t.to_string());
         }
+        if let Some(p) = &self.memory_file {
+            v.push("-e".into());
+            v.push(p.display().to_string());
+        }
         if self.disable_evictions {
             v.push("-M".into());
         }
@@ -212,6 +222,8 @@ mod tests {
             "2",
             "--conn-memory",
             "100",
+            "-e",
+            "/var/cache/wasmcached.snap",
         ])
         .unwrap();
         assert_eq!(o.max_item_size, 2 << 20);

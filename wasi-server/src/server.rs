@@ -126,6 +126,9 @@ pub struct ServerConfig {
     pub threads: usize,
     /// `-v` count.
     pub verbose: u8,
+    /// Warm restart (`-e`): the store starts from the snapshot in this
+    /// file, if there is a valid one.
+    pub memory_file: Option<std::path::PathBuf>,
 }
 
 /// A server: the listener, the shared store and its workers.
@@ -172,7 +175,10 @@ impl Server {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let clock = Clock::new(0, unix_at_start);
-        let mut store = Store::new(sc.store.clone(), clock);
+        let mut store = match &sc.memory_file {
+            Some(path) => crate::warm::load(path, sc.store.clone(), clock),
+            None => Store::new(sc.store.clone(), clock),
+        };
         store.host_stats_mut().pid = host_pid();
         store.host_stats_mut().conn_memory_limit = sc.conn_memory as u64;
         let driver_cfg = DriverConfig {
@@ -236,10 +242,33 @@ impl Server {
                     }
                 })?;
         }
+        #[cfg(target_os = "wasi")]
+        let mut passes = 0u32;
         while !stop.load(Ordering::Relaxed) {
             self.main.pass()?;
+            // The runner's stop request wakes the poll (see `stop`); a
+            // check every few passes costs a busy server next to nothing.
+            #[cfg(target_os = "wasi")]
+            {
+                passes = passes.wrapping_add(1);
+                if passes.is_multiple_of(16) {
+                    crate::stop::poll_host();
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The store, held until the guard is dropped: for writing the
+    /// snapshot after [`Server::run`] returned. Workers that are still
+    /// running wait for it.
+    pub fn lock_store(&self) -> MutexGuard<'_, Store> {
+        self.shared.store()
+    }
+
+    /// The clocks as the store reads them.
+    pub fn clock(&self) -> Clock {
+        self.shared.clock()
     }
 }
 
@@ -813,9 +842,9 @@ fn rusage_us() -> (u64, u64) {
     }
 }
 
-/// Keeps SIGTERM and SIGINT away from this thread, so they interrupt the
-/// first worker's poll, which checks the stop flag (a signal taken by
-/// another worker would set the flag while the first sleeps on).
+/// Keeps SIGTERM, SIGINT and SIGUSR1 away from this thread, so they
+/// interrupt the first worker's poll, which checks the stop flag (a signal
+/// taken by another worker would set the flag while the first sleeps on).
 fn block_stop_signals() {
     #[cfg(not(target_os = "wasi"))]
     // SAFETY: the signal set is initialised by sigemptyset before use and
@@ -825,6 +854,7 @@ fn block_stop_signals() {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }

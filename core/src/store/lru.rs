@@ -48,6 +48,20 @@ impl Lru {
         self.head = h;
     }
 
+    /// Links `h` (currently unlinked) at the tail: where a restore puts
+    /// each item, since a snapshot lists them most recently used first.
+    pub fn push_tail(&mut self, arena: &mut Arena, h: u32) {
+        let old = self.tail;
+        set_prev(arena, h, old);
+        set_next(arena, h, NIL);
+        if old != NIL {
+            set_next(arena, old, h);
+        } else {
+            self.head = h;
+        }
+        self.tail = h;
+    }
+
     /// Unlinks `h` from wherever it is.
     pub fn remove(&mut self, arena: &mut Arena, h: u32) {
         let (prev, next) = links(arena, h);

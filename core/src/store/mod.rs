@@ -3,6 +3,7 @@
 mod arena;
 mod item;
 mod lru;
+pub mod snapshot;
 
 use core::hash::BuildHasher;
 
@@ -69,6 +70,9 @@ pub struct Store {
     origin_ms: u64,
     process_started: u64,
     now: u32,
+    /// The relative clock's value at `origin_ms`: [`CLOCK_START`], or
+    /// where a restored snapshot's clock continues.
+    clock_base: u32,
     now_ms: u64,
     /// Next (page id, slot) the expiry sweep examines.
     sweep_cursor: (usize, usize),
@@ -102,6 +106,7 @@ impl Store {
             origin_ms: clock.mono_ms,
             process_started: clock.unix_secs.saturating_sub(u64::from(CLOCK_START)),
             now: CLOCK_START,
+            clock_base: CLOCK_START,
             now_ms: clock.mono_ms,
             sweep_cursor: (0, 0),
             sweep_next_ms: clock.mono_ms + SWEEP_INTERVAL_MS,
@@ -149,7 +154,9 @@ impl Store {
         if clock.mono_ms > self.now_ms {
             self.now_ms = clock.mono_ms;
             let secs = (self.now_ms - self.origin_ms) / 1000;
-            self.now = CLOCK_START.saturating_add(u32::try_from(secs).unwrap_or(u32::MAX));
+            self.now = self
+                .clock_base
+                .saturating_add(u32::try_from(secs).unwrap_or(u32::MAX));
         }
     }
 

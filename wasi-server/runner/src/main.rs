@@ -8,6 +8,7 @@
 
 mod instances;
 mod sandbox;
+mod warm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,16 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(64);
     }
+    if let Some(path) = &args.server.memory_file {
+        if args.instances > 1 {
+            eprintln!("error: -e cannot be combined with --instances (one snapshot per server)");
+            return ExitCode::from(64);
+        }
+        if let Err(e) = warm::SnapshotDir::resolve(path) {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(64);
+        }
+    }
     let each = match instances::split(&args.server, args.instances) {
         Ok(each) => each,
         Err(e) => {
@@ -63,7 +74,7 @@ fn main() -> ExitCode {
     // `-c` applies to each instance.
     let conns = u64::from(args.server.conn_limit) * u64::from(args.instances);
     wasmcached_server::raise_fd_limit(conns, args.server.verbose);
-    sandbox::stop_on_signals();
+    sandbox::stop_on_signals(args.server.memory_file.is_some());
     let result =
         sandbox::load(args.component.as_deref()).and_then(|guest| instances::run(guest, each));
     match result {

@@ -12,7 +12,9 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::sockets::SocketAddrUse;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::warm::{self, SnapshotDir, StopInput};
 
 /// The embedded server component.
 const GUEST: &[u8] = include_bytes!(env!("WASMCACHED_GUEST"));
@@ -26,6 +28,9 @@ struct Host {
     limits: StoreLimits,
     /// Reported at the guest's first poll after its listen was admitted.
     listening: Option<Listening>,
+    /// Whether the guest may be asked to stop gracefully (`-e`): its polls
+    /// then also end when [`warm::GRACEFUL`] is requested.
+    graceful: bool,
 }
 
 /// Tells the runner that a guest listens. The address check admits the
@@ -68,16 +73,23 @@ fn listen_addr(opts: &Options) -> anyhow::Result<SocketAddr> {
         .ok_or_else(|| anyhow!("no address for {}", opts.listen))
 }
 
-/// Exits the process on SIGINT/SIGTERM. The server holds nothing that
-/// needs flushing: a cache may always restart empty.
-pub fn stop_on_signals() {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+/// Exits the process on SIGINT/SIGTERM: a cache may always restart
+/// empty. SIGUSR1 is memcached's graceful stop: with `graceful` (`-e`) the
+/// guests are asked to write their snapshot and exit; without, it exits
+/// like SIGTERM.
+pub fn stop_on_signals(graceful: bool) {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
     use signal_hook::iterator::Signals;
-    let Ok(mut signals) = Signals::new([SIGINT, SIGTERM]) else {
+    let Ok(mut signals) = Signals::new([SIGINT, SIGTERM, SIGUSR1]) else {
         return;
     };
     std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
+        for sig in signals.forever() {
+            if sig == SIGUSR1 && graceful {
+                eprintln!("wasmcached: received signal {sig}, stopping gracefully");
+                warm::GRACEFUL.request();
+                continue;
+            }
             eprintln!("wasmcached: received signal {sig}, stopping");
             std::process::exit(0);
         }
@@ -112,7 +124,16 @@ fn yield_in_poll(linker: &mut Linker<Host>) -> anyhow::Result<()> {
                 {
                     (l.report)();
                 }
-                let ready = host.table.poll(list).await?;
+                if !host.graceful {
+                    return Ok((host.table.poll(list).await?,));
+                }
+                // Nothing is ready when a graceful stop was asked for; the
+                // guest then reads its standard input (see `warm`).
+                let ready = tokio::select! {
+                    biased;
+                    () = warm::GRACEFUL.requested() => Vec::new(),
+                    ready = host.table.poll(list) => ready?,
+                };
                 Ok((ready,))
             })
         },
@@ -178,8 +199,30 @@ pub fn run(
     let mut args = vec!["wasmcached".to_string()];
     let mut guest_opts = opts.clone();
     guest_opts.listen = listen.ip().to_string();
+    let snapshot = match &opts.memory_file {
+        Some(path) => Some(SnapshotDir::resolve(path)?),
+        None => None,
+    };
+    if let Some(dir) = &snapshot {
+        guest_opts.memory_file = Some(dir.file.clone());
+    }
     args.extend(guest_opts.to_args());
     let mut b = WasiCtxBuilder::new();
+    if opts.enable_sasl {
+        // -S: the guest gets the password file's content and nothing else,
+        // no file access and no host environment (see
+        // `wasmcached_server::sasl`).
+        let pwdb = wasmcached_server::sasl::pwdb_for_guest().map_err(|e| anyhow!("{e}"))?;
+        b.env(wasmcached_server::sasl::GUEST_DATA_VAR, pwdb);
+    }
+    if let Some(dir) = &snapshot {
+        // The snapshot's directory and nothing else (see `warm`); file I/O
+        // runs on the guest's thread, which has nothing else to do then.
+        b.allow_blocking_current_thread(true)
+            .preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
+            .map_err(|e| anyhow!("-e: cannot open {}: {e}", dir.host.display()))?
+            .stdin(StopInput);
+    }
     b.args(&args)
         .inherit_stdout()
         .inherit_stderr()
@@ -209,6 +252,7 @@ pub fn run(
             .instances(16)
             .build(),
         listening: Some(listening),
+        graceful: snapshot.is_some(),
     };
     let mut store = Store::new(engine, host);
     store.limiter(|h| &mut h.limits);

@@ -1,0 +1,79 @@
+//! Requests to stop the server, and whether a stop is graceful.
+//!
+//! A graceful stop (memcached's SIGUSR1, or `shutdown graceful` with `-A`)
+//! writes the cache to `-e`'s file before the process exits; any other stop
+//! (SIGTERM, SIGINT, `shutdown`) just ends it: a cache may always restart
+//! empty.
+//!
+//! Natively the server takes the signals itself ([`on_signals`]). A WASI
+//! guest gets no signals: the runner catches them, ends the process itself
+//! on SIGTERM and SIGINT, and asks the guest for a graceful stop on the
+//! one channel a WASI command has from its host, its standard input. The
+//! runner gives the guest an input stream that stays empty until then and
+//! makes the guest's `wasi:io/poll.poll` return at once, so an idle server
+//! wakes up; the server reads the stream every few loop passes
+//! ([`poll_host`]). Any byte on standard input is a graceful stop request;
+//! a closed or failing standard input is none (a runtime that gives the
+//! guest no input must not stop it).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static GRACEFUL: AtomicBool = AtomicBool::new(false);
+
+/// Asks the event loop to stop after its current pass; `graceful` writes
+/// the snapshot first (when `-e` is set). A graceful request is never
+/// downgraded by a later plain one.
+pub fn request(graceful: bool) {
+    if graceful {
+        GRACEFUL.store(true, Ordering::SeqCst);
+    }
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// The flag the event loop checks after every pass.
+pub fn flag() -> &'static AtomicBool {
+    &STOP
+}
+
+/// Whether the stop that was requested is graceful.
+pub fn is_graceful() -> bool {
+    GRACEFUL.load(Ordering::SeqCst)
+}
+
+/// SIGTERM and SIGINT stop the server, SIGUSR1 stops it gracefully, as in
+/// memcached. The handlers only store to atomics.
+#[cfg(not(target_os = "wasi"))]
+pub fn on_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    for (sig, graceful) in [(SIGTERM, false), (SIGINT, false), (SIGUSR1, true)] {
+        // SAFETY: the handler only stores to static atomics, which is
+        // async-signal-safe.
+        let r = unsafe { signal_hook::low_level::register(sig, move || request(graceful)) };
+        if let Err(e) = r {
+            eprintln!("warning: cannot handle signal {sig}: {e}");
+        }
+    }
+}
+
+/// Checks the host's graceful stop request (see the module
+/// documentation). Called by the event loop; cheap enough for every few
+/// passes (one non-blocking read of an empty stream).
+#[cfg(target_os = "wasi")]
+pub fn poll_host() {
+    use std::cell::Cell;
+    use wasip2::io::streams::InputStream;
+    thread_local! {
+        static STDIN: InputStream = wasip2::cli::stdin::get_stdin();
+        /// Standard input closed or failed: nobody can ask any more.
+        static DEAF: Cell<bool> = const { Cell::new(false) };
+    }
+    if DEAF.get() {
+        return;
+    }
+    match STDIN.with(|s| s.read(1)) {
+        Ok(bytes) if !bytes.is_empty() => request(true),
+        Ok(_) => {}
+        Err(_) => DEAF.set(true),
+    }
+}
