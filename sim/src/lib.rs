@@ -12,6 +12,7 @@
 
 pub mod check;
 pub mod client;
+pub mod cluster;
 pub mod db;
 pub mod host;
 pub mod plant;
@@ -29,6 +30,7 @@ pub const SCENARIOS: &[&str] = &[
     "thundering-herd",
     "faults",
     "hostile-clients",
+    "cluster",
 ];
 
 /// Runs scenario `name` with `cfg`; `None` for an unknown name.
@@ -38,6 +40,7 @@ pub fn run(name: &str, cfg: &RunConfig) -> Option<Report> {
         "thundering-herd" => scenario::herd::run(cfg),
         "faults" => scenario::faults::run(cfg),
         "hostile-clients" => scenario::hostile::run(cfg),
+        "cluster" => scenario::cluster::run(cfg),
         _ => return None,
     })
 }

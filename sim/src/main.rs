@@ -25,6 +25,9 @@ struct Args {
     /// Print the event trace.
     #[arg(long)]
     trace: bool,
+    /// Over seeds, print every run's report (not only failing ones).
+    #[arg(long)]
+    every: bool,
     /// Run a server that silently drops every Nth write to each key (to
     /// see the checkers catch it); the same as `--plant lost-write` at
     /// another rate.
@@ -111,7 +114,7 @@ fn main() -> ExitCode {
         if let Some(t) = &report.trace {
             print!("{t}");
         }
-        if !sweep || (!report.ok && !counting) {
+        if !sweep || args.every || (!report.ok && !counting) {
             if args.json {
                 println!("{}", report.json());
             } else {

@@ -207,3 +207,40 @@ fn hung_up_connections_are_closed() {
         .collect();
     assert!(stuck.is_empty(), "(seed, connections): {stuck:?}");
 }
+
+fn pair(r: &wasmcached_sim::Report, name: &str) -> (u64, u64) {
+    let Json::Obj(p) = field(r, name) else {
+        panic!("{name}")
+    };
+    let get = |k: &str| match p.iter().find(|(n, _)| n == k) {
+        Some((_, Json::Int(v))) => *v,
+        _ => panic!("{name}.{k}"),
+    };
+    (get("unmitigated"), get("flushed"))
+}
+
+#[test]
+fn cluster_loses_servers_and_flushing_a_returning_one_avoids_stale_reads() {
+    let (mut stale, mut stale_flushed) = (0, 0);
+    for seed in 0..10 {
+        let r = run("cluster", &cfg(seed)).unwrap();
+        assert!(r.ok, "seed {seed}: {:?}", r.violations);
+        assert_eq!(int(&r, "servers"), 4);
+        let Json::Obj(m) = field(&r, "remapped") else {
+            panic!()
+        };
+        for (hashing, v) in m {
+            let Json::Num(f) = v else { panic!() };
+            // One server of four leaves: about a quarter of the keys move,
+            // and only those.
+            assert!((0.1..0.4).contains(f), "seed {seed}: {hashing} moved {f}");
+        }
+        let (a, b) = pair(&r, "stale_reads");
+        stale += a;
+        stale_flushed += b;
+    }
+    assert!(
+        stale > 2 * stale_flushed,
+        "a returning server's old data: {stale} stale reads, {stale_flushed} when flushed"
+    );
+}

@@ -11,8 +11,9 @@
 //! * a CAS token names one value: two reads in the same server lifetime
 //!   that return the same token return the same value, and at most one
 //!   write succeeds with it;
-//! * where the scenario rules out eviction and expiry, a miss after an
-//!   acknowledged write is only legal across a restart or a delete.
+//! * where the scenario rules out expiry, a miss after an acknowledged
+//!   write is only legal across a delete or a recorded disruption
+//!   (restart, eviction, flush).
 //!
 //! Timed-out operations are indeterminate: their writes may or may not
 //! have happened, so they widen what reads may return and assert nothing.
@@ -20,25 +21,31 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::trace::{Cmd, Mode, Op, Outcome, Restart};
+use crate::trace::{Cmd, Disruption, Mode, Op, Outcome, Restart};
 
 /// What the scenario allows.
 #[derive(Clone, Copy, Debug)]
 pub struct Policy {
     /// Reads must not return a value an acknowledged later write replaced.
     pub no_stale_reads: bool,
-    /// No eviction or expiry can happen: a miss after an acknowledged write
-    /// is a bug unless the server restarted.
+    /// No expiry can happen: a miss after an acknowledged write is a bug
+    /// unless a delete or a recorded disruption explains it.
     pub no_silent_misses: bool,
 }
 
-/// A restart between a write's invocation (it may have been applied that
-/// early, its reply still in flight) and a read's completion (the read may
-/// have executed that late) explains a missing or older value.
-fn restarted_between(restarts: &[Restart], server: &str, from: Duration, to: Duration) -> bool {
-    restarts
+/// A disruption (restart, eviction, flush) that may have happened between
+/// a write's invocation (it may have been applied that early, its reply
+/// still in flight) and a read's completion (the read may have executed
+/// that late) explains a missing or older value.
+fn disrupted_between(
+    disruptions: &[Disruption],
+    server: &str,
+    from: Duration,
+    to: Duration,
+) -> bool {
+    disruptions
         .iter()
-        .any(|r| r.server == server && r.at >= from && r.at <= to)
+        .any(|d| d.server == server && d.to >= from && d.from <= to)
 }
 
 fn epoch(restarts: &[Restart], server: &str, at: Duration) -> usize {
@@ -59,9 +66,15 @@ fn whole_write(op: &Op) -> bool {
     )
 }
 
-/// Checks `ops`; returns one message per violation (empty: the history is
-/// legal).
-pub fn check(ops: &[Op], restarts: &[Restart], policy: Policy) -> Vec<String> {
+/// Checks `ops`, given the servers' starts and every recorded disruption
+/// (starts included); returns one message per violation (empty: the
+/// history is legal).
+pub fn check(
+    ops: &[Op],
+    restarts: &[Restart],
+    disruptions: &[Disruption],
+    policy: Policy,
+) -> Vec<String> {
     let mut violations = Vec::new();
     type Key<'a> = (&'a str, &'a str);
     // Keys whose values are computed by the server (appends, counters):
@@ -157,7 +170,12 @@ pub fn check(ops: &[Op], restarts: &[Restart], policy: Policy) -> Vec<String> {
                             w2.written() != Some(value)
                                 && w2.invoke > w.complete
                                 && w2.complete < op.invoke
-                                && !restarted_between(restarts, op.server, w2.invoke, op.complete)
+                                && !disrupted_between(
+                                    disruptions,
+                                    op.server,
+                                    w2.invoke,
+                                    op.complete,
+                                )
                         })
                     };
                     if let Some(w2) = candidates
@@ -203,7 +221,7 @@ pub fn check(ops: &[Op], restarts: &[Restart], policy: Policy) -> Vec<String> {
                 };
                 if let Some(w) = acks.iter().find(|w| {
                     w.complete < op.invoke
-                        && !restarted_between(restarts, op.server, w.invoke, op.complete)
+                        && !disrupted_between(disruptions, op.server, w.invoke, op.complete)
                         && !deleted_after(w)
                 }) {
                     violations.push(format!(

@@ -75,7 +75,7 @@ fn micros(d: Duration) -> Micros {
 pub fn history(rec: &Recorder, policy: Policy) -> Checked {
     let started = Instant::now();
     let mut out = Checked {
-        violations: check(&rec.ops, &rec.restarts, policy),
+        violations: check(&rec.ops, &rec.restarts, &rec.disruptions, policy),
         ..Checked::default()
     };
     let (violations, stats) = linearizable(rec);

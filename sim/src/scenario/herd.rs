@@ -14,20 +14,17 @@
 //! event.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use turmoil::net::TcpStream;
-
 use crate::check::{self, Checked, Policy};
 use crate::client::{Client, Failed};
+use crate::db::{self, DbClient};
+use crate::host;
 use crate::report::{Json, Report};
 use crate::rng::Rng;
 use crate::scenario::{percentile, sim, RunConfig};
 use crate::trace::{now, Mode, Recorder, Shared};
-use crate::{db, host};
 
 /// Reading clients.
 pub const CLIENTS: u64 = 20;
@@ -66,42 +63,13 @@ impl Strategy {
     }
 }
 
-struct Db {
-    lines: tokio::io::Lines<BufReader<turmoil::net::tcp::OwnedReadHalf>>,
-    w: turmoil::net::tcp::OwnedWriteHalf,
-}
-
-impl Db {
-    async fn connect() -> Result<Db, Failed> {
-        let s = TcpStream::connect(("db", db::PORT))
-            .await
-            .map_err(|_| Failed)?;
-        let (r, w) = s.into_split();
-        Ok(Db {
-            lines: BufReader::new(r).lines(),
-            w,
-        })
-    }
-
-    async fn query(&mut self, key: &str) -> Result<Vec<u8>, Failed> {
-        self.w
-            .write_all(format!("GET {key}\n").as_bytes())
-            .await
-            .map_err(|_| Failed)?;
-        match self.lines.next_line().await {
-            Ok(Some(l)) => Ok(l.into_bytes()),
-            _ => Err(Failed),
-        }
-    }
-}
-
 /// One read with the strategy; returns the value.
 async fn read(
     strategy: Strategy,
     key: &str,
     cache: &mut Client,
     old: Option<&mut Client>,
-    db: &mut Db,
+    db: &mut DbClient,
 ) -> Result<Vec<u8>, Failed> {
     match strategy {
         Strategy::Naive => {
@@ -160,9 +128,9 @@ struct Outcome {
 fn run_strategy(cfg: &RunConfig, strategy: Strategy) -> Outcome {
     let rec: Shared = Recorder::shared(cfg.keep_trace);
     let mut sim = sim(cfg.seed, Duration::from_secs(60));
-    let counts: db::Counts = Rc::new(RefCell::new(BTreeMap::new()));
-    let c2 = counts.clone();
-    sim.host("db", move || db::serve(c2.clone()));
+    let log: db::Shared = Rc::new(RefCell::new(db::Log::default()));
+    let l2 = log.clone();
+    sim.host("db", move || db::serve(l2.clone(), db::QUERY_TIME));
     let (r, plant) = (rec.clone(), cfg.plant);
     sim.host("server", move || host::serve("server", r.clone(), plant));
     let warmed = Rc::new(RefCell::new(strategy != Strategy::Fallback));
@@ -180,7 +148,7 @@ fn run_strategy(cfg: &RunConfig, strategy: Strategy) -> Outcome {
             );
             for k in 0..HOT_KEYS {
                 let key = format!("hot:{k}");
-                old.write(Mode::Set, &key, &db::row(&key, "warm"), 0, TTL, None)
+                old.write(Mode::Set, &key, &db::row(&key, 0, "warm"), 0, TTL, None)
                     .await
                     .map_err(|_| "warm")?;
             }
@@ -231,7 +199,7 @@ fn run_strategy(cfg: &RunConfig, strategy: Strategy) -> Outcome {
                     Duration::from_secs(2),
                 )
             });
-            let mut db = Db::connect().await.map_err(|_| "db")?;
+            let mut db = DbClient::connect().await.map_err(|_| "db")?;
             let mut rng = Rng::new(seed, 5000 + i);
             for _ in 0..READS {
                 let key = format!("hot:{}", rng.below(HOT_KEYS));
@@ -282,7 +250,7 @@ fn run_strategy(cfg: &RunConfig, strategy: Strategy) -> Outcome {
             .iter()
             .map(|v| format!("{}: {v}", strategy.name())),
     );
-    let queries = counts.borrow().values().sum();
+    let queries = log.borrow().total();
     let mut lat = latencies.borrow().clone();
     lat.sort();
     Outcome {

@@ -1,6 +1,7 @@
 //! One module per scenario, each `run(&RunConfig) -> Report`.
 
 pub mod cas_counter;
+pub mod cluster;
 pub mod faults;
 pub mod herd;
 pub mod hostile;
