@@ -7,8 +7,16 @@
 //! cargo run --release -p wasmcached-tests --bin wasmcached-bench -- compare
 //! cargo run --release -p wasmcached-tests --bin wasmcached-bench -- memory
 //! cargo run --release -p wasmcached-tests --bin wasmcached-bench -- load --port 11211 --conns 16
+//! cargo run --release -p wasmcached-tests --bin wasmcached-bench -- load --port 11211 --servers 4
+//! cargo run --release -p wasmcached-tests --bin wasmcached-bench -- scale --n 1,2
 //! ```
+//!
+//! Against several servers (`--servers`, `scale`), each generator
+//! connection is a hashing client: it holds a socket to every server and
+//! sends each key to the server its hash picks, splitting multigets, the
+//! way pymemcache's `HashClient` or twemproxy do.
 
+use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use wasmcached_tests::{rss_bytes, start, Client, Kind};
+use wasmcached_tests::instances::{start_instances, Instances};
+use wasmcached_tests::{rss_bytes, start, Client, Kind, Server};
 
 #[derive(Parser)]
 #[command(name = "wasmcached-bench")]
@@ -27,10 +36,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Load one running server.
+    /// Load one running server, or several on consecutive ports.
     Load {
         #[arg(long)]
         port: u16,
+        /// Servers on ports --port .. --port+N-1, keys hashed over them
+        /// (e.g. `wasmcached --instances N`).
+        #[arg(long, default_value_t = 1)]
+        servers: u16,
+        #[command(flatten)]
+        w: Workload,
+    },
+    /// Scaling out: memcached -t N, wasmcached-server -t N and wasmcached
+    /// --instances N (keys hashed over the instances), for each N.
+    Scale {
+        /// Values of N.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        n: Vec<u16>,
+        /// Rounds per N and server.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
         #[command(flatten)]
         w: Workload,
     },
@@ -157,21 +182,38 @@ fn key(i: usize) -> String {
     format!("key:{i:06}")
 }
 
-fn preload(port: u16, w: &Workload) {
-    let mut c = Client::connect(port);
+/// The server (index into the ports) a hashing client sends `key` to.
+fn route(key: &[u8], servers: usize) -> usize {
+    if servers == 1 {
+        return 0;
+    }
+    // SipHash with fixed keys: the same spread in every run.
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % servers as u64) as usize
+}
+
+/// Stores every key of the workload on the server it routes to.
+fn preload(ports: &[u16], w: &Workload) {
+    let mut clients: Vec<Client> = ports.iter().map(|&p| Client::connect(p)).collect();
+    let mut batches = vec![Vec::new(); ports.len()];
     let value = "v".repeat(w.value);
-    let mut batch = Vec::new();
     for i in 0..w.keys {
-        batch.extend(format!("set {} 0 0 {} noreply\r\n{value}\r\n", key(i), w.value).bytes());
+        let k = key(i);
+        let to = route(k.as_bytes(), ports.len());
+        let batch = &mut batches[to];
+        batch.extend(format!("set {k} 0 0 {} noreply\r\n{value}\r\n", w.value).bytes());
         if batch.len() > 256 * 1024 {
-            c.send(&batch);
+            clients[to].send(batch);
             batch.clear();
         }
     }
-    batch.extend(b"mn\r\n");
-    c.send(&batch);
-    let got = c.read_until(b"MN\r\n", Duration::from_secs(120));
-    assert!(got.ends_with(b"MN\r\n"), "preload did not finish");
+    for (c, batch) in clients.iter_mut().zip(&mut batches) {
+        batch.extend(b"mn\r\n");
+        c.send(batch);
+        let got = c.read_until(b"MN\r\n", Duration::from_secs(120));
+        assert!(got.ends_with(b"MN\r\n"), "preload did not finish");
+    }
 }
 
 /// Frames the replies of a closed-loop run by their lengths: a `VALUE`
@@ -222,13 +264,10 @@ impl Replies {
     }
 }
 
-/// Runs the workload against 127.0.0.1:`port`.
-fn load(port: u16, w: &Workload) -> Measure {
-    load_pid(port, w, None)
-}
-
-fn load_pid(port: u16, w: &Workload, pid: Option<u32>) -> Measure {
-    preload(port, w);
+/// Runs the workload against 127.0.0.1 at `ports` (keys hashed over
+/// them); `pid` is the server process whose CPU time is measured.
+fn load(ports: &[u16], w: &Workload, pid: Option<u32>) -> Measure {
+    preload(ports, w);
     let stop = Arc::new(AtomicBool::new(false));
     // Connections are spread over a few generator threads, each polling
     // its own: a thread per connection spent more CPU on context switches
@@ -241,8 +280,9 @@ fn load_pid(port: u16, w: &Workload, pid: Option<u32>) -> Measure {
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let (w, stop, ready) = (w.clone(), stop.clone(), ready.clone());
+            let ports = ports.to_vec();
             let mine: Vec<usize> = (0..w.conns).filter(|c| c % threads == t).collect();
-            std::thread::spawn(move || generate(port, &w, &mine, &stop, &ready))
+            std::thread::spawn(move || generate(&ports, &w, &mine, &stop, &ready))
         })
         .collect();
     ready.wait();
@@ -270,56 +310,22 @@ fn load_pid(port: u16, w: &Workload, pid: Option<u32>) -> Measure {
     total
 }
 
-/// One closed-loop connection of the generator.
-struct Gen {
+/// A generator client's connection to one server, and the part of the
+/// current batch sent on it.
+struct Conn {
     sock: TcpStream,
-    rng: u64,
     replies: Replies,
     /// Request bytes not yet written.
     out: Vec<u8>,
     written: usize,
+    /// `get` lines and sets sent in this batch, and their replies so far.
     gets: usize,
     sets: usize,
     ends: usize,
     stored: usize,
-    sent_at: Instant,
 }
 
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
-    /// Builds the next batch of `depth` requests.
-    fn start_batch(&mut self, w: &Workload, value: &[u8]) {
-        self.out.clear();
-        self.written = 0;
-        (self.gets, self.sets, self.ends, self.stored) = (0, 0, 0, 0);
-        for _ in 0..w.depth {
-            if (self.next() % 10_000) as f64 / 10_000.0 < w.get_ratio {
-                self.out.extend(b"get");
-                for _ in 0..w.multi {
-                    let k = self.next() as usize % w.keys;
-                    self.out.push(b' ');
-                    self.out.extend(key(k).bytes());
-                }
-                self.out.extend(b"\r\n");
-                self.gets += 1;
-            } else {
-                let k = self.next() as usize % w.keys;
-                self.out
-                    .extend(format!("set {} 0 0 {}\r\n", key(k), value.len()).bytes());
-                self.out.extend_from_slice(value);
-                self.out.extend(b"\r\n");
-                self.sets += 1;
-            }
-        }
-        self.sent_at = Instant::now();
-    }
-
+impl Conn {
     /// Writes what the socket takes; false if the connection failed.
     fn flush(&mut self) -> bool {
         while self.written < self.out.len() {
@@ -337,12 +343,120 @@ impl Gen {
     fn done(&self) -> bool {
         self.ends >= self.gets && self.stored >= self.sets
     }
+
+    /// Reads the replies that arrived; false if the connection ended.
+    fn receive(&mut self, buf: &mut [u8]) -> bool {
+        loop {
+            match self.sock.read(buf) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    let (e, s) = self.replies.scan(&buf[..n]);
+                    self.ends += e;
+                    self.stored += s;
+                    if n < buf.len() {
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
 }
 
-/// A generator thread: runs the closed loop on connections `mine` until
-/// `stop`, polling them together.
+/// One closed-loop client of the generator: a connection to each server,
+/// `depth` requests in flight, each key sent to the server it routes to.
+struct Gen {
+    conns: Vec<Conn>,
+    rng: u64,
+    /// Requests in the current batch (a multiget counts once).
+    ops: usize,
+    sent_at: Instant,
+}
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// Builds the next batch of `depth` requests. A multiget is split into
+    /// one `get` per server holding some of its keys.
+    fn start_batch(&mut self, w: &Workload, value: &[u8]) {
+        let servers = self.conns.len();
+        for c in &mut self.conns {
+            c.out.clear();
+            c.written = 0;
+            (c.gets, c.sets, c.ends, c.stored) = (0, 0, 0, 0);
+        }
+        for _ in 0..w.depth {
+            if (self.next() % 10_000) as f64 / 10_000.0 < w.get_ratio {
+                for _ in 0..w.multi {
+                    let k = key(self.next() as usize % w.keys);
+                    let c = &mut self.conns[route(k.as_bytes(), servers)];
+                    if c.out.is_empty() || c.out.ends_with(b"\r\n") {
+                        c.out.extend(b"get");
+                        c.gets += 1;
+                    }
+                    c.out.push(b' ');
+                    c.out.extend(k.bytes());
+                }
+                for c in &mut self.conns {
+                    if !c.out.is_empty() && !c.out.ends_with(b"\r\n") {
+                        c.out.extend(b"\r\n");
+                    }
+                }
+            } else {
+                let k = key(self.next() as usize % w.keys);
+                let c = &mut self.conns[route(k.as_bytes(), servers)];
+                c.out
+                    .extend(format!("set {k} 0 0 {}\r\n", value.len()).bytes());
+                c.out.extend_from_slice(value);
+                c.out.extend(b"\r\n");
+                c.sets += 1;
+            }
+        }
+        self.ops = w.depth;
+        self.sent_at = Instant::now();
+    }
+
+    fn flush(&mut self) -> bool {
+        self.conns.iter_mut().all(Conn::flush)
+    }
+
+    fn done(&self) -> bool {
+        self.conns.iter().all(Conn::done)
+    }
+}
+
+/// Connects to 127.0.0.1:`port` and waits for one reply, so the
+/// connection is established and accepted before the clock starts.
+fn connect(port: u16) -> Option<Conn> {
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    sock.set_nodelay(true).ok();
+    let mut probe = [0u8; 4];
+    sock.write_all(b"mn\r\n").ok()?;
+    sock.read_exact(&mut probe).ok()?;
+    sock.set_nonblocking(true).ok()?;
+    Some(Conn {
+        sock,
+        replies: Replies::default(),
+        out: Vec::new(),
+        written: 0,
+        gets: 0,
+        sets: 0,
+        ends: 0,
+        stored: 0,
+    })
+}
+
+/// A generator thread: runs the closed loop on clients `mine` until
+/// `stop`, polling all their connections together.
 fn generate(
-    port: u16,
+    ports: &[u16],
     w: &Workload,
     mine: &[usize],
     stop: &AtomicBool,
@@ -350,27 +464,13 @@ fn generate(
 ) -> Measure {
     let mut gens = Vec::new();
     for &c in mine {
-        let Ok(mut sock) = TcpStream::connect(("127.0.0.1", port)) else {
+        let Some(conns) = ports.iter().map(|&p| connect(p)).collect() else {
             continue;
         };
-        sock.set_nodelay(true).ok();
-        let mut probe = [0u8; 4];
-        if sock.write_all(b"mn\r\n").is_err() || sock.read_exact(&mut probe).is_err() {
-            continue;
-        }
-        if sock.set_nonblocking(true).is_err() {
-            continue;
-        }
         gens.push(Gen {
-            sock,
+            conns,
             rng: 0x9e37_79b9_7f4a_7c15_u64 ^ (c as u64 + 1),
-            replies: Replies::default(),
-            out: Vec::new(),
-            written: 0,
-            gets: 0,
-            sets: 0,
-            ends: 0,
-            stored: 0,
+            ops: 0,
             sent_at: Instant::now(),
         });
     }
@@ -387,13 +487,13 @@ fn generate(
     }
     while !stop.load(Ordering::Relaxed) {
         fds.clear();
-        for g in &gens {
+        for c in gens.iter().flat_map(|g| &g.conns) {
             let mut events = libc::POLLIN;
-            if g.written < g.out.len() {
+            if c.written < c.out.len() {
                 events |= libc::POLLOUT;
             }
             fds.push(libc::pollfd {
-                fd: std::os::fd::AsRawFd::as_raw_fd(&g.sock),
+                fd: std::os::fd::AsRawFd::as_raw_fd(&c.sock),
                 events,
                 revents: 0,
             });
@@ -403,32 +503,24 @@ fn generate(
         if n <= 0 {
             continue;
         }
-        for (g, p) in gens.iter_mut().zip(&fds) {
-            if p.revents & libc::POLLOUT != 0 && !g.flush() {
-                return m;
-            }
-            if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) == 0 {
-                continue;
-            }
-            loop {
-                match g.sock.read(&mut buf) {
-                    Ok(0) => return m,
-                    Ok(n) => {
-                        let (e, s) = g.replies.scan(&buf[..n]);
-                        g.ends += e;
-                        g.stored += s;
-                        if n < buf.len() {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => return m,
+        let mut polled = fds.iter();
+        for g in &mut gens {
+            let mut heard = false;
+            for (c, p) in g.conns.iter_mut().zip(polled.by_ref()) {
+                if p.revents & libc::POLLOUT != 0 && !c.flush() {
+                    return m;
                 }
+                if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) == 0 {
+                    continue;
+                }
+                if !c.receive(&mut buf) {
+                    return m;
+                }
+                heard = true;
             }
-            if g.done() {
+            if heard && g.done() {
                 let us = g.sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-                let ops = g.gets + g.sets;
+                let ops = g.ops;
                 m.ops += ops as u64;
                 m.lat_us.extend(std::iter::repeat_n(us, ops));
                 g.start_batch(w, &value);
@@ -530,7 +622,7 @@ fn compare(rounds: usize, secs: u64, only: &str, memaslap: bool) {
                 let at = (i + r) % SUBJECTS.len();
                 let sub = &SUBJECTS[at];
                 let server = start(sub.kind, sub.opts);
-                results[at].push(load_pid(server.port, w, Some(server.pid())));
+                results[at].push(load(&[server.port], w, Some(server.pid())));
             }
         }
         let summary: Vec<(f64, Measure)> = results
@@ -587,6 +679,102 @@ fn compare(rounds: usize, secs: u64, only: &str, memaslap: bool) {
     }
 }
 
+/// A server started for [`scale`]: one process, one or more ports.
+enum Running {
+    One(Server),
+    Many(Instances),
+}
+
+impl Running {
+    fn ports(&self) -> Vec<u16> {
+        match self {
+            Running::One(s) => vec![s.port],
+            Running::Many(i) => i.ports.clone(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Running::One(s) => s.pid(),
+            Running::Many(i) => i.pid(),
+        }
+    }
+}
+
+/// The servers [`scale`] compares at `n`: memcached and the native server
+/// with `n` threads on one port, the wasm server as `n` instances on `n`
+/// ports (the generator hashes keys over them).
+fn scale_subjects(n: u16) -> [(String, Box<dyn Fn() -> Running>); 3] {
+    let t = n.to_string();
+    let (t1, t2) = (t.clone(), t.clone());
+    [
+        (
+            format!("memcached 1.6.18 -t {n}"),
+            Box::new(move || {
+                Running::One(start(
+                    Kind::Memcached,
+                    &["-m", "1024", "-c", "4096", "-t", &t1],
+                ))
+            }),
+        ),
+        (
+            format!("wasmcached-server (native) -t {n}"),
+            Box::new(move || {
+                Running::One(start(
+                    Kind::Native,
+                    &["-m", "1024", "-c", "4096", "-t", &t2],
+                ))
+            }),
+        ),
+        (
+            format!("wasmcached (wasm) --instances {n}"),
+            Box::new(move || Running::Many(start_instances(n, &["-m", "1024", "-c", "4096"]))),
+        ),
+    ]
+}
+
+/// Scaling out: for each N, memcached -t N, wasmcached-server -t N and
+/// wasmcached --instances N under the same hashing generator, each started
+/// fresh per measurement, in alternating rounds.
+fn scale(ns: &[u16], rounds: usize, w: &Workload) {
+    println!("| N | server | ops/s | p50 ms | p99 ms | server CPU µs/op | generator CPU µs/op | ops/s vs memcached -t N |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for &n in ns {
+        let subjects = scale_subjects(n);
+        let mut results: Vec<Vec<Measure>> = subjects.iter().map(|_| Vec::new()).collect();
+        for r in 0..rounds {
+            for i in 0..subjects.len() {
+                let at = (i + r) % subjects.len();
+                let server = (subjects[at].1)();
+                results[at].push(load(&server.ports(), w, Some(server.pid())));
+            }
+        }
+        let mut base = 0.0;
+        for ((name, _), ms) in subjects.iter().zip(results) {
+            let ops = ms.iter().map(Measure::ops_per_sec).sum::<f64>() / ms.len().max(1) as f64;
+            let mut all = Measure::default();
+            for m in ms {
+                all.lat_us.extend(m.lat_us);
+                all.ops += m.ops;
+                all.server_cpu += m.server_cpu;
+                all.client_cpu += m.client_cpu;
+            }
+            all.lat_us.sort_unstable();
+            if base == 0.0 {
+                base = ops.max(1.0);
+            }
+            println!(
+                "| {n} | {name} | {ops:.0} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2}x |",
+                all.pct(0.5),
+                all.pct(0.99),
+                all.server_cpu * 1e6 / all.ops.max(1) as f64,
+                all.client_cpu * 1e6 / all.ops.max(1) as f64,
+                ops / base
+            );
+        }
+    }
+}
+
 fn memory(items: usize) {
     println!("| server | RSS before | RSS after | bytes per item | vs memcached |");
     println!("|---|---|---|---|---|");
@@ -635,8 +823,9 @@ fn memory(items: usize) {
 
 fn main() {
     match Cli::parse().cmd {
-        Cmd::Load { port, w } => {
-            let m = load(port, &w);
+        Cmd::Load { port, servers, w } => {
+            let ports: Vec<u16> = (0..servers).map(|i| port + i).collect();
+            let m = load(&ports, &w, None);
             println!(
                 "{:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms ({} ops in {:.1} s)",
                 m.ops_per_sec(),
@@ -653,6 +842,7 @@ fn main() {
             only,
             no_memaslap,
         } => compare(rounds, secs, &only, !no_memaslap),
+        Cmd::Scale { n, rounds, w } => scale(&n, rounds, &w),
         Cmd::Memory { items } => memory(items),
     }
 }
