@@ -323,7 +323,7 @@ impl Client {
                 // A byte at a time, for short requests: long values a
                 // byte per segment only cost simulation time.
                 1 if req.len() <= 256 => 1,
-                1 => 1 + self.rng.below(256) as usize,
+                1 => 1 + self.rng.below(4096) as usize,
                 _ => 1 + self.rng.below(16.max(req.len() as u64 / 4)) as usize,
             };
             at = (at + step).min(req.len());

@@ -62,11 +62,21 @@ pub const WRITE_MAX: usize = 64 * 1024;
 /// goes out in a few writes before other connections get their turn).
 const WRITES_PER_PASS: usize = 4;
 
-/// The host's clocks, as the core wants them.
-fn clock() -> Clock {
+/// The host's clocks, as the core wants them: the monotonic clock is sim
+/// time, the unix clock the simulated epoch plus sim time plus the host's
+/// offset (a skewed or jumped wall clock; the clients' clocks have none).
+fn clock(unix_offset: i64) -> Clock {
     let el = now();
-    Clock::new(el.as_millis() as u64, EPOCH_SECS + el.as_secs())
+    let unix = (EPOCH_SECS + el.as_secs()).saturating_add_signed(unix_offset);
+    Clock::new(el.as_millis() as u64, unix)
 }
+
+/// A server's wall-clock offset from the clients' (seconds), shared with
+/// the scenario so it can move the clock mid-run. The store reads the unix
+/// clock once, when it starts (memcached converts absolute exptimes with
+/// the time it started and its monotonic clock since), so a jump shows at
+/// the next restart.
+pub type ClockOffset = Rc<std::cell::Cell<i64>>;
 
 /// What one server host saw, for scenarios that check the host itself.
 /// Updated at the end of every pass.
@@ -116,6 +126,8 @@ pub struct HostConfig {
     pub write_max: usize,
     /// Where to publish what the host saw.
     pub probe: Option<Probe>,
+    /// The wall clock's offset, if it is skewed.
+    pub clock_offset: Option<ClockOffset>,
 }
 
 impl HostConfig {
@@ -133,6 +145,7 @@ impl HostConfig {
             plant,
             write_max: WRITE_MAX,
             probe: None,
+            clock_offset: None,
         }
     }
 }
@@ -146,7 +159,8 @@ pub async fn serve(name: &'static str, rec: Shared, plant: Option<Plant>) -> tur
 /// Runs a cache server named `name` with `cfg` until the simulation ends
 /// or bounces it.
 pub async fn serve_with(name: &'static str, rec: Shared, cfg: HostConfig) -> turmoil::Result {
-    rec.borrow_mut().restart(name, now());
+    let offset = cfg.clock_offset.as_ref().map_or(0, |o| o.get());
+    rec.borrow_mut().restart(name, now(), offset);
     let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
     let ready = Arc::new(Readiness::default());
     let backlog: Backlog = Rc::new(RefCell::new(VecDeque::new()));
@@ -247,6 +261,8 @@ struct EventLoop {
     evictions: u64,
     /// The plant's firings already recorded.
     fired: u64,
+    /// The wall clock's offset this start (seconds).
+    unix_offset: i64,
 }
 
 impl EventLoop {
@@ -257,7 +273,8 @@ impl EventLoop {
         name: &'static str,
         rec: Shared,
     ) -> EventLoop {
-        let mut store = Store::new(cfg.store.clone(), clock());
+        let unix_offset = cfg.clock_offset.as_ref().map_or(0, |o| o.get());
+        let mut store = Store::new(cfg.store.clone(), clock(unix_offset));
         store.host_stats_mut().conn_memory_limit = cfg.driver.memory_limit as u64;
         let driver = Driver::new(cfg.driver.clone(), store.config());
         let gate = Gate::new(cfg.max_connections);
@@ -286,12 +303,13 @@ impl EventLoop {
             rec,
             evictions: 0,
             fired: 0,
+            unix_offset,
         }
     }
 
     async fn run(mut self) -> turmoil::Result {
         loop {
-            let now = clock();
+            let now = clock(self.unix_offset);
             if self.work_now(now.mono_ms) {
                 // Back-to-back passes need no yield: the network delivers
                 // between the host's turns, so while this task runs no
@@ -357,7 +375,7 @@ impl EventLoop {
 
     /// One pass, in the order documented on [`Driver`].
     fn pass(&mut self) {
-        let now = clock();
+        let now = clock(self.unix_offset);
         let mut busy = false;
         self.driver.begin_pass(now.mono_ms);
         let after_begin = self.driver.held_bytes();
@@ -488,7 +506,12 @@ impl EventLoop {
                     }
                     match (s.framer.as_mut(), self.planted.as_mut()) {
                         (Some(pending), Some(p)) => {
-                            let bytes = p.frame(pending, &self.buf[..n], &mut self.store, clock());
+                            let bytes = p.frame(
+                                pending,
+                                &self.buf[..n],
+                                &mut self.store,
+                                clock(self.unix_offset),
+                            );
                             if !bytes.is_empty() {
                                 self.driver.on_read(id, &bytes);
                             }

@@ -226,8 +226,6 @@ pub enum Cause {
     Eviction,
     /// A `flush_all` ran (any time in the window).
     Flush,
-    /// The server's clock jumped: absolute exptimes moved.
-    ClockJump,
 }
 
 /// A window in which a server's items may have vanished, in sim time and
@@ -255,6 +253,11 @@ pub struct Restart {
     pub server: &'static str,
     /// Sim time.
     pub at: Duration,
+    /// Its place in execution order.
+    pub seq: u64,
+    /// Its wall clock's offset from the clients' (seconds), which places
+    /// absolute exptimes for this lifetime.
+    pub unix_offset: i64,
 }
 
 /// Everything recorded during one run.
@@ -340,11 +343,21 @@ impl Recorder {
     }
 
     /// Records a server start.
-    pub fn restart(&mut self, server: &'static str, at: Duration) {
-        self.event(at, &format!("{server} started (empty cache)"));
-        self.restarts.push(Restart { server, at });
-        let first = self.seq();
-        self.disrupt(server, at, first, Cause::Restart);
+    pub fn restart(&mut self, server: &'static str, at: Duration, unix_offset: i64) {
+        let note = if unix_offset == 0 {
+            String::new()
+        } else {
+            format!(", wall clock {unix_offset:+} s")
+        };
+        self.event(at, &format!("{server} started (empty cache{note})"));
+        let seq = self.seq();
+        self.restarts.push(Restart {
+            server,
+            at,
+            seq,
+            unix_offset,
+        });
+        self.disrupt(server, at, seq, Cause::Restart);
     }
 
     /// Records that `server`'s items may have vanished at any point from

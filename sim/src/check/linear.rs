@@ -20,7 +20,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::model::{describe, step, Ctx, State, Values, NEVER};
+use super::model::{describe, step, Ctx, Interned, State, Values, NEVER};
 use crate::trace::{Op, Outcome};
 
 /// Most search steps per key before giving up (the history is then
@@ -31,6 +31,7 @@ pub const BUDGET: u64 = 2_000_000;
 struct Entry<'a> {
     op: &'a Op,
     ctx: Ctx,
+    ids: Interned,
     /// Must be linearized (it was answered).
     required: bool,
 }
@@ -102,6 +103,7 @@ struct Frame {
 pub fn check_key(ops: &[&Op], ctx_of: impl Fn(&Op) -> Ctx) -> (Verdict, Effort) {
     // Reads without an answer tell nothing; replies that are errors tell
     // nothing about a read either.
+    let mut values = Values::default();
     let mut entries: Vec<Entry<'_>> = ops
         .iter()
         .filter(|o| {
@@ -114,6 +116,7 @@ pub fn check_key(ops: &[&Op], ctx_of: impl Fn(&Op) -> Ctx) -> (Verdict, Effort) 
         .map(|&op| Entry {
             op,
             ctx: ctx_of(op),
+            ids: Interned::new(&op.cmd, &op.outcome, &mut values),
             required: op.outcome != Outcome::Indeterminate,
         })
         .collect();
@@ -123,7 +126,6 @@ pub fn check_key(ops: &[&Op], ctx_of: impl Fn(&Op) -> Ctx) -> (Verdict, Effort) 
     if n == 0 {
         return (Verdict::Linearizable, effort);
     }
-    let mut values = Values::default();
     let mut lin = Bits::new(n);
     let mut left = entries.iter().filter(|e| e.required).count();
     let mut memo: HashSet<(Bits, State)> = HashSet::new();
@@ -160,6 +162,7 @@ pub fn check_key(ops: &[&Op], ctx_of: impl Fn(&Op) -> Ctx) -> (Verdict, Effort) 
                     &e.op.cmd,
                     &e.op.outcome,
                     &e.ctx,
+                    e.ids,
                     &mut values,
                     &mut scratch,
                 );

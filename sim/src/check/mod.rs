@@ -89,13 +89,15 @@ pub fn history(rec: &Recorder, policy: Policy) -> Checked {
 }
 
 /// Per-server facts the model needs about every operation.
+#[derive(Default)]
 struct ServerFacts {
     /// Disruptions in execution order, as (first, latest `last` of any
     /// disruption beginning at or before `first`), sorted by `first`.
     windows: Vec<(u64, u64)>,
     /// Starts after the first, in execution order.
     restarts: Vec<u64>,
-    clock_skewed: bool,
+    /// Every start in execution order, with its wall clock's offset.
+    clocks: Vec<(u64, i64)>,
 }
 
 /// The linearizability pass alone: violations and figures.
@@ -106,23 +108,24 @@ pub fn linearizable(rec: &Recorder) -> (Vec<String>, Checked) {
         first_start.entry(r.server).or_insert(r.at);
     }
     for d in &rec.disruptions {
-        let f = facts.entry(d.server).or_insert(ServerFacts {
-            windows: Vec::new(),
-            restarts: Vec::new(),
-            clock_skewed: false,
-        });
+        let f = facts.entry(d.server).or_default();
         let first = first_start.get(d.server) == Some(&d.from) && d.cause == Cause::Restart;
         if d.cause == Cause::Restart && !first {
             f.restarts.push(d.first);
-        }
-        if d.cause == Cause::ClockJump {
-            f.clock_skewed = true;
         }
         if !first {
             f.windows.push((d.first, d.last));
         }
     }
+    for r in &rec.restarts {
+        facts
+            .entry(r.server)
+            .or_default()
+            .clocks
+            .push((r.seq, r.unix_offset));
+    }
     for f in facts.values_mut() {
+        f.clocks.sort_unstable();
         f.windows.sort_unstable();
         let mut latest = 0;
         for w in &mut f.windows {
@@ -138,6 +141,21 @@ pub fn linearizable(rec: &Recorder) -> (Vec<String>, Checked) {
             (micros(op.complete), op.last)
         };
         let f = facts.get(op.server);
+        // The wall clock of the server lifetime the operation ran in
+        // (unknown if it may have run in either of two with different
+        // clocks).
+        let offset = f.map_or(Some(0), |f| {
+            let at = |seq: u64| {
+                let n = f.clocks.partition_point(|&(s, _)| s <= seq);
+                n.checked_sub(1).map_or(0, |i| f.clocks[i].1)
+            };
+            let start = at(op.first);
+            let spanned = f
+                .clocks
+                .iter()
+                .any(|&(s, o)| s > op.first && s <= last && o != start);
+            (!spanned).then_some(start)
+        });
         Ctx {
             invoke: micros(op.invoke),
             complete,
@@ -148,8 +166,8 @@ pub fn linearizable(rec: &Recorder) -> (Vec<String>, Checked) {
                 n.checked_sub(1).map(|i| f.windows[i].1)
             }),
             cas_may_collide: f.is_some_and(|f| f.restarts.iter().any(|&r| r <= last)),
-            clock_skewed: f.is_some_and(|f| f.clock_skewed),
-            epoch_secs: EPOCH_SECS,
+            clock_skewed: offset.is_none(),
+            epoch_secs: EPOCH_SECS.saturating_add_signed(offset.unwrap_or(0)),
         }
     };
     let mut keys: BTreeMap<(&str, &str), Vec<&Op>> = BTreeMap::new();

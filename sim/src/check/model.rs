@@ -31,11 +31,16 @@ const SEC: Micros = 1_000_000;
 /// memcached's `REALTIME_MAXDELTA`: exptimes above 30 days are unix times.
 const MAX_DELTA: i64 = 60 * 60 * 24 * 30;
 
-/// Interned values: the model refers to a value by its index.
+/// Interned values: the model refers to a value by its index, so states
+/// are small and comparing values is comparing numbers. Values are
+/// interned once per operation before the search, not per step (they can
+/// be 100 KB).
 #[derive(Default)]
 pub struct Values {
     all: Vec<Vec<u8>>,
     index: std::collections::HashMap<Vec<u8>, u32>,
+    /// (old value, data, append?) → joined value.
+    joined: std::collections::HashMap<(u32, u32, bool), u32>,
 }
 
 impl Values {
@@ -53,6 +58,43 @@ impl Values {
     /// The bytes of value `id`.
     pub fn bytes(&self, id: u32) -> &[u8] {
         &self.all[id as usize]
+    }
+
+    /// `data` appended (or prepended) to `old`.
+    fn join(&mut self, old: u32, data: u32, append: bool) -> u32 {
+        if let Some(&v) = self.joined.get(&(old, data, append)) {
+            return v;
+        }
+        let (a, b) = if append { (old, data) } else { (data, old) };
+        let bytes = [self.bytes(a), self.bytes(b)].concat();
+        let v = self.id(&bytes);
+        self.joined.insert((old, data, append), v);
+        v
+    }
+}
+
+/// An operation's values, interned before the search.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Interned {
+    /// The data block of a storage command.
+    pub written: Option<u32>,
+    /// The value a read returned.
+    pub read: Option<u32>,
+}
+
+impl Interned {
+    /// Interns `cmd`'s and `outcome`'s values.
+    pub fn new(cmd: &Cmd, outcome: &Outcome, values: &mut Values) -> Interned {
+        Interned {
+            written: match cmd {
+                Cmd::Store { value, .. } => Some(values.id(value)),
+                _ => None,
+            },
+            read: match outcome {
+                Outcome::Value(h) => Some(values.id(&h.value)),
+                _ => None,
+            },
+        }
     }
 }
 
@@ -161,20 +203,20 @@ pub fn expiry(ttl: i64, ctx: &Ctx) -> Expiry {
 /// The states the item may be in just before `ctx`'s operation takes
 /// effect: it must be gone if its TTL surely ran out, may be gone if its
 /// TTL may have run out or a disruption may have removed it.
-fn before(state: State, ctx: &Ctx, out: &mut Vec<State>) {
+fn before(state: State, ctx: &Ctx, mut out: impl FnMut(State)) {
     let Some(it) = state else {
-        out.push(None);
+        out(None);
         return;
     };
     if it.exp.hi <= ctx.invoke {
-        out.push(None);
+        out(None);
         return;
     }
-    out.push(state);
+    out(state);
     let may_expire = ctx.complete >= it.exp.lo;
     let may_vanish = ctx.disrupted_until.is_some_and(|t| t >= it.born);
     if may_expire || may_vanish {
-        out.push(None);
+        out(None);
     }
 }
 
@@ -193,9 +235,12 @@ fn fresh(value: u32, flags: u32, exp: Expiry, ctx: &Ctx) -> Item {
 
 /// Whether `got` is the model's value `want` (counters written in place
 /// are padded with spaces, replaced ones are not: either is legal).
-fn same_value(values: &Values, want: u32, got: &[u8]) -> bool {
-    let w = values.bytes(want);
-    w == got || (trim(w) == trim(got) && !trim(w).is_empty())
+fn same_value(values: &Values, want: u32, got: u32) -> bool {
+    if want == got {
+        return true;
+    }
+    let (w, g) = (values.bytes(want), values.bytes(got));
+    w.len() <= 24 && g.len() <= 24 && trim(w) == trim(g) && !trim(w).is_empty()
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -205,8 +250,8 @@ fn trim(v: &[u8]) -> &[u8] {
 
 /// Checks a hit against the item and binds the CAS value it revealed;
 /// `None` if the hit is impossible.
-fn hit_matches(it: Item, hit: &Hit, win: bool, values: &Values) -> Option<Item> {
-    if !same_value(values, it.value, &hit.value) {
+fn hit_matches(it: Item, hit: &Hit, read: u32, win: bool, values: &Values) -> Option<Item> {
+    if !same_value(values, it.value, read) {
         return None;
     }
     if hit.flags.is_some_and(|f| f != it.flags) {
@@ -232,13 +277,18 @@ pub fn step(
     cmd: &Cmd,
     outcome: &Outcome,
     ctx: &Ctx,
+    ids: Interned,
     values: &mut Values,
     out: &mut Vec<State>,
 ) {
-    let mut starts = Vec::with_capacity(2);
-    before(state, ctx, &mut starts);
-    for s in starts {
-        apply(s, cmd, outcome, ctx, values, out);
+    let mut starts = [None; 2];
+    let mut n = 0;
+    before(state, ctx, |s| {
+        starts[n] = s;
+        n += 1;
+    });
+    for &s in &starts[..n] {
+        apply(s, cmd, outcome, ctx, ids, values, out);
     }
 }
 
@@ -247,9 +297,11 @@ fn apply(
     cmd: &Cmd,
     outcome: &Outcome,
     ctx: &Ctx,
+    ids: Interned,
     values: &mut Values,
     out: &mut Vec<State>,
 ) {
+    let read = ids.read.unwrap_or(u32::MAX);
     let any = *outcome == Outcome::Indeterminate;
     // What the reply must be, and the state after.
     let result = |expect: Outcome, next: State, out: &mut Vec<State>| {
@@ -262,7 +314,7 @@ fn apply(
             (None, _) => result(Outcome::Miss, None, out),
             (Some(_), Outcome::Indeterminate) => out.push(state),
             (Some(it), Outcome::Value(hit)) => {
-                if let Some(it) = hit_matches(it, hit, false, values) {
+                if let Some(it) = hit_matches(it, hit, read, false, values) {
                     out.push(Some(it));
                 }
             }
@@ -284,7 +336,7 @@ fn apply(
                             Outcome::Value(hit) => {
                                 let mut shown = it;
                                 shown.sent = false;
-                                if let Some(b) = hit_matches(shown, hit, true, values) {
+                                if let Some(b) = hit_matches(shown, hit, read, true, values) {
                                     out.push(Some(Item { sent: true, ..b }));
                                 }
                             }
@@ -324,7 +376,7 @@ fn apply(
                 match outcome {
                     Outcome::Indeterminate => out.push(Some(after)),
                     Outcome::Value(hit) => {
-                        if let Some(b) = hit_matches(it, hit, won, values) {
+                        if let Some(b) = hit_matches(it, hit, read, won, values) {
                             out.push(Some(Item {
                                 sent: after.sent,
                                 ..b
@@ -351,8 +403,8 @@ fn apply(
                 }
                 return;
             }
-            let new =
-                |values: &mut Values| Some(fresh(values.id(value), *flags, expiry(*ttl, ctx), ctx));
+            let data = ids.written.unwrap_or_else(|| values.id(value));
+            let new = |_: &mut Values| Some(fresh(data, *flags, expiry(*ttl, ctx), ctx));
             match (mode, state) {
                 (Mode::Set, _) | (Mode::Add, None) | (Mode::Replace, Some(_)) => {
                     let n = new(values);
@@ -363,13 +415,7 @@ fn apply(
                     result(Outcome::NotStored, None, out)
                 }
                 (Mode::Append | Mode::Prepend, Some(it)) => {
-                    let old = values.bytes(it.value).to_vec();
-                    let joined = if *mode == Mode::Append {
-                        [old.as_slice(), value].concat()
-                    } else {
-                        [value.as_slice(), old.as_slice()].concat()
-                    };
-                    let v = values.id(&joined);
+                    let v = values.join(it.value, data, *mode == Mode::Append);
                     let next = Item {
                         value: v,
                         cas: None,
