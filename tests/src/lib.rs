@@ -109,16 +109,28 @@ pub fn start(kind: Kind, opts: &[&str]) -> Server {
 /// [`start`], with the server's open-file limit (soft and hard) set to
 /// `nofile` when given, so running out of descriptors can be tested.
 pub fn start_with_fd_limit(kind: Kind, opts: &[&str], nofile: Option<u64>) -> Server {
-    launch(kind, opts, nofile, None)
+    launch(kind, opts, nofile, None, &[])
+}
+
+/// [`start`], with `env` added to the server's environment (for example
+/// `MEMCACHED_SASL_PWDB` for `-S`).
+pub fn start_with_env(kind: Kind, opts: &[&str], env: &[(&str, &str)]) -> Server {
+    launch(kind, opts, None, None, env)
 }
 
 /// [`start`], with the server's stderr appended to the file `log` (for
 /// tests of what it logs).
 pub fn start_logging(kind: Kind, opts: &[&str], log: &std::path::Path) -> Server {
-    launch(kind, opts, None, Some(log))
+    launch(kind, opts, None, Some(log), &[])
 }
 
-fn launch(kind: Kind, opts: &[&str], nofile: Option<u64>, log: Option<&std::path::Path>) -> Server {
+fn launch(
+    kind: Kind,
+    opts: &[&str],
+    nofile: Option<u64>,
+    log: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> Server {
     let bin = binary(kind);
     if kind != Kind::Memcached && !bin.exists() {
         panic!(
@@ -143,6 +155,7 @@ fn launch(kind: Kind, opts: &[&str], nofile: Option<u64>, log: Option<&std::path
             None => Stdio::inherit(),
         };
         cmd.args(opts)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
@@ -167,14 +180,27 @@ fn launch(kind: Kind, opts: &[&str], nofile: Option<u64>, log: Option<&std::path
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let mut server = Server { child, port, kind };
-        if wait_ready(&mut server, Duration::from_secs(30)) {
+        // A server that speaks only the binary protocol (-S, -B binary)
+        // is asked for its version in binary.
+        let binary = opts.contains(&"-S") || opts.windows(2).any(|w| w == ["-B", "binary"]);
+        if wait_ready(&mut server, Duration::from_secs(30), binary) {
             return server;
         }
     }
     panic!("{} did not become ready", kind.name());
 }
 
-fn wait_ready(server: &mut Server, timeout: Duration) -> bool {
+/// A binary-protocol `version` request.
+const BINARY_VERSION: [u8; 24] = [
+    0x80, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+fn wait_ready(server: &mut Server, timeout: Duration, binary: bool) -> bool {
+    let (request, reply): (&[u8], &[u8]) = if binary {
+        (&BINARY_VERSION, &[0x81, 0x0b])
+    } else {
+        (b"version\r\n", b"VERSION")
+    };
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = server.child.try_wait() {
@@ -183,8 +209,8 @@ fn wait_ready(server: &mut Server, timeout: Duration) -> bool {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", server.port)) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
             let mut buf = [0u8; 64];
-            if s.write_all(b"version\r\n").is_ok()
-                && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"VERSION"))
+            if s.write_all(request).is_ok()
+                && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(reply))
             {
                 return true;
             }

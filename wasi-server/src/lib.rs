@@ -7,6 +7,7 @@
 
 pub mod options;
 mod poller;
+pub mod sasl;
 mod server;
 mod stop;
 mod warm;
@@ -28,6 +29,16 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
         eprintln!("error: {e}");
         return 64;
     }
+    let mut store = opts.config(hash_seed());
+    if opts.enable_sasl {
+        match sasl::credentials() {
+            Ok(db) => store.sasl = Some(db),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 64;
+            }
+        }
+    }
     let addr = format!("{}:{}", opts.listen, opts.port);
     #[cfg(not(target_os = "wasi"))]
     raise_fd_limit(u64::from(opts.conn_limit), opts.verbose);
@@ -35,7 +46,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
     one_malloc_arena();
     let mut server = match Server::bind(ServerConfig {
         addr: addr.clone(),
-        store: opts.config(hash_seed()),
+        store,
         conn_limit: opts.conn_limit as usize,
         conn_memory: usize::try_from(opts.conn_memory_bytes()).unwrap_or(usize::MAX),
         idle_timeout_ms: 0,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use wasmcached_core::{Config, HostSettings};
+use wasmcached_core::{Config, HostSettings, Protocol};
 
 /// memcached-compatible options.
 #[derive(Parser, Debug, Clone, PartialEq, Eq)]
@@ -60,9 +60,47 @@ pub struct Options {
     /// file; at start, restore it from there and remove it.
     #[arg(short = 'e', long = "memory-file")]
     pub memory_file: Option<PathBuf>,
+    /// Protocol: ascii, binary, or auto (each connection's first byte
+    /// decides) [default: auto; binary with -S].
+    #[arg(short = 'B', long = "protocol", value_enum)]
+    pub protocol: Option<Binding>,
+    /// SASL authentication (PLAIN, binary protocol only): users and
+    /// passwords come from the file MEMCACHED_SASL_PWDB names
+    /// (`user:password` lines).
+    #[arg(short = 'S', long = "enable-sasl")]
+    pub enable_sasl: bool,
     /// Print help.
     #[arg(short = 'h', long = "help", action = clap::ArgAction::Help)]
     pub help: Option<bool>,
+}
+
+/// `-B`'s values, as memcached spells them.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// Text (and meta) protocol only.
+    Ascii,
+    /// Binary protocol only.
+    Binary,
+    /// Each connection's first byte decides.
+    Auto,
+}
+
+impl Binding {
+    fn protocol(self) -> Protocol {
+        match self {
+            Binding::Ascii => Protocol::Ascii,
+            Binding::Binary => Protocol::Binary,
+            Binding::Auto => Protocol::Auto,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Binding::Ascii => "ascii",
+            Binding::Binary => "binary",
+            Binding::Auto => "auto",
+        }
+    }
 }
 
 /// Parses memcached's `-I` syntax: bytes, or a number with `k`/`m`.
@@ -85,6 +123,10 @@ impl Options {
     pub fn validate(&self) -> Result<(), String> {
         if u64::from(self.max_item_size) > self.memory_limit_mb * 1024 * 1024 / 2 {
             return Err("cannot set item size limit higher than 1/2 of memory max".into());
+        }
+        if self.enable_sasl && self.protocol.is_some_and(|b| b != Binding::Binary) {
+            // memcached refuses -S with -B ascii or -B auto alike.
+            return Err("You cannot allow the ASCII protocol while using SASL.".into());
         }
         Ok(())
     }
@@ -112,7 +154,16 @@ impl Options {
         mb * 1024 * 1024
     }
 
-    /// The core configuration these options describe.
+    /// The protocol binding: `-B`, binary-only under `-S` (as memcached).
+    pub fn binding(&self) -> Protocol {
+        if self.enable_sasl {
+            return Protocol::Binary;
+        }
+        self.protocol.map_or(Protocol::Auto, Binding::protocol)
+    }
+
+    /// The core configuration these options describe. With `-S` the host
+    /// adds the credentials (`Config::sasl`, see [`crate::sasl`]).
     pub fn config(&self, hash_seed: u64) -> Config {
         Config {
             memory_limit: self.memory_limit_mb * 1024 * 1024,
@@ -128,6 +179,7 @@ impl Options {
             flush_enabled: !self.disable_flush_all,
             hash_seed,
             requests_per_event: self.reqs_per_event,
+            protocol: self.binding(),
             // A 10x overfill of -m 64 with values of 64 B-100 KB: the
             // store's structures and allocator fragmentation add 4-6% to
             // the item bytes; keeping that inside -m keeps memory below
@@ -181,6 +233,13 @@ impl Options {
         if self.disable_flush_all {
             v.push("-F".into());
         }
+        if let Some(b) = self.protocol {
+            v.push("-B".into());
+            v.push(b.name().into());
+        }
+        if self.enable_sasl {
+            v.push("-S".into());
+        }
         for _ in 0..self.verbose {
             v.push("-v".into());
         }
@@ -222,6 +281,9 @@ mod tests {
             "2",
             "--conn-memory",
             "100",
+            "-B",
+            "binary",
+            "-S",
             "-e",
             "/var/cache/wasmcached.snap",
         ])
@@ -230,6 +292,20 @@ mod tests {
         let again =
             Options::try_parse_from(std::iter::once("x".to_string()).chain(o.to_args())).unwrap();
         assert_eq!(o, again);
+    }
+
+    #[test]
+    fn sasl_is_binary_only() {
+        let o = Options::try_parse_from(["x", "-S"]).unwrap();
+        assert!(o.validate().is_ok());
+        assert_eq!(o.binding(), Protocol::Binary);
+        for b in ["ascii", "auto"] {
+            let o = Options::try_parse_from(["x", "-S", "-B", b]).unwrap();
+            assert!(o.validate().is_err());
+        }
+        let o = Options::try_parse_from(["x", "-B", "ascii"]).unwrap();
+        assert_eq!(o.config(0).protocol, Protocol::Ascii);
+        assert!(Options::try_parse_from(["x", "-B", "negotiate"]).is_err());
     }
 
     #[test]
