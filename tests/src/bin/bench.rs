@@ -108,6 +108,10 @@ struct Workload {
     /// Generator threads; connections are spread over them.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Speak the binary protocol: get (a multiget: getkq per key, then a
+    /// noop) and set packets.
+    #[arg(long)]
+    binary: bool,
 }
 
 /// What one run measured.
@@ -143,9 +147,11 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 /// Runs Debian's memcaslap (90/10 get/set, 64-byte values, 16
-/// concurrency, 2 threads) against `port`; returns its TPS.
-fn memcaslap(port: u16, secs: u64) -> Option<f64> {
+/// concurrency, 2 threads) against `port`, in the binary protocol with
+/// `binary`; returns its TPS.
+fn memcaslap(port: u16, secs: u64, binary: bool) -> Option<f64> {
     let out = std::process::Command::new("memcaslap")
+        .args(binary.then_some("--binary"))
         .args([
             "-s",
             &format!("127.0.0.1:{port}"),
@@ -220,17 +226,26 @@ fn preload(ports: &[u16], w: &Workload) {
 /// line announces how many data bytes to skip, `END` ends a get and any
 /// other line answers a set. Value bodies are never scanned or copied, so
 /// the generator's cost does not grow with the value size.
+///
+/// Binary replies are framed by their headers' body lengths the same way:
+/// a get or noop reply ends a get, a set reply answers a set, and getkq
+/// hits are skipped.
 #[derive(Default)]
 struct Replies {
-    /// A reply line split across reads.
+    /// A reply line (or binary header) split across reads.
     line: Vec<u8>,
     /// Data bytes (and their CRLF) still to skip.
     skip: usize,
+    /// The replies are binary packets.
+    binary: bool,
 }
 
 impl Replies {
     /// Consumes `data`; returns the gets and sets completed in it.
     fn scan(&mut self, mut data: &[u8]) -> (usize, usize) {
+        if self.binary {
+            return self.scan_binary(data);
+        }
         let (mut ends, mut sets) = (0, 0);
         while !data.is_empty() {
             if self.skip > 0 {
@@ -262,6 +277,52 @@ impl Replies {
         }
         (ends, sets)
     }
+}
+
+impl Replies {
+    fn scan_binary(&mut self, mut data: &[u8]) -> (usize, usize) {
+        let (mut ends, mut sets) = (0, 0);
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let k = self.skip.min(data.len());
+                self.skip -= k;
+                data = &data[k..];
+                continue;
+            }
+            let k = (24 - self.line.len()).min(data.len());
+            self.line.extend_from_slice(&data[..k]);
+            data = &data[k..];
+            if self.line.len() < 24 {
+                break;
+            }
+            let h = &self.line;
+            match h[1] {
+                BIN_GET | BIN_NOOP => ends += 1,
+                BIN_SET => sets += 1,
+                _ => {}
+            }
+            self.skip = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+            self.line.clear();
+        }
+        (ends, sets)
+    }
+}
+
+const BIN_GET: u8 = 0x00;
+const BIN_SET: u8 = 0x01;
+const BIN_NOOP: u8 = 0x0a;
+const BIN_GETKQ: u8 = 0x0d;
+
+/// A binary request packet.
+fn bin_packet(out: &mut Vec<u8>, opcode: u8, key: &[u8], extras: &[u8], value: &[u8]) {
+    out.extend_from_slice(&[0x80, opcode]);
+    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    out.extend_from_slice(&[extras.len() as u8, 0, 0, 0]);
+    out.extend_from_slice(&((extras.len() + key.len() + value.len()) as u32).to_be_bytes());
+    out.extend_from_slice(&[0; 12]);
+    out.extend_from_slice(extras);
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
 }
 
 /// Runs the workload against 127.0.0.1 at `ports` (keys hashed over
@@ -393,6 +454,10 @@ impl Gen {
             (c.gets, c.sets, c.ends, c.stored) = (0, 0, 0, 0);
         }
         for _ in 0..w.depth {
+            if w.binary {
+                self.add_binary(w, value);
+                continue;
+            }
             if (self.next() % 10_000) as f64 / 10_000.0 < w.get_ratio {
                 for _ in 0..w.multi {
                     let k = key(self.next() as usize % w.keys);
@@ -423,6 +488,37 @@ impl Gen {
         self.sent_at = Instant::now();
     }
 
+    /// Adds one binary request to the batch: a get (a multiget as getkq
+    /// per key and a noop to each server holding some of the keys) or a set.
+    fn add_binary(&mut self, w: &Workload, value: &[u8]) {
+        let servers = self.conns.len();
+        if (self.next() % 10_000) as f64 / 10_000.0 >= w.get_ratio {
+            let k = key(self.next() as usize % w.keys);
+            let c = &mut self.conns[route(k.as_bytes(), servers)];
+            bin_packet(&mut c.out, BIN_SET, k.as_bytes(), &[0; 8], value);
+            c.sets += 1;
+            return;
+        }
+        if w.multi == 1 {
+            let k = key(self.next() as usize % w.keys);
+            let c = &mut self.conns[route(k.as_bytes(), servers)];
+            bin_packet(&mut c.out, BIN_GET, k.as_bytes(), &[], &[]);
+            c.gets += 1;
+            return;
+        }
+        let mut asked = vec![false; servers];
+        for _ in 0..w.multi {
+            let k = key(self.next() as usize % w.keys);
+            let to = route(k.as_bytes(), servers);
+            bin_packet(&mut self.conns[to].out, BIN_GETKQ, k.as_bytes(), &[], &[]);
+            asked[to] = true;
+        }
+        for (c, _) in self.conns.iter_mut().zip(asked).filter(|(_, a)| *a) {
+            bin_packet(&mut c.out, BIN_NOOP, &[], &[], &[]);
+            c.gets += 1;
+        }
+    }
+
     fn flush(&mut self) -> bool {
         self.conns.iter_mut().all(Conn::flush)
     }
@@ -433,17 +529,29 @@ impl Gen {
 }
 
 /// Connects to 127.0.0.1:`port` and waits for one reply, so the
-/// connection is established and accepted before the clock starts.
-fn connect(port: u16) -> Option<Conn> {
+/// connection is established and accepted before the clock starts. The
+/// probe's first byte also sets the connection's protocol.
+fn connect(port: u16, binary: bool) -> Option<Conn> {
     let mut sock = TcpStream::connect(("127.0.0.1", port)).ok()?;
     sock.set_nodelay(true).ok();
-    let mut probe = [0u8; 4];
-    sock.write_all(b"mn\r\n").ok()?;
-    sock.read_exact(&mut probe).ok()?;
+    if binary {
+        let mut noop = Vec::new();
+        bin_packet(&mut noop, BIN_NOOP, &[], &[], &[]);
+        let mut reply = [0u8; 24];
+        sock.write_all(&noop).ok()?;
+        sock.read_exact(&mut reply).ok()?;
+    } else {
+        let mut probe = [0u8; 4];
+        sock.write_all(b"mn\r\n").ok()?;
+        sock.read_exact(&mut probe).ok()?;
+    }
     sock.set_nonblocking(true).ok()?;
     Some(Conn {
         sock,
-        replies: Replies::default(),
+        replies: Replies {
+            binary,
+            ..Replies::default()
+        },
         out: Vec::new(),
         written: 0,
         gets: 0,
@@ -464,7 +572,7 @@ fn generate(
 ) -> Measure {
     let mut gens = Vec::new();
     for &c in mine {
-        let Some(conns) = ports.iter().map(|&p| connect(p)).collect() else {
+        let Some(conns) = ports.iter().map(|&p| connect(p, w.binary)).collect() else {
             continue;
         };
         gens.push(Gen {
@@ -579,6 +687,7 @@ fn compare(rounds: usize, secs: u64, only: &str, memaslap: bool) {
         multi: 1,
         secs,
         threads: 1,
+        binary: false,
     };
     let workloads: Vec<(&str, Workload)> = vec![
         ("90/10 get/set, 64 B, 16 conns", base.clone()),
@@ -601,6 +710,22 @@ fn compare(rounds: usize, secs: u64, only: &str, memaslap: bool) {
             "pipelined, depth 64, 16 conns",
             Workload {
                 depth: 64,
+                ..base.clone()
+            },
+        ),
+        (
+            "binary 90/10 get/set, 64 B, 16 conns",
+            Workload {
+                binary: true,
+                ..base.clone()
+            },
+        ),
+        (
+            "binary 100-key multiget (getkq), 16 conns",
+            Workload {
+                binary: true,
+                multi: 100,
+                get_ratio: 1.0,
                 ..base.clone()
             },
         ),
@@ -659,23 +784,26 @@ fn compare(rounds: usize, secs: u64, only: &str, memaslap: bool) {
     if !memaslap {
         return;
     }
-    // The same 90/10 workload from Debian's memaslap, as a cross-check of
-    // this load generator.
-    let mut tps = [0.0f64; SUBJECTS.len()];
-    for r in 0..rounds {
-        for i in 0..SUBJECTS.len() {
-            let at = (i + r) % SUBJECTS.len();
-            let sub = &SUBJECTS[at];
-            let server = start(sub.kind, sub.opts);
-            tps[at] += memcaslap(server.port, secs).unwrap_or(0.0) / rounds as f64;
+    // The same 90/10 workload from Debian's memaslap, text and binary, as
+    // a cross-check of this load generator.
+    for binary in [false, true] {
+        let mut tps = [0.0f64; SUBJECTS.len()];
+        for r in 0..rounds {
+            for i in 0..SUBJECTS.len() {
+                let at = (i + r) % SUBJECTS.len();
+                let sub = &SUBJECTS[at];
+                let server = start(sub.kind, sub.opts);
+                tps[at] += memcaslap(server.port, secs, binary).unwrap_or(0.0) / rounds as f64;
+            }
         }
-    }
-    for (sub, t) in SUBJECTS.iter().zip(tps) {
-        println!(
-            "| memaslap 90/10, 64 B, 16 conc | {} | {t:.0} | | | | | | {:.2}x | |",
-            sub.name,
-            t / tps[0].max(1.0)
-        );
+        let proto = if binary { ", binary" } else { "" };
+        for (sub, t) in SUBJECTS.iter().zip(tps) {
+            println!(
+                "| memaslap 90/10, 64 B, 16 conc{proto} | {} | {t:.0} | | | | | | {:.2}x | |",
+                sub.name,
+                t / tps[0].max(1.0)
+            );
+        }
     }
 }
 
