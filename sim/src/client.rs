@@ -249,6 +249,8 @@ pub struct Client {
     rec: Shared,
     timeout: Duration,
     written: u64,
+    /// The local address of the current connection.
+    addr: Option<std::net::SocketAddr>,
 }
 
 impl Client {
@@ -269,6 +271,7 @@ impl Client {
             rec,
             timeout,
             written: 0,
+            addr: None,
         }
     }
 
@@ -297,6 +300,7 @@ impl Client {
     /// Drops the connection (the next request reconnects).
     pub fn disconnect(&mut self) {
         self.sock = None;
+        self.addr = None;
         self.buf.clear();
     }
 
@@ -305,6 +309,7 @@ impl Client {
             let s = TcpStream::connect((self.server, PORT))
                 .await
                 .map_err(|_| Failed)?;
+            self.addr = s.local_addr().ok();
             self.sock = Some(s);
             self.buf.clear();
         }
@@ -429,7 +434,10 @@ impl Client {
         let mut replies: Vec<Reply> = Vec::with_capacity(reqs.len());
         let mut completes = Vec::with_capacity(reqs.len());
         let timeout = self.timeout;
+        let mut conn = None;
         let got = tokio::time::timeout(timeout, async {
+            self.connected().await?;
+            conn = self.addr;
             self.send(&wire).await?;
             for r in reqs {
                 let reply = self.read_reply(r.shape).await?;
@@ -457,6 +465,7 @@ impl Client {
                 complete,
                 first,
                 last: 0,
+                conn,
                 outcome: outcome.clone(),
             });
             out.push(match (&outcome, replies.get(i)) {
@@ -487,7 +496,10 @@ impl Client {
         let invoke = now();
         let first = self.rec.borrow_mut().seq();
         let timeout = self.timeout;
+        let mut conn = None;
         let got = tokio::time::timeout(timeout, async {
+            self.connected().await?;
+            conn = self.addr;
             self.send(&req.wire).await?;
             self.read_reply(Shape::Meta).await
         })
@@ -511,6 +523,7 @@ impl Client {
             complete: now(),
             first,
             last: 0,
+            conn,
             outcome,
         });
         match reply {

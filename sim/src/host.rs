@@ -235,6 +235,8 @@ struct Sock {
     write_waker: Waker,
     /// The planted bug's request framing, when it is on.
     framer: Option<Vec<u8>>,
+    /// The client's end, for the record of closed connections.
+    peer: Option<std::net::SocketAddr>,
 }
 
 /// The server's one event loop: the store, the driver, the gate and the
@@ -460,9 +462,11 @@ impl EventLoop {
                     },
                 }))
             };
+            let peer = stream.peer_addr().ok();
             let sock = Sock {
                 id,
                 token,
+                peer,
                 stream,
                 readable: true,
                 stalled: false,
@@ -611,7 +615,9 @@ impl EventLoop {
         while let Some(id) = self.driver.poll_close() {
             // Dropping both halves sends FIN (RST when unread data is left,
             // as a real stack does).
-            self.socks[id.index()] = None;
+            if let Some(peer) = self.socks[id.index()].take().and_then(|s| s.peer) {
+                self.rec.borrow_mut().closed(self.name, peer);
+            }
             self.gate.connection_closed();
             any = true;
         }

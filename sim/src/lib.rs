@@ -19,6 +19,7 @@ pub mod plant;
 pub mod report;
 pub mod rng;
 pub mod scenario;
+pub mod spec;
 pub mod trace;
 
 pub use report::Report;

@@ -1,4 +1,5 @@
-//! `wasmcached-sim <scenario> --seed S [--json]` or `--seeds A..B`.
+//! `wasmcached-sim <scenario> --seed S [--json]` or `--seeds A..B`;
+//! `wasmcached-sim run FILE.toml ...` for a scenario file.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -11,8 +12,11 @@ use wasmcached_sim::{run, RunConfig, SCENARIOS};
 #[derive(Parser, Debug)]
 #[command(name = "wasmcached-sim", version)]
 struct Args {
-    /// cas-counter, thundering-herd, faults or hostile-clients.
+    /// cas-counter, thundering-herd, faults, hostile-clients, cluster, or
+    /// `run` with a scenario file.
     scenario: String,
+    /// With `run`: the scenario file (TOML; see sim/scenarios/README.md).
+    file: Option<std::path::PathBuf>,
     /// Run one seed.
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
@@ -55,7 +59,24 @@ fn parse_range(s: &str) -> Result<(u64, u64), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if !SCENARIOS.contains(&args.scenario.as_str()) {
+    let spec = match (args.scenario.as_str(), &args.file) {
+        ("run", Some(path)) => match wasmcached_sim::spec::load(path) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(65);
+            }
+        },
+        ("run", None) => {
+            eprintln!("run: which scenario file?");
+            return ExitCode::from(64);
+        }
+        _ => None,
+    };
+    let label = spec
+        .as_ref()
+        .map_or_else(|| args.scenario.clone(), |s| s.name.clone());
+    if spec.is_none() && !SCENARIOS.contains(&args.scenario.as_str()) {
         eprintln!(
             "unknown scenario '{}'; one of: {}",
             args.scenario,
@@ -105,8 +126,12 @@ fn main() -> ExitCode {
             plant,
             keep_trace: args.trace,
         };
-        let Some(report) = run(&args.scenario, &cfg) else {
-            return ExitCode::from(64);
+        let report = match &spec {
+            Some(spec) => wasmcached_sim::spec::run(spec, &cfg),
+            None => match run(&args.scenario, &cfg) {
+                Some(r) => r,
+                None => return ExitCode::from(64),
+            },
         };
         check_time += report.checked.elapsed;
         check_max = check_max.max(report.checked.elapsed);
@@ -132,10 +157,11 @@ fn main() -> ExitCode {
         if !report.ok {
             caught += 1;
             if !counting {
-                eprintln!(
-                    "FAILED: replay with: wasmcached-sim {} --seed {seed}{replay}",
-                    args.scenario
-                );
+                let what = match &args.file {
+                    Some(f) => format!("run {}", f.display()),
+                    None => args.scenario.clone(),
+                };
+                eprintln!("FAILED: replay with: wasmcached-sim {what} --seed {seed}{replay}");
                 return ExitCode::from(1);
             }
         }
@@ -143,7 +169,7 @@ fn main() -> ExitCode {
             let el = started.elapsed().as_secs_f64();
             eprintln!(
                 "{}: {} seeds {} ({:.1} seeds/s)",
-                args.scenario,
+                label,
                 seed - a + 1,
                 if counting { "run" } else { "ok" },
                 (seed - a + 1) as f64 / el
@@ -167,13 +193,13 @@ fn main() -> ExitCode {
         if args.json {
             println!(
                 "{{\"scenario\":\"{}\",\"plant\":\"{name}\",\"seeds\":{n},\"fired\":{fired},\"caught\":{caught},\"caught_by_search\":{caught_lin},\"seconds\":{el:.2},\"check_seconds\":{:.3}}}",
-                args.scenario,
+                label,
                 check_time.as_secs_f64()
             );
         } else {
             println!(
                 "{} with {name}: fired on {fired} of {n} seeds, caught on {caught}, by the linearizability search on {caught_lin} ({el:.1} s; {check_line})",
-                args.scenario
+                label
             );
         }
         return match args.expect_caught {
@@ -187,14 +213,14 @@ fn main() -> ExitCode {
     if args.json {
         println!(
             "{{\"scenario\":\"{}\",\"seeds\":{n},\"ok\":true,\"seconds\":{el:.2},\"seeds_per_second\":{:.1},\"check_seconds\":{:.3}}}",
-            args.scenario,
+            label,
             n as f64 / el,
             check_time.as_secs_f64()
         );
     } else {
         println!(
             "{}: {n} seeds passed in {el:.1} s ({:.1} seeds/s; {check_line})",
-            args.scenario,
+            label,
             n as f64 / el
         );
     }

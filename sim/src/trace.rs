@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -195,6 +196,9 @@ pub struct Op {
     pub first: u64,
     /// The completion's place in the execution order (set when recorded).
     pub last: u64,
+    /// The client's end of the connection the request went out on (`None`:
+    /// it never went out, the connection could not be opened).
+    pub conn: Option<SocketAddr>,
     /// What happened.
     pub outcome: Outcome,
 }
@@ -246,6 +250,19 @@ pub struct Disruption {
     pub cause: Cause,
 }
 
+/// A server closed a connection: nothing sent on it takes effect after.
+#[derive(Clone, Debug)]
+pub struct Closed {
+    /// Server name.
+    pub server: &'static str,
+    /// The client's end of the connection.
+    pub peer: SocketAddr,
+    /// Sim time.
+    pub at: Duration,
+    /// Its place in execution order.
+    pub seq: u64,
+}
+
 /// A server (re)start, for the checkers.
 #[derive(Clone, Debug)]
 pub struct Restart {
@@ -269,6 +286,8 @@ pub struct Recorder {
     pub restarts: Vec<Restart>,
     /// Every window in which items may have vanished (restarts included).
     pub disruptions: Vec<Disruption>,
+    /// Connections the servers closed.
+    pub closed: Vec<Closed>,
     hash: u64,
     lines: usize,
     /// Keep the trace text (for `--trace`).
@@ -340,6 +359,19 @@ impl Recorder {
         );
         self.event(op.complete, &line);
         self.ops.push(op);
+    }
+
+    /// Records that `server` closed its connection from `peer` (after
+    /// which no request sent on it can take effect). Not part of the
+    /// trace: only the checkers use it.
+    pub fn closed(&mut self, server: &'static str, peer: SocketAddr) {
+        let seq = self.seq();
+        self.closed.push(Closed {
+            server,
+            peer,
+            at: now(),
+            seq,
+        });
     }
 
     /// Records a server start.

@@ -25,7 +25,7 @@ use crate::trace::{Op, Outcome};
 
 /// Most search steps per key before giving up (the history is then
 /// reported as unchecked, not as a violation).
-pub const BUDGET: u64 = 2_000_000;
+pub const BUDGET: u64 = 500_000;
 
 /// One operation in the search.
 struct Entry<'a> {
@@ -134,6 +134,10 @@ pub fn check_key(ops: &[&Op], ctx_of: impl Fn(&Op) -> Ctx) -> (Verdict, Effort) 
     // The deepest point reached, for the report.
     let mut best: (usize, State, Vec<usize>) = (0, None, Vec::new());
     let mut path: Vec<usize> = Vec::new();
+    // The latest invocation among the placed operations, along the path:
+    // an optional operation whose deadline passed before it can no longer
+    // be placed.
+    let mut latest: Vec<u64> = vec![0];
     let mut state: State = None;
     let mut via = None;
     loop {
@@ -155,7 +159,14 @@ pub fn check_key(ops: &[&Op], ctx_of: impl Fn(&Op) -> Ctx) -> (Verdict, Effort) 
                 if e.ctx.first > horizon {
                     break;
                 }
-                horizon = horizon.min(e.ctx.last);
+                // Only answered operations must be placed before later
+                // ones; an unanswered one may also never take effect.
+                if e.required {
+                    horizon = horizon.min(e.ctx.last);
+                } else if e.ctx.last < latest.last().copied().unwrap_or(0) {
+                    i = lin.first_clear(i + 1);
+                    continue;
+                }
                 scratch.clear();
                 step(
                     state,
@@ -205,6 +216,12 @@ pub fn check_key(ops: &[&Op], ctx_of: impl Fn(&Op) -> Ctx) -> (Verdict, Effort) 
                 state = s;
                 via = Some(i);
                 path.push(i);
+                let l = latest
+                    .last()
+                    .copied()
+                    .unwrap_or(0)
+                    .max(entries[i].ctx.first);
+                latest.push(l);
                 if entries[i].required {
                     left -= 1;
                 }
@@ -214,6 +231,7 @@ pub fn check_key(ops: &[&Op], ctx_of: impl Fn(&Op) -> Ctx) -> (Verdict, Effort) 
             if let Some(i) = done.via {
                 lin.clear(i);
                 path.pop();
+                latest.pop();
                 if entries[i].required {
                     left += 1;
                 }

@@ -133,10 +133,35 @@ pub fn linearizable(rec: &Recorder) -> (Vec<String>, Checked) {
             w.1 = latest;
         }
     }
+    // A request without an answer took effect before its connection
+    // closed on the server's side or the server restarted, or never.
+    let mut closes: BTreeMap<(&str, std::net::SocketAddr), Vec<(u64, Duration)>> = BTreeMap::new();
+    for c in &rec.closed {
+        closes
+            .entry((c.server, c.peer))
+            .or_default()
+            .push((c.seq, c.at));
+    }
+    let mut starts: BTreeMap<&str, Vec<(u64, Duration)>> = BTreeMap::new();
+    for r in &rec.restarts {
+        starts.entry(r.server).or_default().push((r.seq, r.at));
+    }
+    let deadline = |op: &Op| -> Option<(u64, Duration)> {
+        let after = |v: &Vec<(u64, Duration)>| v.iter().copied().find(|&(s, _)| s > op.first);
+        let closed = op
+            .conn
+            .and_then(|c| closes.get(&(op.server, c)))
+            .and_then(after);
+        let restarted = starts.get(op.server).and_then(after);
+        match (closed, restarted) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    };
     let ctx_of = |op: &Op| {
         let indeterminate = op.outcome == Outcome::Indeterminate;
         let (complete, last) = if indeterminate {
-            (NEVER, NEVER)
+            deadline(op).map_or((NEVER, NEVER), |(seq, at)| (micros(at), seq))
         } else {
             (micros(op.complete), op.last)
         };
@@ -171,7 +196,9 @@ pub fn linearizable(rec: &Recorder) -> (Vec<String>, Checked) {
         }
     };
     let mut keys: BTreeMap<(&str, &str), Vec<&Op>> = BTreeMap::new();
-    for op in &rec.ops {
+    // A request that never went out (no connection) did nothing.
+    let sent = |op: &&Op| op.conn.is_some() || op.outcome != Outcome::Indeterminate;
+    for op in rec.ops.iter().filter(sent) {
         keys.entry((op.server, op.key.as_str()))
             .or_default()
             .push(op);

@@ -67,21 +67,24 @@ pub async fn visit_cas(c: &mut Client, key: &str) -> Result<u64, Failed> {
     }
 }
 
-async fn visit_naive(c: &mut Client) -> Result<(), Failed> {
-    let next = match c.get(NAIVE_KEY, false).await? {
+/// The article's naive `on_visit`: get, add one, set (loses updates
+/// under concurrency).
+pub async fn visit_naive(c: &mut Client, key: &str) -> Result<(), Failed> {
+    let next = match c.get(key, false).await? {
         Some((v, _)) => count_of(&v) + 1,
         None => 1,
     };
     let value = format!("{next} {}", c.unique());
-    c.write(Mode::Set, NAIVE_KEY, value.as_bytes(), 0, TTL, None)
+    c.write(Mode::Set, key, value.as_bytes(), 0, TTL, None)
         .await?;
     Ok(())
 }
 
-async fn visit_incr(c: &mut Client) -> Result<(), Failed> {
-    if c.incr(INCR_KEY, 1).await?.is_none() {
-        c.write(Mode::Add, INCR_KEY, b"0", 0, TTL, None).await?;
-        while c.incr(INCR_KEY, 1).await?.is_none() {}
+/// One visit with `incr` (an `add` of 0 first when the key is missing).
+pub async fn visit_incr(c: &mut Client, key: &str) -> Result<(), Failed> {
+    if c.incr(key, 1).await?.is_none() {
+        c.write(Mode::Add, key, b"0", 0, TTL, None).await?;
+        while c.incr(key, 1).await?.is_none() {}
     }
     Ok(())
 }
@@ -113,8 +116,8 @@ pub fn run(cfg: &RunConfig) -> Report {
                 }
                 let done = match pick {
                     0 => visit_cas(&mut c, CAS_KEY).await.map(|_| ()),
-                    1 => visit_naive(&mut c).await,
-                    _ => visit_incr(&mut c).await,
+                    1 => visit_naive(&mut c, NAIVE_KEY).await,
+                    _ => visit_incr(&mut c, INCR_KEY).await,
                 };
                 if done.is_ok() {
                     left[pick] -= 1;

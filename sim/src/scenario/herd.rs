@@ -54,7 +54,8 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    fn name(self) -> &'static str {
+    /// Name for reports and scenario files.
+    pub fn name(self) -> &'static str {
         match self {
             Strategy::Naive => "naive",
             Strategy::Lease => "lease",
@@ -64,7 +65,7 @@ impl Strategy {
 }
 
 /// One read with the strategy; returns the value.
-async fn read(
+pub(crate) async fn read(
     strategy: Strategy,
     key: &str,
     cache: &mut Client,

@@ -93,9 +93,53 @@ const BIG_GETS: usize = 4;
 const MID_GETS: usize = 30;
 const OOM_LINE: &[u8] = b"SERVER_ERROR out of memory\r\n";
 
+/// Who takes part: how many clients of each kind (the constants above
+/// by default; a scenario file may change them).
+#[derive(Clone, Copy, Debug)]
+pub struct Population {
+    /// Well-behaved clients.
+    pub good_clients: u64,
+    /// Requests per good client.
+    pub good_ops: u64,
+    /// Clients that connect and never send.
+    pub idle: u64,
+    /// Clients that pipeline large reads and read slowly or never.
+    pub slow_readers: u64,
+    /// Clients that send a `set` a byte at a time.
+    pub slowloris: u64,
+    /// Clients that send half a value and hang up.
+    pub torn_writers: u64,
+    /// Times each torn writer (and the mid-reply client) hangs up.
+    pub torn_rounds: u64,
+    /// Connections the flood opens at once.
+    pub flood: u64,
+    /// When the flood starts.
+    pub flood_at: Duration,
+    /// The server's connection limit (`-c`), which the flood's refusals
+    /// are judged against.
+    pub max_connections: usize,
+}
+
+impl Default for Population {
+    fn default() -> Population {
+        Population {
+            good_clients: GOOD_CLIENTS,
+            good_ops: GOOD_OPS,
+            idle: IDLE_CLIENTS,
+            slow_readers: SLOW_READERS,
+            slowloris: SLOWLORIS,
+            torn_writers: TORN_WRITERS,
+            torn_rounds: TORN_ROUNDS,
+            flood: FLOOD,
+            flood_at: FLOOD_AT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
+
 /// What the clients saw, beyond the history.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     violations: Vec<String>,
     good_left: u64,
     flood_left: u64,
@@ -112,7 +156,7 @@ struct Tally {
     slowloris_stored: u64,
 }
 
-type Tallied = Rc<RefCell<Tally>>;
+pub(crate) type Tallied = Rc<RefCell<Tally>>;
 
 impl Tally {
     /// The good clients and the flood are finished: holders may let go.
@@ -259,7 +303,7 @@ async fn read_for(s: &mut TcpStream, buf: &mut [u8], wait: Duration) -> Option<u
 
 /// A good client: random set/get/gets/cas/delete on the shared keys
 /// (values unique per write; some with a TTL the run never reaches).
-async fn good(i: u64, seed: u64, rec: Shared, t: Tallied) {
+async fn good(i: u64, seed: u64, rec: Shared, t: Tallied, ops: u64) {
     let name = format!("good-{i}");
     let mut c = Client::new(
         name.clone(),
@@ -268,7 +312,7 @@ async fn good(i: u64, seed: u64, rec: Shared, t: Tallied) {
         rec,
         LATENCY_BOUND,
     );
-    for n in 0..GOOD_OPS {
+    for n in 0..ops {
         let key = format!("g{}", c.rng().below(GOOD_KEYS));
         let value = format!("{name}-{n}").into_bytes();
         let ttl = [0, 3600][c.rng().below(2) as usize];
@@ -343,6 +387,7 @@ async fn seed_values(rec: &Shared, values: &[(&str, Rc<Vec<u8>>)]) -> Result<(),
             complete: now(),
             first,
             last: 0,
+            conn: s.local_addr().ok(),
             outcome: Outcome::Stored,
         });
     }
@@ -450,6 +495,7 @@ async fn slowloris(i: u64, seed: u64, rec: Shared, t: Tallied) {
         complete: now(),
         first,
         last: 0,
+        conn: s.local_addr().ok(),
         outcome,
     });
 }
@@ -457,10 +503,10 @@ async fn slowloris(i: u64, seed: u64, rec: Shared, t: Tallied) {
 /// Sends a `set` header and half its data block, then hangs up. Small
 /// values go to the good clients' keys, large ones (held as partial input
 /// meanwhile) to a good key or a fresh `torn:` key.
-async fn torn_writer(i: u64, seed: u64, t: Tallied) {
+async fn torn_writer(i: u64, seed: u64, t: Tallied, rounds: u64) {
     let mut rng = Rng::new(seed, 500 + i);
     let mut round = 0;
-    while round < TORN_ROUNDS {
+    while round < rounds {
         tokio::time::sleep(Duration::from_millis(10 + rng.below(60))).await;
         let (key, len) = match rng.below(3) {
             0 => (
@@ -512,10 +558,10 @@ async fn torn_writer(i: u64, seed: u64, t: Tallied) {
 
 /// Asks for the large value and hangs up after part of it, checking the
 /// part.
-async fn torn_reader(seed: u64, big: Rc<Vec<u8>>, t: Tallied) {
+async fn torn_reader(seed: u64, big: Rc<Vec<u8>>, t: Tallied, rounds: u64) {
     let mut rng = Rng::new(seed, 600);
     let mut round = 0;
-    while round < TORN_ROUNDS {
+    while round < rounds {
         tokio::time::sleep(Duration::from_millis(10 + rng.below(60))).await;
         let Ok(mut s) = connect().await else { continue };
         if s.write_all(b"get big\r\n").await.is_err() {
@@ -611,7 +657,7 @@ async fn flood(i: u64, t: Tallied) {
 /// Reads every key once the others are done: good keys, trickled keys, the
 /// fresh keys only torn writes touched (must miss), the large value (must
 /// be intact).
-async fn verify(seed: u64, rec: Shared, big: Rc<Vec<u8>>, t: Tallied) {
+async fn verify(seed: u64, rec: Shared, big: Rc<Vec<u8>>, t: Tallied, pop: Population) {
     while t.borrow().hostile_left > 0 || !t.borrow().done() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -623,8 +669,8 @@ async fn verify(seed: u64, rec: Shared, big: Rc<Vec<u8>>, t: Tallied) {
         Duration::from_secs(2),
     );
     let mut keys: Vec<String> = (0..GOOD_KEYS).map(|k| format!("g{k}")).collect();
-    keys.extend((0..SLOWLORIS).map(|k| format!("sl:{k}")));
-    keys.extend((0..TORN_WRITERS).map(|k| format!("torn:{k}")));
+    keys.extend((0..pop.slowloris).map(|k| format!("sl:{k}")));
+    keys.extend((0..pop.torn_writers).map(|k| format!("torn:{k}")));
     for k in &keys {
         match c.get(k, false).await {
             Ok(Some((v, _))) if k.starts_with("torn:") => {
@@ -668,30 +714,32 @@ fn spawn<F: std::future::Future<Output = ()> + 'static>(f: F) -> JoinHandle<()> 
     tokio::task::spawn_local(f)
 }
 
-/// Runs the scenario.
-pub fn run(cfg: &RunConfig) -> Report {
-    let seed = cfg.seed;
-    let rec = Recorder::shared(cfg.keep_trace);
-    let mut b = builder(seed, Duration::from_secs(20));
-    b.tcp_capacity(TCP_SEGMENTS);
-    let mut sim = b.build();
+/// The server settings the scenario needs: `-c`, the connection memory
+/// limit, small writes, and a probe on what the host does.
+pub fn host_config(cfg: &RunConfig, pop: &Population) -> (HostConfig, host::Probe) {
     let probe: host::Probe = Rc::new(RefCell::new(HostProbe::default()));
     let mut host_cfg = HostConfig::standard(cfg.plant);
     host_cfg.driver = DriverConfig {
         memory_limit: CONN_MEMORY,
         ..DriverConfig::default()
     };
-    host_cfg.max_connections = MAX_CONNECTIONS;
+    host_cfg.max_connections = pop.max_connections;
     host_cfg.write_max = WRITE_MAX;
     host_cfg.probe = Some(probe.clone());
-    let r = rec.clone();
-    sim.host("server", move || {
-        host::serve_with("server", r.clone(), host_cfg.clone())
-    });
+    (host_cfg, probe)
+}
 
+/// Adds the good and the hostile clients to `sim` (two hosts, `good` and
+/// `hostile`), against the server host `server`.
+pub(crate) fn populate(
+    sim: &mut turmoil::Sim<'_>,
+    rec: &Shared,
+    seed: u64,
+    pop: Population,
+) -> Tallied {
     let tally: Tallied = Rc::new(RefCell::new(Tally {
-        good_left: GOOD_CLIENTS,
-        flood_left: FLOOD,
+        good_left: pop.good_clients,
+        flood_left: pop.flood,
         hostile_left: 1,
         ..Tally::default()
     }));
@@ -700,13 +748,13 @@ pub fn run(cfg: &RunConfig) -> Report {
 
     let (r, t, bg) = (rec.clone(), tally.clone(), big.clone());
     sim.client("good", async move {
-        let tasks: Vec<_> = (0..GOOD_CLIENTS)
-            .map(|i| spawn(good(i, seed, r.clone(), t.clone())))
+        let tasks: Vec<_> = (0..pop.good_clients)
+            .map(|i| spawn(good(i, seed, r.clone(), t.clone(), pop.good_ops)))
             .collect();
         for h in tasks {
             h.await?;
         }
-        verify(seed, r, bg, t).await;
+        verify(seed, r, bg, t, pop).await;
         // Leave the server time to see every hang-up.
         tokio::time::sleep(Duration::from_millis(50)).await;
         Ok(())
@@ -718,10 +766,10 @@ pub fn run(cfg: &RunConfig) -> Report {
             fail(&t, e);
         }
         let mut tasks = Vec::new();
-        for _ in 0..IDLE_CLIENTS {
+        for _ in 0..pop.idle {
             tasks.push(spawn(idle(t.clone())));
         }
-        for i in 0..SLOW_READERS {
+        for i in 0..pop.slow_readers {
             tasks.push(spawn(slow_reader(
                 i,
                 seed,
@@ -730,15 +778,20 @@ pub fn run(cfg: &RunConfig) -> Report {
                 t.clone(),
             )));
         }
-        for i in 0..SLOWLORIS {
+        for i in 0..pop.slowloris {
             tasks.push(spawn(slowloris(i, seed, r.clone(), t.clone())));
         }
-        for i in 0..TORN_WRITERS {
-            tasks.push(spawn(torn_writer(i, seed, t.clone())));
+        for i in 0..pop.torn_writers {
+            tasks.push(spawn(torn_writer(i, seed, t.clone(), pop.torn_rounds)));
         }
-        tasks.push(spawn(torn_reader(seed, big.clone(), t.clone())));
-        tokio::time::sleep(FLOOD_AT.saturating_sub(now())).await;
-        for i in 0..FLOOD {
+        tasks.push(spawn(torn_reader(
+            seed,
+            big.clone(),
+            t.clone(),
+            pop.torn_rounds,
+        )));
+        tokio::time::sleep(pop.flood_at.saturating_sub(now())).await;
+        for i in 0..pop.flood {
             tasks.push(spawn(flood(i, t.clone())));
         }
         for h in tasks {
@@ -747,23 +800,19 @@ pub fn run(cfg: &RunConfig) -> Report {
         t.borrow_mut().hostile_left = 0;
         Ok(())
     });
+    tally
+}
 
-    let sim_result = sim.run();
-    let rec = rec.borrow();
-    let t = tally.borrow();
-    let p = probe.borrow();
+/// Judges a finished run: the clients' own findings, the good clients'
+/// latency, the driver's memory, the flood's refusals, connections left;
+/// and the figures to report.
+pub(crate) fn judge(
+    rec: &Recorder,
+    t: &Tally,
+    p: &HostProbe,
+    pop: &Population,
+) -> (Vec<String>, Vec<(String, Json)>) {
     let mut violations = t.violations.clone();
-    if let Err(e) = sim_result {
-        violations.push(format!("simulation failed: {e}"));
-    }
-    let checked = check::history(
-        &rec,
-        Policy {
-            no_stale_reads: true,
-            no_silent_misses: true,
-        },
-    );
-    violations.extend(checked.violations.iter().cloned());
     let good: Vec<&Op> = rec
         .ops
         .iter()
@@ -787,16 +836,17 @@ pub fn run(cfg: &RunConfig) -> Report {
             p.peak_held, p.memory_limit, p.over_limit
         ));
     }
-    let excess = FLOOD.saturating_sub(MAX_CONNECTIONS as u64);
+    let flood = pop.flood;
+    let excess = flood.saturating_sub(pop.max_connections as u64);
     if t.flood_refused < excess {
         violations.push(format!(
-            "{} of {FLOOD} flood connections refused, expected at least {excess}",
+            "{} of {flood} flood connections refused, expected at least {excess}",
             t.flood_refused
         ));
     }
-    if t.flood_refused + t.flood_served != FLOOD {
+    if t.flood_refused + t.flood_served != flood {
         violations.push(format!(
-            "flood: {} refused + {} served of {FLOOD}",
+            "flood: {} refused + {} served of {flood}",
             t.flood_refused, t.flood_served
         ));
     }
@@ -813,6 +863,75 @@ pub fn run(cfg: &RunConfig) -> Report {
             p.stats.connections
         ));
     }
+    let fields = vec![
+        ("good_ops".into(), Json::Int(good.len() as u64)),
+        (
+            "good_latency".into(),
+            Json::Obj(vec![
+                ("p50_ms".into(), Json::Num(percentile(&lat, 0.5))),
+                ("p99_ms".into(), Json::Num(percentile(&lat, 0.99))),
+                ("max_ms".into(), Json::Num(percentile(&lat, 1.0))),
+            ]),
+        ),
+        ("refused_connections".into(), Json::Int(p.refused)),
+        ("flood_refused".into(), Json::Int(t.flood_refused)),
+        ("flood_served".into(), Json::Int(t.flood_served)),
+        (
+            "closed_for_memory".into(),
+            Json::Int(p.stats.closed_for_memory),
+        ),
+        (
+            "paused_for_memory".into(),
+            Json::Int(p.stats.paused_for_memory),
+        ),
+        ("peak_held_bytes".into(), Json::Int(p.peak_held as u64)),
+        ("memory_limit".into(), Json::Int(p.memory_limit as u64)),
+        ("torn_values".into(), Json::Int(t.torn_values)),
+        ("torn_replies".into(), Json::Int(t.torn_replies)),
+        ("slowloris_stored".into(), Json::Int(t.slowloris_stored)),
+        ("slow_reader_bytes".into(), Json::Int(t.slow_bytes)),
+        (
+            "stuck_connections".into(),
+            Json::Int(p.stats.connections as u64),
+        ),
+        (
+            "stuck_bytes".into(),
+            Json::Int((p.stats.input_bytes + p.stats.output_bytes) as u64),
+        ),
+        ("passes".into(), Json::Int(p.passes)),
+        ("empty_passes".into(), Json::Int(p.empty_passes)),
+    ];
+    (violations, fields)
+}
+
+/// Runs the scenario.
+pub fn run(cfg: &RunConfig) -> Report {
+    let seed = cfg.seed;
+    let pop = Population::default();
+    let rec = Recorder::shared(cfg.keep_trace);
+    let mut b = builder(seed, Duration::from_secs(20));
+    b.tcp_capacity(TCP_SEGMENTS);
+    let mut sim = b.build();
+    let (host_cfg, probe) = host_config(cfg, &pop);
+    let r = rec.clone();
+    sim.host("server", move || {
+        host::serve_with("server", r.clone(), host_cfg.clone())
+    });
+    let tally = populate(&mut sim, &rec, seed, pop);
+    let sim_result = sim.run();
+    let rec = rec.borrow();
+    let (mut violations, fields) = judge(&rec, &tally.borrow(), &probe.borrow(), &pop);
+    if let Err(e) = sim_result {
+        violations.push(format!("simulation failed: {e}"));
+    }
+    let checked = check::history(
+        &rec,
+        Policy {
+            no_stale_reads: true,
+            no_silent_misses: true,
+        },
+    );
+    violations.extend(checked.violations.iter().cloned());
     Report {
         scenario: "hostile-clients",
         seed,
@@ -820,44 +939,7 @@ pub fn run(cfg: &RunConfig) -> Report {
         trace_events: rec.len(),
         ok: violations.is_empty(),
         violations,
-        fields: vec![
-            ("good_ops".into(), Json::Int(good.len() as u64)),
-            (
-                "good_latency".into(),
-                Json::Obj(vec![
-                    ("p50_ms".into(), Json::Num(percentile(&lat, 0.5))),
-                    ("p99_ms".into(), Json::Num(percentile(&lat, 0.99))),
-                    ("max_ms".into(), Json::Num(percentile(&lat, 1.0))),
-                ]),
-            ),
-            ("refused_connections".into(), Json::Int(p.refused)),
-            ("flood_refused".into(), Json::Int(t.flood_refused)),
-            ("flood_served".into(), Json::Int(t.flood_served)),
-            (
-                "closed_for_memory".into(),
-                Json::Int(p.stats.closed_for_memory),
-            ),
-            (
-                "paused_for_memory".into(),
-                Json::Int(p.stats.paused_for_memory),
-            ),
-            ("peak_held_bytes".into(), Json::Int(p.peak_held as u64)),
-            ("memory_limit".into(), Json::Int(p.memory_limit as u64)),
-            ("torn_values".into(), Json::Int(t.torn_values)),
-            ("torn_replies".into(), Json::Int(t.torn_replies)),
-            ("slowloris_stored".into(), Json::Int(t.slowloris_stored)),
-            ("slow_reader_bytes".into(), Json::Int(t.slow_bytes)),
-            (
-                "stuck_connections".into(),
-                Json::Int(p.stats.connections as u64),
-            ),
-            (
-                "stuck_bytes".into(),
-                Json::Int((p.stats.input_bytes + p.stats.output_bytes) as u64),
-            ),
-            ("passes".into(), Json::Int(p.passes)),
-            ("empty_passes".into(), Json::Int(p.empty_passes)),
-        ],
+        fields,
         trace: rec.keep_text.then(|| rec.text.clone()),
         plant_fired: cfg.plant.map(|_| rec.plant_fired),
         checked,

@@ -24,12 +24,12 @@ pub struct RunConfig {
 
 /// A turmoil simulation seeded from the run's seed, with a fixed epoch and
 /// an explicit duration.
-pub(crate) fn sim<'a>(seed: u64, duration: Duration) -> turmoil::Sim<'a> {
+pub fn sim<'a>(seed: u64, duration: Duration) -> turmoil::Sim<'a> {
     builder(seed, duration).build()
 }
 
 /// The settings [`sim`] builds with, for scenarios that change some.
-pub(crate) fn builder(seed: u64, duration: Duration) -> turmoil::Builder {
+pub fn builder(seed: u64, duration: Duration) -> turmoil::Builder {
     let mut b = turmoil::Builder::new();
     b.simulation_duration(duration)
         .tick_duration(Duration::from_millis(1))
@@ -41,7 +41,7 @@ pub(crate) fn builder(seed: u64, duration: Duration) -> turmoil::Builder {
 }
 
 /// Percentile of sorted sim-time latencies, in milliseconds.
-pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
