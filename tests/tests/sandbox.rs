@@ -87,6 +87,31 @@ fn guest_gets_only_its_listening_socket() {
 }
 
 #[test]
+fn sasl_guest_gets_the_password_data_and_nothing_more() {
+    let probe = build_probe();
+    let pwdb = std::env::temp_dir().join(format!("wasmcached-pwdb-{}", std::process::id()));
+    std::fs::write(&pwdb, "alice:secret\n").expect("write");
+    let out = Command::new(bin_dir().join("wasmcached"))
+        .env("MEMCACHED_SASL_PWDB", &pwdb)
+        .env("SECRET_TOKEN", "must-not-leak")
+        .args(["-p", &free_port().to_string(), "-S", "--component"])
+        .arg(&probe)
+        .output()
+        .expect("run the runner");
+    let _ = std::fs::remove_file(&pwdb);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("sasl_pwdb: \"alice:secret\\n\""), "{text}");
+    for denied in ["environment", "read_file", "list_dir"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{denied}: ")))
+            .unwrap_or_else(|| panic!("probe printed nothing for {denied}"));
+        assert!(line.contains("denied"), "{line}");
+    }
+}
+
+#[test]
 fn guest_trap_is_reported_with_an_error_exit() {
     let probe = build_probe();
     let out = Command::new(bin_dir().join("wasmcached"))

@@ -48,9 +48,13 @@ fn main() {
     );
     report("read_file", std::fs::read("/etc/passwd"));
     report("list_dir", std::fs::read_dir("."));
+    // With -S the runner passes the password file's content, and only it.
+    if let Ok(pwdb) = std::env::var("WASMCACHED_SASL_PWDB_DATA") {
+        println!("sasl_pwdb: {pwdb:?}");
+    }
     let inherited: Vec<String> = std::env::vars()
         .map(|(k, _)| k)
-        .filter(|k| k != "WASMCACHED_PID")
+        .filter(|k| k != "WASMCACHED_PID" && k != "WASMCACHED_SASL_PWDB_DATA")
         .collect();
     report(
         "environment",
