@@ -1,7 +1,9 @@
-//! Differential test: seeded random command streams (text and meta, with
-//! noreply, quiet mode and malformed input) are sent to a real memcached
-//! 1.6.18 started by the test and to the core; every reply must be
-//! byte-identical.
+//! Differential test: seeded random command streams are sent to a real
+//! memcached 1.6.18 started by the test and to the core; every reply must
+//! be byte-identical. Three kinds of stream: text and meta (with noreply,
+//! quiet mode and malformed input); binary (quiet forms, CAS, counters,
+//! unknown opcodes, requests that close); and mixed, over one text and two
+//! binary connections sharing the store.
 //!
 //! Needs Debian's `memcached` on PATH (`scripts/test` installs it).
 //! `DIFF_SEEDS` (default 40) and `DIFF_COMMANDS` (default 400) set the size.
