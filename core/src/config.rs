@@ -26,6 +26,19 @@ pub struct Config {
     pub evictions: bool,
     /// Whether `flush_all` is allowed (`-F` turns it off).
     pub flush_enabled: bool,
+    /// Whether items get CAS values (`-C` turns them off): when off, as in
+    /// memcached, every CAS value reads 0, `cas` (and `ms` with `C`) on an
+    /// existing item answers `EXISTS`, and `flush_all` hides items stored
+    /// in the same second after it.
+    pub cas_enabled: bool,
+    /// Whether the `shutdown` command may stop the server (`-A`). The
+    /// store only records the request ([`Store::poll_shutdown`](crate::Store::poll_shutdown));
+    /// the host stops.
+    pub shutdown_enabled: bool,
+    /// Whether key dumps are allowed (`-X` turns them off):
+    /// `stats cachedump` and `lru_crawler metadump` then answer memcached's
+    /// "not allowed" errors.
+    pub dump_enabled: bool,
     /// Version string sent by `version` and `stats`. Clients gate features on
     /// it, so it must parse as a memcached 1.6 version.
     pub version: &'static str,
@@ -117,6 +130,11 @@ pub struct HostSettings {
     pub tcp_backlog: u32,
     /// Worker threads (`num_threads`).
     pub threads: u32,
+    /// `-o idle_timeout`: seconds after which idle connections are closed
+    /// (0 or less: never), reported as given.
+    pub idle_timeout: i32,
+    /// `-e`: the warm restart file, or `None` (`(null)`).
+    pub memory_file: Option<alloc::string::String>,
 }
 
 impl Default for HostSettings {
@@ -128,6 +146,8 @@ impl Default for HostSettings {
             verbosity: 0,
             tcp_backlog: 1024,
             threads: 1,
+            idle_timeout: 0,
+            memory_file: None,
         }
     }
 }
@@ -140,6 +160,9 @@ impl Default for Config {
             item_size_max: 1024 * 1024,
             evictions: true,
             flush_enabled: true,
+            cas_enabled: true,
+            shutdown_enabled: false,
+            dump_enabled: true,
             version: "1.6.18",
             hash_seed: 0x6d65_6d63_6163_6865,
             line_max: 2048,

@@ -53,4 +53,4 @@ pub use sasl::SaslDb;
 pub use stats::{HostStats, Stats};
 pub use store::snapshot;
 pub use store::snapshot::{Restore, Restored, Snapshot, SnapshotError};
-pub use store::Store;
+pub use store::{Shutdown, Store};

@@ -108,6 +108,8 @@ pub struct HostStats {
     pub conn_closed_for_memory: u64,
     /// The connection memory limit, in bytes (`read_buf_mem_limit`).
     pub conn_memory_limit: u64,
+    /// Connections closed for being idle (`idle_kicks`).
+    pub idle_kicks: u64,
 }
 
 impl Default for HostStats {
@@ -126,6 +128,7 @@ impl Default for HostStats {
             conn_output_bytes: 0,
             conn_closed_for_memory: 0,
             conn_memory_limit: 0,
+            idle_kicks: 0,
         }
     }
 }

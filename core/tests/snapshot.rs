@@ -349,6 +349,23 @@ fn mismatched_snapshots_are_refused() {
             configured: 2 * 1024 * 1024
         })
     );
+    let no_cas = Config {
+        cas_enabled: false,
+        ..Config::default()
+    };
+    assert_eq!(
+        restore_in(no_cas.clone(), later(1), &bytes, 4096).err(),
+        Some(SnapshotError::CasSetting)
+    );
+    // And a -C store restores only into a -C store.
+    let mut s = Store::new(no_cas.clone(), c);
+    run(&mut s, c, "set a 0 0 1\r\na\r\n");
+    let no_cas_bytes = snapshot(&mut s, c);
+    assert!(restore_in(no_cas, later(1), &no_cas_bytes, 4096).is_ok());
+    assert_eq!(
+        restore_in(Config::default(), later(1), &no_cas_bytes, 4096).err(),
+        Some(SnapshotError::CasSetting)
+    );
     let mut v2 = bytes.clone();
     v2[8] = 2;
     assert_eq!(

@@ -39,6 +39,18 @@ fn config_for(case: &Case) -> Config {
                 cfg.flush_enabled = false;
                 continue;
             }
+            "-C" => {
+                cfg.cas_enabled = false;
+                continue;
+            }
+            "-A" => {
+                cfg.shutdown_enabled = true;
+                continue;
+            }
+            "-X" => {
+                cfg.dump_enabled = false;
+                continue;
+            }
             "-S" => {
                 cfg.sasl = Some(SaslDb::parse(SASL_USERS));
                 continue;
@@ -247,6 +259,11 @@ fn text_protocol_transcript() {
 #[test]
 fn meta_protocol_transcript() {
     run_suite("meta.transcript");
+}
+
+#[test]
+fn operator_flags_transcript() {
+    run_suite("operator.transcript");
 }
 
 #[test]

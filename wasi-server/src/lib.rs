@@ -5,6 +5,7 @@
 //! builds for `wasm32-wasip2` (the product, run by the `wasmcached` runner
 //! under wasmtime) and natively (`wasmcached-server`).
 
+pub mod extended;
 pub mod options;
 mod poller;
 pub mod sasl;
@@ -29,6 +30,14 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
         eprintln!("error: {e}");
         return 64;
     }
+    let extended = match opts.extended() {
+        Ok(x) => x,
+        Err(e) => {
+            // memcached's message and exit code for a bad -o.
+            eprintln!("{e}");
+            return 1;
+        }
+    };
     let mut store = opts.config(hash_seed());
     if opts.enable_sasl {
         match sasl::credentials() {
@@ -49,7 +58,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
         store,
         conn_limit: opts.conn_limit as usize,
         conn_memory: usize::try_from(opts.conn_memory_bytes()).unwrap_or(usize::MAX),
-        idle_timeout_ms: 0,
+        idle_timeout_ms: extended.idle_timeout_ms(),
         threads: opts.worker_threads() as usize,
         verbose: opts.verbose,
         memory_file: opts.memory_file.clone(),

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::extended::Extended;
 use clap::Parser;
 use wasmcached_core::{Config, HostSettings, Protocol};
 
@@ -69,6 +70,19 @@ pub struct Options {
     /// (`user:password` lines).
     #[arg(short = 'S', long = "enable-sasl")]
     pub enable_sasl: bool,
+    /// Disable CAS values: every CAS reads 0 and `cas` answers EXISTS.
+    #[arg(short = 'C', long = "disable-cas")]
+    pub disable_cas: bool,
+    /// Enable the `shutdown` command (`shutdown graceful` writes the -e
+    /// snapshot first).
+    #[arg(short = 'A', long = "enable-shutdown")]
+    pub enable_shutdown: bool,
+    /// Disable key dumps (`stats cachedump`, `lru_crawler metadump`).
+    #[arg(short = 'X', long = "disable-dumping")]
+    pub disable_dumping: bool,
+    /// Extended options, comma separated: idle_timeout=SECONDS.
+    #[arg(short = 'o', long = "extended", action = clap::ArgAction::Append)]
+    pub extended: Vec<String>,
     /// Print help.
     #[arg(short = 'h', long = "help", action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -131,6 +145,12 @@ impl Options {
         Ok(())
     }
 
+    /// The `-o` suboptions; the error is memcached's message, on which the
+    /// process exits 1 as memcached does.
+    pub fn extended(&self) -> Result<Extended, String> {
+        crate::extended::parse(self.extended.iter().map(String::as_str))
+    }
+
     /// Threads the server runs: `-t`, or 1 in a wasm guest.
     ///
     /// memcached starts 4 threads whatever the machine; more workers than
@@ -177,6 +197,9 @@ impl Options {
             item_size_max: self.max_item_size,
             evictions: !self.disable_evictions,
             flush_enabled: !self.disable_flush_all,
+            cas_enabled: !self.disable_cas,
+            shutdown_enabled: self.enable_shutdown,
+            dump_enabled: !self.disable_dumping,
             hash_seed,
             requests_per_event: self.reqs_per_event,
             protocol: self.binding(),
@@ -192,6 +215,9 @@ impl Options {
                 verbosity: u32::from(self.verbose),
                 tcp_backlog: self.backlog,
                 threads: self.worker_threads(),
+                // Checked at start; an invalid -o never gets this far.
+                idle_timeout: self.extended().unwrap_or_default().idle_timeout,
+                memory_file: self.memory_file.as_ref().map(|p| p.display().to_string()),
             },
             ..Config::default()
         }
@@ -232,6 +258,19 @@ impl Options {
         }
         if self.disable_flush_all {
             v.push("-F".into());
+        }
+        for (on, flag) in [
+            (self.disable_cas, "-C"),
+            (self.enable_shutdown, "-A"),
+            (self.disable_dumping, "-X"),
+        ] {
+            if on {
+                v.push(flag.into());
+            }
+        }
+        for o in &self.extended {
+            v.push("-o".into());
+            v.push(o.clone());
         }
         if let Some(b) = self.protocol {
             v.push("-B".into());
@@ -286,6 +325,11 @@ mod tests {
             "-S",
             "-e",
             "/var/cache/wasmcached.snap",
+            "-C",
+            "-A",
+            "-X",
+            "-o",
+            "idle_timeout=5",
         ])
         .unwrap();
         assert_eq!(o.max_item_size, 2 << 20);
@@ -306,6 +350,21 @@ mod tests {
         let o = Options::try_parse_from(["x", "-B", "ascii"]).unwrap();
         assert_eq!(o.config(0).protocol, Protocol::Ascii);
         assert!(Options::try_parse_from(["x", "-B", "negotiate"]).is_err());
+    }
+
+    #[test]
+    fn operator_flags_reach_the_config() {
+        let o = Options::try_parse_from(["x", "-C", "-A", "-X", "-o", "idle_timeout=30"]).unwrap();
+        let c = o.config(0);
+        assert!(!c.cas_enabled && c.shutdown_enabled && !c.dump_enabled);
+        assert_eq!(c.host.idle_timeout, 30);
+        let d = Options::try_parse_from(["x"]).unwrap().config(0);
+        assert!(d.cas_enabled && !d.shutdown_enabled && d.dump_enabled);
+        let bad = Options::try_parse_from(["x", "-o", "idle_timeout=1,hashpower=20"]).unwrap();
+        assert_eq!(
+            bad.extended(),
+            Err("Illegal suboption \"hashpower=20\"".into())
+        );
     }
 
     #[test]

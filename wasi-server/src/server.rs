@@ -24,7 +24,7 @@ use crate::poller::{Event, Poller};
 use wasmcached_core::driver::{
     AcceptError, Admission, DriverStats, Interest, TOO_MANY_CONNECTIONS,
 };
-use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Store};
+use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Shutdown, Store};
 
 /// Largest write: a WASI write takes at most 64 KiB, and gathering more
 /// than that into one buffer would only be copied again.
@@ -538,6 +538,9 @@ impl Worker {
             let mut store = shared.store();
             refresh_host_stats(shared, &mut store, now);
             self.driver.process(id, &mut store, now);
+            if let Some(how) = store.poll_shutdown() {
+                crate::stop::requested_by_client(how == Shutdown::Graceful);
+            }
             // Requests may have added the first item with a TTL: publish
             // the store's deadline while it is held anyway.
             shared.sweep(&mut store, now);
@@ -792,16 +795,18 @@ fn refresh_host_stats(shared: &Shared, store: &mut Store, now: Clock) {
     let (user, sys) = rusage_us();
     h.rusage_user_us = user;
     h.rusage_system_us = sys;
-    let (mut input, mut output, mut oom) = (0u64, 0u64, 0u64);
+    let (mut input, mut output, mut oom, mut idle) = (0u64, 0u64, 0u64, 0u64);
     for w in &shared.worker_stats {
         let s = lock(w);
         input += s.input_bytes as u64;
         output += s.output_bytes as u64;
         oom += s.closed_for_memory;
+        idle += s.closed_idle;
     }
     h.conn_input_bytes = input;
     h.conn_output_bytes = output;
     h.conn_closed_for_memory = oom;
+    h.idle_kicks = idle;
 }
 
 /// The process id to report: the runner passes its own (a wasm guest has

@@ -41,19 +41,48 @@ pub fn is_graceful() -> bool {
     GRACEFUL.load(Ordering::SeqCst)
 }
 
+/// A client's `shutdown` (`-A`), handled as memcached handles it: by
+/// raising the signal that stops the same way (SIGUSR1 for `shutdown
+/// graceful`, SIGINT otherwise), which also interrupts the first worker's
+/// poll wherever the command ran. Under WASI the request is made directly
+/// (a guest runs one worker, the one that ran the command).
+pub fn requested_by_client(graceful: bool) {
+    request(graceful);
+    #[cfg(not(target_os = "wasi"))]
+    if HANDLED.load(Ordering::SeqCst) {
+        let sig = if graceful {
+            libc::SIGUSR1
+        } else {
+            libc::SIGINT
+        };
+        // SAFETY: kill only sends this process a signal it handles.
+        unsafe {
+            libc::kill(libc::getpid(), sig);
+        }
+    }
+}
+
+/// The stop signals have handlers (so raising one cannot kill the
+/// process).
+#[cfg(not(target_os = "wasi"))]
+static HANDLED: AtomicBool = AtomicBool::new(false);
+
 /// SIGTERM and SIGINT stop the server, SIGUSR1 stops it gracefully, as in
 /// memcached. The handlers only store to atomics.
 #[cfg(not(target_os = "wasi"))]
 pub fn on_signals() {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let mut all = true;
     for (sig, graceful) in [(SIGTERM, false), (SIGINT, false), (SIGUSR1, true)] {
         // SAFETY: the handler only stores to static atomics, which is
         // async-signal-safe.
         let r = unsafe { signal_hook::low_level::register(sig, move || request(graceful)) };
         if let Err(e) = r {
             eprintln!("warning: cannot handle signal {sig}: {e}");
+            all = false;
         }
     }
+    HANDLED.store(all, Ordering::SeqCst);
 }
 
 /// Checks the host's graceful stop request (see the module

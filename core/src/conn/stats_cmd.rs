@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use crate::num::push_u64;
+use crate::num::{push_i64, push_u64};
 use crate::slab;
 use crate::store::Store;
 
@@ -59,6 +59,12 @@ impl Connection {
                 b"slabs" => slabs(store, &mut out),
                 b"sizes" => stat(&mut out, b"sizes_status", V::S(b"disabled")),
                 b"conns" | b"extstore" => {}
+                // Key dumps are not implemented; with -X they are refused
+                // as memcached refuses them (before checking arguments).
+                b"cachedump" if !store.config().dump_enabled => {
+                    return self.out(b"CLIENT_ERROR stats cachedump not allowed")
+                }
+                b"cachedump" if n < 5 => return self.out(b"CLIENT_ERROR bad command line"),
                 b"detail" => {
                     return match toks.get(2) {
                         b"on" | b"off" => self.out(b"OK"),
@@ -142,6 +148,10 @@ pub(super) fn general(store: &Store, out: &mut Vec<u8>) {
     ];
     for (name, v) in counters {
         stat(out, name, V::U(v));
+    }
+    // memcached reports idle kicks only while idle connections are closed.
+    if cfg.host.idle_timeout > 0 {
+        stat(out, b"idle_kicks", V::U(h.idle_kicks));
     }
     stat(out, b"bytes_read", V::U(s.bytes_read));
     stat(out, b"bytes_written", V::U(s.bytes_written));
@@ -239,7 +249,7 @@ pub(super) fn settings(store: &Store, out: &mut Vec<u8>) {
     );
     stat(out, b"domain_socket", V::S(b"NULL"));
     stat(out, b"umask", V::U(700));
-    stat(out, b"shutdown_command", V::S(b"no"));
+    stat(out, b"shutdown_command", V::S(yes_no(cfg.shutdown_enabled)));
     stat(out, b"growth_factor", V::S(b"1.25"));
     stat(out, b"chunk_size", V::U(48));
     stat(out, b"num_threads", V::U(u64::from(h.threads)));
@@ -251,7 +261,7 @@ pub(super) fn settings(store: &Store, out: &mut Vec<u8>) {
         b"reqs_per_event",
         V::U(u64::from(cfg.requests_per_event)),
     );
-    stat(out, b"cas_enabled", V::S(b"yes"));
+    stat(out, b"cas_enabled", V::S(yes_no(cfg.cas_enabled)));
     stat(out, b"tcp_backlog", V::U(u64::from(h.tcp_backlog)));
     stat(
         out,
@@ -283,7 +293,9 @@ pub(super) fn settings(store: &Store, out: &mut Vec<u8>) {
     stat(out, b"warm_max_factor", V::S(b"2.00"));
     stat(out, b"temp_lru", V::S(b"no"));
     stat(out, b"temporary_ttl", V::U(61));
-    stat(out, b"idle_timeout", V::U(0));
+    let mut idle = Vec::new();
+    push_i64(&mut idle, i64::from(h.idle_timeout));
+    stat(out, b"idle_timeout", V::S(&idle));
     stat(out, b"watcher_logbuf_size", V::U(0));
     stat(out, b"worker_logbuf_size", V::U(0));
     stat(
@@ -319,10 +331,11 @@ pub(super) fn settings(store: &Store, out: &mut Vec<u8>) {
         (b"ssl_kernel_tls", b"no"),
         (b"ssl_min_version", b"tlsv1.2"),
         (b"num_napi_ids", b"(null)"),
-        (b"memory_file", b"(null)"),
     ] {
         stat(out, name, V::S(v));
     }
+    let file = h.memory_file.as_deref().unwrap_or("(null)");
+    stat(out, b"memory_file", V::S(file.as_bytes()));
 }
 
 fn class_stat(out: &mut Vec<u8>, prefix: &[u8], cls: usize, name: &[u8], v: u64) {

@@ -4,7 +4,7 @@
 use crate::num::{
     parse_i32_truncating, parse_stored_u64, parse_u32_truncating, parse_u64, push_u64,
 };
-use crate::store::{bits, AllocError, Store};
+use crate::store::{bits, AllocError, Shutdown, Store};
 
 use super::tokens::{words, Tokens};
 use super::{Connection, PausedGet, Step};
@@ -70,11 +70,18 @@ pub(crate) fn store_item(store: &mut Store, req: &StoreRequest<'_>) -> Stored {
         BadVal,
     }
     let old_cas = store.item(old).cas();
-    let cas_res = if req.cas == 0 {
+    // Without CAS values (`-C`) memcached never puts the request's CAS on
+    // the new item, so it compares as "none" (and a `cas` is `EXISTS`).
+    let req_cas = if store.config().cas_enabled {
+        req.cas
+    } else {
+        0
+    };
+    let cas_res = if req_cas == 0 {
         CasResult::None
-    } else if req.cas == old_cas {
+    } else if req_cas == old_cas {
         CasResult::Match
-    } else if req.stale_ok && req.cas < old_cas {
+    } else if req.stale_ok && req_cas < old_cas {
         CasResult::Stale
     } else {
         CasResult::BadVal
@@ -369,7 +376,31 @@ impl Connection {
                 done
             }
             b"shutdown" => {
-                self.out(b"ERROR: shutdown not enabled");
+                // memcached's `process_shutdown_command`: the connection
+                // closes without a reply and the server stops.
+                if !store.config().shutdown_enabled {
+                    self.out(b"ERROR: shutdown not enabled");
+                    return done;
+                }
+                let how = match (n, toks.get(1)) {
+                    (2, _) => Shutdown::Now,
+                    (3, b"graceful") => Shutdown::Graceful,
+                    _ => {
+                        self.out(b"CLIENT_ERROR invalid shutdown mode");
+                        return done;
+                    }
+                };
+                store.request_shutdown(how);
+                Step::Close
+            }
+            b"lru_crawler" if n == 4 && toks.get(1) == b"metadump" => {
+                // Key dumps are not implemented; with -X they are refused
+                // as memcached refuses them.
+                if store.config().dump_enabled {
+                    self.out(b"ERROR");
+                } else {
+                    self.out(b"ERROR metadump not allowed");
+                }
                 done
             }
             b"cache_memlimit" => {

@@ -83,6 +83,18 @@ pub struct Store {
     pub(crate) classes: Classes,
     host: HostStats,
     pub(crate) verbosity: u32,
+    /// A `shutdown` not yet taken by the host.
+    shutdown: Option<Shutdown>,
+}
+
+/// How a client asked the server to stop (`shutdown`, with `-A`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// `shutdown`: stop now, as on SIGINT.
+    Now,
+    /// `shutdown graceful`: stop as on SIGUSR1 (write the snapshot for
+    /// warm restart first).
+    Graceful,
 }
 
 impl Store {
@@ -116,6 +128,7 @@ impl Store {
             classes: [ClassStats::default(); MAX_CLASSES],
             host: HostStats::default(),
             verbosity,
+            shutdown: None,
         }
     }
 
@@ -208,7 +221,11 @@ impl Store {
     /// Assigns the next CAS value (memcached's `get_cas_id`).
     /// The counter wraps to 1 after [`CAS_MAX`] (56 bits), the width a
     /// record stores.
+    /// With CAS values disabled (`-C`) every item's CAS is 0.
     pub(crate) fn next_cas(&mut self) -> u64 {
+        if !self.cfg.cas_enabled {
+            return 0;
+        }
         self.last_cas = if self.last_cas >= CAS_MAX {
             1
         } else {
@@ -572,17 +589,42 @@ impl Store {
     /// `flush_all [delay]` as memcached 1.6.18 implements it: items last
     /// updated at or before the watermark, or (for an immediate flush) with a
     /// CAS older than the flush, become invisible once the watermark is due.
+    ///
+    /// Without CAS values (`-C`) memcached cannot tell an item stored in
+    /// the flush's second before the flush from one stored after it, and
+    /// hides both: the watermark is the flush's second itself.
     pub(crate) fn flush(&mut self, delay: i64) {
         let new_oldest = if delay > 0 {
             self.realtime_wide(delay)
         } else {
             self.now
         };
-        self.oldest_live = new_oldest.wrapping_sub(1);
-        if self.oldest_live <= self.now {
-            self.oldest_cas = self.next_cas();
+        if self.cfg.cas_enabled {
+            self.oldest_live = new_oldest.wrapping_sub(1);
+            if self.oldest_live <= self.now {
+                self.oldest_cas = self.next_cas();
+            }
+        } else {
+            self.oldest_live = new_oldest;
         }
         self.flush_pending = true;
+    }
+
+    /// Records a `shutdown` request (`-A`); the host stops when
+    /// [`Store::poll_shutdown`] reports it.
+    pub(crate) fn request_shutdown(&mut self, how: Shutdown) {
+        // A graceful request is not downgraded by a later plain one.
+        if self.shutdown != Some(Shutdown::Graceful) {
+            self.shutdown = Some(how);
+        }
+    }
+
+    /// A `shutdown` a client asked for, once: the host stops serving (and
+    /// with [`Shutdown::Graceful`] writes its snapshot first). Call after
+    /// processing connections.
+    #[must_use]
+    pub fn poll_shutdown(&mut self) -> Option<Shutdown> {
+        self.shutdown.take()
     }
 
     /// Changes the memory limit (`cache_memlimit`), evicting down to it.

@@ -243,8 +243,12 @@ impl Snapshot<'_> {
 }
 
 /// The setting bits a snapshot records for `cfg`.
-fn settings(_cfg: &Config) -> u32 {
-    0
+fn settings(cfg: &Config) -> u32 {
+    if cfg.cas_enabled {
+        0
+    } else {
+        SETTING_NO_CAS
+    }
 }
 
 fn encode_item(it: ItemRef<'_>, out: &mut Vec<u8>) {

@@ -53,6 +53,11 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(64);
     }
+    if let Err(e) = args.server.extended() {
+        // memcached's message and exit code for a bad -o.
+        eprintln!("{e}");
+        return ExitCode::from(1);
+    }
     if let Some(path) = &args.server.memory_file {
         if args.instances > 1 {
             eprintln!("error: -e cannot be combined with --instances (one snapshot per server)");
