@@ -50,6 +50,7 @@ use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Store};
 
 use crate::plant::{Plant, Planted};
 use crate::trace::{now, Shared};
+use crate::warm::Disk;
 
 /// Port the cache listens on.
 pub const PORT: u16 = 11211;
@@ -94,6 +95,10 @@ pub struct HostProbe {
     /// Samples (three per pass, as for `peak_held`) above the driver's
     /// memory limit.
     pub over_limit: u64,
+    /// Samples after `begin_pass`, where the driver enforces its limit,
+    /// above it. Within a pass processing may take the driver over until
+    /// the next pass sheds; at a pass's start it must be within.
+    pub over_limit_at_start: u64,
     /// The driver's memory limit.
     pub memory_limit: usize,
     /// Connections refused at the connection limit.
@@ -128,6 +133,10 @@ pub struct HostConfig {
     pub probe: Option<Probe>,
     /// The wall clock's offset, if it is skewed.
     pub clock_offset: Option<ClockOffset>,
+    /// Storage that survives bounces, for warm restarts (see [`Disk`]):
+    /// the host starts from the snapshot on it, and writes one and stops
+    /// serving when a graceful stop is asked for.
+    pub disk: Option<Disk>,
 }
 
 impl HostConfig {
@@ -146,6 +155,7 @@ impl HostConfig {
             write_max: WRITE_MAX,
             probe: None,
             clock_offset: None,
+            disk: None,
         }
     }
 }
@@ -276,7 +286,10 @@ impl EventLoop {
         rec: Shared,
     ) -> EventLoop {
         let unix_offset = cfg.clock_offset.as_ref().map_or(0, |o| o.get());
-        let mut store = Store::new(cfg.store.clone(), clock(unix_offset));
+        let mut store = match &cfg.disk {
+            Some(disk) => disk.restore(cfg.store.clone(), clock(unix_offset)),
+            None => Store::new(cfg.store.clone(), clock(unix_offset)),
+        };
         store.host_stats_mut().conn_memory_limit = cfg.driver.memory_limit as u64;
         let driver = Driver::new(cfg.driver.clone(), store.config());
         let gate = Gate::new(cfg.max_connections);
@@ -312,6 +325,16 @@ impl EventLoop {
     async fn run(mut self) -> turmoil::Result {
         loop {
             let now = clock(self.unix_offset);
+            if let Some(disk) = &self.cfg.disk {
+                if disk.stop_requested() {
+                    disk.save(&mut self.store, now);
+                    let line = format!("{} wrote its snapshot", self.name);
+                    self.rec.borrow_mut().event(crate::trace::now(), &line);
+                    // Stopped: nothing more is served until the scenario
+                    // bounces the host.
+                    return std::future::pending().await;
+                }
+            }
             if self.work_now(now.mono_ms) {
                 // Back-to-back passes need no yield: the network delivers
                 // between the host's turns, so while this task runs no
@@ -325,15 +348,25 @@ impl EventLoop {
             // the bell, or the next deadline. A ring with nothing behind it
             // (a stale permit) only leads back here.
             let bell = self.ready.bell.notified();
+            let stop = async {
+                match &self.cfg.disk {
+                    Some(disk) => disk.stop_asked().await,
+                    None => std::future::pending().await,
+                }
+            };
             match self.deadline() {
                 Some(t) => {
                     let wait = Duration::from_millis(t.saturating_sub(now.mono_ms));
                     tokio::select! {
                         () = bell => {}
+                        () = stop => {}
                         () = tokio::time::sleep(wait) => {}
                     }
                 }
-                None => bell.await,
+                None => tokio::select! {
+                    () = bell => {}
+                    () = stop => {}
+                },
             }
         }
     }
@@ -656,6 +689,7 @@ impl EventLoop {
             p.peak_held = p.peak_held.max(h);
             p.over_limit += u64::from(h > limit);
         }
+        p.over_limit_at_start += u64::from(samples[0] > limit);
         p.refused = self.gate.rejected();
         p.admitted = self.gate.accepted();
         p.stats = self.driver.stats();

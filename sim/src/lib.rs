@@ -21,6 +21,7 @@ pub mod rng;
 pub mod scenario;
 pub mod spec;
 pub mod trace;
+pub mod warm;
 
 pub use report::Report;
 pub use scenario::RunConfig;

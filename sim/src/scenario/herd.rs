@@ -12,6 +12,12 @@
 //!
 //! With `lease`, the database sees at most one query per hot key per cold
 //! event.
+//!
+//! Each strategy runs twice: with the restart a crash (the server comes
+//! back empty: a cold event) and with it planned (a graceful stop writes
+//! the snapshot and the server comes back warm, see [`crate::warm`]: the
+//! restart is no cold event). `db_queries` and `db_queries_warm_restart`
+//! report both.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -20,11 +26,12 @@ use std::time::Duration;
 use crate::check::{self, Checked, Policy};
 use crate::client::{Client, Failed};
 use crate::db::{self, DbClient};
-use crate::host;
+use crate::host::{self, HostConfig};
 use crate::report::{Json, Report};
 use crate::rng::Rng;
 use crate::scenario::{percentile, sim, RunConfig};
 use crate::trace::{now, Mode, Recorder, Shared};
+use crate::warm::Disk;
 
 /// Reading clients.
 pub const CLIENTS: u64 = 20;
@@ -34,13 +41,23 @@ pub const HOT_KEYS: u64 = 5;
 pub const READS: u64 = 20;
 /// When a writer invalidates every hot key (the data changed).
 pub const INVALIDATE_AT: Duration = Duration::from_millis(200);
-/// When the server crashes and restarts.
+/// When the server crashes and restarts (or, planned, stops gracefully and
+/// restarts warm).
 pub const CRASH_AT: Duration = Duration::from_millis(400);
 /// Events after which every hot key must be recomputed: the fresh start,
 /// the invalidation and the restart.
 pub const COLD_EVENTS: u64 = 3;
 /// TTL of the values the naive and fallback strategies cache (seconds).
 pub const TTL: i64 = 300;
+
+/// How the server restarts at [`CRASH_AT`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// A crash: it comes back empty.
+    Cold,
+    /// Planned: a graceful stop writes the snapshot, it comes back warm.
+    Warm,
+}
 
 /// The strategies compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,16 +141,26 @@ struct Outcome {
     trace: Option<String>,
     checked: Checked,
     fired: u64,
+    /// Items the warm restart brought back.
+    restored: u64,
 }
 
-fn run_strategy(cfg: &RunConfig, strategy: Strategy) -> Outcome {
+fn run_strategy(cfg: &RunConfig, strategy: Strategy, restart: Restart) -> Outcome {
     let rec: Shared = Recorder::shared(cfg.keep_trace);
     let mut sim = sim(cfg.seed, Duration::from_secs(60));
     let log: db::Shared = Rc::new(RefCell::new(db::Log::default()));
     let l2 = log.clone();
     sim.host("db", move || db::serve(l2.clone(), db::QUERY_TIME));
     let (r, plant) = (rec.clone(), cfg.plant);
-    sim.host("server", move || host::serve("server", r.clone(), plant));
+    let disk = Disk::default();
+    let d = (restart == Restart::Warm).then(|| disk.clone());
+    sim.host("server", move || {
+        let cfg = HostConfig {
+            disk: d.clone(),
+            ..HostConfig::standard(plant)
+        };
+        host::serve_with("server", r.clone(), cfg)
+    });
     let warmed = Rc::new(RefCell::new(strategy != Strategy::Fallback));
     if strategy == Strategy::Fallback {
         let r = rec.clone();
@@ -227,8 +254,13 @@ fn run_strategy(cfg: &RunConfig, strategy: Strategy) -> Outcome {
     let mut crashed = false;
     loop {
         if !crashed && sim.elapsed() >= CRASH_AT {
-            sim.bounce("server");
-            crashed = true;
+            // A planned restart waits for the snapshot before the bounce.
+            if restart == Restart::Cold || disk.is_written() {
+                sim.bounce("server");
+                crashed = true;
+            } else if !disk.stop_requested() {
+                disk.request_stop();
+            }
         }
         match sim.step() {
             Ok(true) => break,
@@ -263,13 +295,15 @@ fn run_strategy(cfg: &RunConfig, strategy: Strategy) -> Outcome {
         trace: rec.keep_text.then(|| rec.text.clone()),
         checked,
         fired: rec.plant_fired,
+        restored: disk.restored(),
     }
 }
 
-/// Runs the three strategies.
+/// Runs the three strategies, each with a cold and a warm restart.
 pub fn run(cfg: &RunConfig) -> Report {
     let mut violations = Vec::new();
     let mut queries = Vec::new();
+    let mut queries_warm = Vec::new();
     let mut latency = Vec::new();
     let mut hash = crate::rng::FNV_START;
     let mut events = 0;
@@ -277,7 +311,32 @@ pub fn run(cfg: &RunConfig) -> Report {
     let mut checked = Checked::default();
     let mut fired = 0;
     for s in [Strategy::Naive, Strategy::Lease, Strategy::Fallback] {
-        let o = run_strategy(cfg, s);
+        let w = run_strategy(cfg, s, Restart::Warm);
+        let warm_bound = HOT_KEYS * (COLD_EVENTS - 1);
+        if s == Strategy::Lease && w.queries > warm_bound {
+            violations.push(format!(
+                "lease, warm restart: {} database queries, more than one per hot key per cold event ({warm_bound})",
+                w.queries
+            ));
+        }
+        // The fallback strategy reads the old server and never fills the
+        // new one, so only the others have something to restore.
+        if w.restored == 0 && s != Strategy::Fallback {
+            violations.push(format!("{}: the warm restart restored nothing", s.name()));
+        }
+        violations.extend(w.violations.iter().map(|v| format!("warm restart: {v}")));
+        fired += w.fired;
+        checked.absorb(Checked {
+            violations: Vec::new(),
+            ..w.checked
+        });
+        hash = crate::rng::fnv1a(&w.hash.to_le_bytes(), hash);
+        events += w.events;
+        if let (Some(t), Some(x)) = (trace.as_mut(), w.trace) {
+            t.push_str(&format!("--- {}, warm restart\n{x}", s.name()));
+        }
+        queries_warm.push((s.name().to_string(), Json::Int(w.queries)));
+        let o = run_strategy(cfg, s, Restart::Cold);
         if s == Strategy::Lease && o.queries > HOT_KEYS * COLD_EVENTS {
             violations.push(format!(
                 "lease: {} database queries, more than one per hot key per cold event ({})",
@@ -315,6 +374,7 @@ pub fn run(cfg: &RunConfig) -> Report {
         violations,
         fields: vec![
             ("db_queries".into(), Json::Obj(queries)),
+            ("db_queries_warm_restart".into(), Json::Obj(queries_warm)),
             ("hot_keys".into(), Json::Int(HOT_KEYS)),
             ("cold_events".into(), Json::Int(COLD_EVENTS)),
             ("clients".into(), Json::Int(CLIENTS)),
