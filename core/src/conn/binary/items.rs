@@ -92,10 +92,16 @@ impl Connection {
         store.stats.cmd_set += 1;
         let cls = usize::from(slab::class_of(ntotal(req.key.len(), flags, vlen)));
         store.classes[cls].cmd_set += 1;
+        // Under -C memcached drops the request's CAS with the item's.
+        let cas = if store.config().cas_enabled {
+            req.h.cas
+        } else {
+            0
+        };
         let mode = match req.cmd {
             op::APPEND => StoreMode::Append,
             op::PREPEND => StoreMode::Prepend,
-            _ if req.h.cas != 0 => StoreMode::Cas,
+            _ if cas != 0 => StoreMode::Cas,
             op::ADD => StoreMode::Add,
             op::REPLACE => StoreMode::Replace,
             _ => StoreMode::Set,
@@ -106,7 +112,7 @@ impl Connection {
             flags,
             exptime: store.realtime_wide(i64::from(exptime)),
             value: &rest[..vlen],
-            cas: req.h.cas,
+            cas,
             stale_ok: false,
             key_binary: false,
         };
