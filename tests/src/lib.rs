@@ -212,12 +212,35 @@ fn wait_ready(server: &mut Server, timeout: Duration, binary: bool) -> bool {
             if s.write_all(request).is_ok()
                 && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(reply))
             {
-                return true;
+                // Tests start servers in parallel on ports found free a
+                // moment earlier: make sure the server answering is this
+                // one, not another test's that took the same port (a
+                // server that lost the race exits; this one must not be
+                // talked to in its place).
+                return binary || answers_with_pid(&mut s, server.child.id());
             }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     false
+}
+
+/// Whether the server on `s` reports process id `pid` in `stats` (the
+/// wasm runner reports its own).
+fn answers_with_pid(s: &mut TcpStream, pid: u32) -> bool {
+    if s.write_all(b"stats\r\n").is_err() {
+        return false;
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"END\r\n") {
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => return false,
+        }
+    }
+    let want = format!("STAT pid {pid}\r\n");
+    got.windows(want.len()).any(|w| w == want.as_bytes())
 }
 
 /// A blocking test client.

@@ -297,6 +297,8 @@ struct Worker {
     poller: Poller,
     events: Vec<Event>,
     runnable: Vec<ConnId>,
+    /// A client asked for `shutdown` (graceful or not) in this pass.
+    shutdown: Option<bool>,
     /// Readable when connections were handed to this worker (all but the
     /// first, which polls the listener instead).
     bell: Option<Bell>,
@@ -323,6 +325,7 @@ impl Worker {
             poller: Poller::new()?,
             events: Vec::new(),
             runnable: Vec::new(),
+            shutdown: None,
             bell,
             sampled_ms: 0,
         })
@@ -379,6 +382,9 @@ impl Worker {
         }
         self.close_finished();
         self.sample(now);
+        if let Some(graceful) = self.shutdown.take() {
+            crate::stop::requested_by_client(graceful);
+        }
         Ok(())
     }
 
@@ -539,7 +545,9 @@ impl Worker {
             refresh_host_stats(shared, &mut store, now);
             self.driver.process(id, &mut store, now);
             if let Some(how) = store.poll_shutdown() {
-                crate::stop::requested_by_client(how == Shutdown::Graceful);
+                // Raised after this pass's writes, so the replies to the
+                // requests before `shutdown` reach the client first.
+                self.shutdown = Some(how == Shutdown::Graceful);
             }
             // Requests may have added the first item with a TTL: publish
             // the store's deadline while it is held anyway.
