@@ -251,6 +251,8 @@ pub struct Client {
     written: u64,
     /// The local address of the current connection.
     addr: Option<std::net::SocketAddr>,
+    /// Write each request in seeded random pieces (the default).
+    chunked: bool,
 }
 
 impl Client {
@@ -272,6 +274,7 @@ impl Client {
             timeout,
             written: 0,
             addr: None,
+            chunked: true,
         }
     }
 
@@ -280,6 +283,14 @@ impl Client {
     pub fn unique(&mut self) -> String {
         self.written += 1;
         format!("{}#{}", self.name, self.written)
+    }
+
+    /// Writes every request whole from now on: for scenarios about
+    /// something else than framing, where a request split into dozens of
+    /// segments only costs simulation time.
+    pub fn whole_writes(mut self) -> Client {
+        self.chunked = false;
+        self
     }
 
     /// The client's name.
@@ -319,7 +330,7 @@ impl Client {
     /// Writes `req` in seeded random chunks: sometimes whole, sometimes a
     /// byte at a time, usually a few pieces.
     async fn send(&mut self, req: &[u8]) -> Result<(), Failed> {
-        let mode = self.rng.below(4);
+        let mode = if self.chunked { self.rng.below(4) } else { 0 };
         let mut cuts = Vec::new();
         let mut at = 0;
         while at < req.len() {

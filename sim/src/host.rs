@@ -496,6 +496,9 @@ impl EventLoop {
                 }))
             };
             let peer = stream.peer_addr().ok();
+            if let Some(p) = peer {
+                self.rec.borrow_mut().accepted(self.name, p);
+            }
             let sock = Sock {
                 id,
                 token,

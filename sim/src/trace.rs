@@ -250,7 +250,8 @@ pub struct Disruption {
     pub cause: Cause,
 }
 
-/// A server closed a connection: nothing sent on it takes effect after.
+/// A server accepted or closed a connection: requests sent on it take
+/// effect between the two, if at all.
 #[derive(Clone, Debug)]
 pub struct Closed {
     /// Server name.
@@ -286,6 +287,8 @@ pub struct Recorder {
     pub restarts: Vec<Restart>,
     /// Every window in which items may have vanished (restarts included).
     pub disruptions: Vec<Disruption>,
+    /// Connections the servers accepted.
+    pub accepted: Vec<Closed>,
     /// Connections the servers closed.
     pub closed: Vec<Closed>,
     hash: u64,
@@ -317,7 +320,8 @@ impl Recorder {
     pub fn event(&mut self, at: Duration, line: &str) {
         let mut text = std::mem::take(&mut self.line);
         text.clear();
-        let _ = writeln!(text, "{:>10.3} {line}", at.as_secs_f64() * 1000.0);
+        let us = at.as_micros();
+        let _ = writeln!(text, "{:>6}.{:03} {line}", us / 1000, us % 1000);
         self.hash = fnv1a(text.as_bytes(), self.hash);
         self.lines += 1;
         if self.keep_text {
@@ -349,14 +353,32 @@ impl Recorder {
             op.key
         );
         if let Some(w) = op.written() {
-            let _ = write!(line, " {:?}", String::from_utf8_lossy(w));
+            line.push(' ');
+            show(&mut line, w);
         }
-        let _ = write!(
-            line,
-            " -> {:?} (invoked {:.3})",
-            op.outcome,
-            op.invoke.as_secs_f64() * 1000.0
-        );
+        line.push_str(" -> ");
+        match &op.outcome {
+            Outcome::Value(h) => {
+                line.push_str("hit ");
+                show(&mut line, &h.value);
+                if let Some(f) = h.flags {
+                    let _ = write!(line, " f{f}");
+                }
+                if let Some(c) = h.cas {
+                    let _ = write!(line, " c{c}");
+                }
+                for (on, flag) in [(h.win, " W"), (h.sent, " Z"), (h.stale, " X")] {
+                    if on {
+                        line.push_str(flag);
+                    }
+                }
+            }
+            other => {
+                let _ = write!(line, "{other:?}");
+            }
+        }
+        let us = op.invoke.as_micros();
+        let _ = write!(line, " (invoked {}.{:03})", us / 1000, us % 1000);
         self.event(op.complete, &line);
         self.ops.push(op);
     }
@@ -367,6 +389,17 @@ impl Recorder {
     pub fn closed(&mut self, server: &'static str, peer: SocketAddr) {
         let seq = self.seq();
         self.closed.push(Closed {
+            server,
+            peer,
+            at: now(),
+            seq,
+        });
+    }
+
+    /// Records that `server` accepted a connection from `peer`.
+    pub fn accepted(&mut self, server: &'static str, peer: SocketAddr) {
+        let seq = self.seq();
+        self.accepted.push(Closed {
             server,
             peer,
             at: now(),
@@ -434,6 +467,23 @@ impl Recorder {
     /// True if nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.lines == 0
+    }
+}
+
+/// Writes `v` for a trace line: short values quoted whole, long ones by
+/// their first bytes, length and hash (a trace line per 100 KB value
+/// would cost more than the run).
+fn show(out: &mut String, v: &[u8]) {
+    if v.len() <= 40 {
+        let _ = write!(out, "{:?}", String::from_utf8_lossy(v));
+    } else {
+        let _ = write!(
+            out,
+            "{:?}..({} bytes, {:016x})",
+            String::from_utf8_lossy(&v[..24]),
+            v.len(),
+            fnv1a(v, FNV_START)
+        );
     }
 }
 

@@ -150,6 +150,7 @@ fn hostile_clients_cannot_stall_good_ones_or_exceed_memory() {
         assert!(int(&r, "flood_refused") >= FLOOD - MAX_CONNECTIONS as u64);
         assert!(int(&r, "refused_connections") >= int(&r, "flood_refused"));
         assert!(int(&r, "peak_held_bytes") <= CONN_MEMORY as u64);
+        assert_eq!(int(&r, "over_limit_samples"), 0, "seed {seed}");
         // The slow readers do push the driver to its soft limit.
         assert!(int(&r, "paused_for_memory") > 0, "seed {seed}");
         shed += int(&r, "closed_for_memory");

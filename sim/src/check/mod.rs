@@ -133,9 +133,11 @@ pub fn linearizable(rec: &Recorder) -> (Vec<String>, Checked) {
             w.1 = latest;
         }
     }
-    // A request without an answer took effect before its connection
-    // closed on the server's side or the server restarted, or never.
-    let mut closes: BTreeMap<(&str, std::net::SocketAddr), Vec<(u64, Duration)>> = BTreeMap::new();
+    // A request without an answer took effect while its connection was
+    // open on the server (accepted, and not yet closed or lost in a
+    // restart), or never.
+    type Conn<'a> = (&'a str, std::net::SocketAddr);
+    let mut closes: BTreeMap<Conn<'_>, Vec<(u64, Duration)>> = BTreeMap::new();
     for c in &rec.closed {
         closes
             .entry((c.server, c.peer))
@@ -146,12 +148,15 @@ pub fn linearizable(rec: &Recorder) -> (Vec<String>, Checked) {
     for r in &rec.restarts {
         starts.entry(r.server).or_default().push((r.seq, r.at));
     }
+    let mut accepts: BTreeMap<Conn<'_>, u64> = BTreeMap::new();
+    for a in &rec.accepted {
+        accepts.insert((a.server, a.peer), a.seq);
+    }
     let deadline = |op: &Op| -> Option<(u64, Duration)> {
-        let after = |v: &Vec<(u64, Duration)>| v.iter().copied().find(|&(s, _)| s > op.first);
-        let closed = op
-            .conn
-            .and_then(|c| closes.get(&(op.server, c)))
-            .and_then(after);
+        let conn = (op.server, op.conn?);
+        let opened = *accepts.get(&conn)?;
+        let after = |v: &Vec<(u64, Duration)>| v.iter().copied().find(|&(s, _)| s > opened);
+        let closed = closes.get(&conn).and_then(after);
         let restarted = starts.get(op.server).and_then(after);
         match (closed, restarted) {
             (Some(a), Some(b)) => Some(a.min(b)),

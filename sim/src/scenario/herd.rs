@@ -145,6 +145,54 @@ struct Outcome {
     restored: u64,
 }
 
+/// One reading client: [`READS`] reads of random hot keys, each retried
+/// until it returns the key's row.
+async fn reader(
+    i: u64,
+    seed: u64,
+    strategy: Strategy,
+    rec: Shared,
+    lat: Rc<RefCell<Vec<Duration>>>,
+    warmed: Rc<RefCell<bool>>,
+) -> turmoil::Result {
+    while !*warmed.borrow() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut cache = Client::new(
+        format!("client-{i}"),
+        "server",
+        Rng::new(seed, i + 1),
+        rec.clone(),
+        Duration::from_secs(2),
+    );
+    let mut old = (strategy == Strategy::Fallback).then(|| {
+        Client::new(
+            format!("client-{i}"),
+            "old",
+            Rng::new(seed, 1000 + i),
+            rec.clone(),
+            Duration::from_secs(2),
+        )
+    });
+    let mut db = DbClient::connect().await.map_err(|_| "db")?;
+    let mut rng = Rng::new(seed, 5000 + i);
+    for _ in 0..READS {
+        let key = format!("hot:{}", rng.below(HOT_KEYS));
+        let t = now();
+        loop {
+            match read(strategy, &key, &mut cache, old.as_mut(), &mut db).await {
+                Ok(v) if db::is_row_of(&key, &v) => break,
+                Ok(v) => return Err(format!("{key} read {:?}", String::from_utf8_lossy(&v)).into()),
+                // The server crashed under us: retry on a new connection.
+                Err(Failed) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        lat.borrow_mut().push(now() - t);
+        tokio::time::sleep(Duration::from_millis(rng.below(40))).await;
+    }
+    Ok(())
+}
+
 fn run_strategy(cfg: &RunConfig, strategy: Strategy, restart: Restart) -> Outcome {
     let rec: Shared = Recorder::shared(cfg.keep_trace);
     let mut sim = sim(cfg.seed, Duration::from_secs(60));
@@ -205,51 +253,22 @@ fn run_strategy(cfg: &RunConfig, strategy: Strategy, restart: Restart) -> Outcom
         Ok(())
     });
     let latencies = Rc::new(RefCell::new(Vec::new()));
-    for i in 0..CLIENTS {
-        let (rec, lat, warmed, seed) = (rec.clone(), latencies.clone(), warmed.clone(), cfg.seed);
-        sim.client(format!("client-{i}"), async move {
-            while !*warmed.borrow() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let mut cache = Client::new(
-                format!("client-{i}"),
-                "server",
-                Rng::new(seed, i + 1),
-                rec.clone(),
-                Duration::from_secs(2),
-            );
-            let mut old = (strategy == Strategy::Fallback).then(|| {
-                Client::new(
-                    format!("client-{i}"),
-                    "old",
-                    Rng::new(seed, 1000 + i),
-                    rec.clone(),
-                    Duration::from_secs(2),
-                )
-            });
-            let mut db = DbClient::connect().await.map_err(|_| "db")?;
-            let mut rng = Rng::new(seed, 5000 + i);
-            for _ in 0..READS {
-                let key = format!("hot:{}", rng.below(HOT_KEYS));
-                let t = now();
-                loop {
-                    match read(strategy, &key, &mut cache, old.as_mut(), &mut db).await {
-                        Ok(v) if db::is_row_of(&key, &v) => break,
-                        Ok(v) => {
-                            return Err(
-                                format!("{key} read {:?}", String::from_utf8_lossy(&v)).into()
-                            )
-                        }
-                        // The server crashed under us: retry on a new connection.
-                        Err(Failed) => tokio::time::sleep(Duration::from_millis(5)).await,
-                    }
-                }
-                lat.borrow_mut().push(now() - t);
-                tokio::time::sleep(Duration::from_millis(rng.below(40))).await;
-            }
-            Ok(())
-        });
-    }
+    // The readers are tasks of one host: the application's processes, as
+    // one machine would run them (and one simulated host costs turmoil far
+    // less per step than twenty).
+    let (rec2, lat, warmed2, seed) = (rec.clone(), latencies.clone(), warmed.clone(), cfg.seed);
+    sim.client("app", async move {
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let (rec, lat, warmed) = (rec2.clone(), lat.clone(), warmed2.clone());
+                tokio::task::spawn_local(reader(i, seed, strategy, rec, lat, warmed))
+            })
+            .collect();
+        for t in tasks {
+            t.await??;
+        }
+        Ok(())
+    });
     let mut violations = Vec::new();
     let mut crashed = false;
     loop {

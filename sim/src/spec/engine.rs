@@ -433,10 +433,11 @@ fn connect(w: &World, g: &Group, gi: u64, i: u64, name: &str) -> Conn {
         Some("ketama") => Hashing::Ketama,
         _ => Hashing::Rendezvous,
     };
+    // Requests to a cluster go out whole, as in the built-in `cluster`.
     let clients = servers
         .iter()
         .enumerate()
-        .map(|(k, s)| client(s, k as u64))
+        .map(|(k, s)| client(s, k as u64).whole_writes())
         .collect();
     Conn::Many(Box::new(Pool::new(clients, hashing, failover(g, hashing))))
 }
