@@ -1,7 +1,7 @@
 //! # wasmcached-server
 //!
 //! The socket server hosting [`wasmcached_core`]: a single-threaded,
-//! non-blocking event loop over `std::net` and `poll(2)`. The same code
+//! non-blocking event loop over `std::net`, waiting with `epoll` natively and `poll` in the wasm guest. The same code
 //! builds for `wasm32-wasip2` (the product, run by the `wasmcached` runner
 //! under wasmtime) and natively (`wasmcached-server`).
 
