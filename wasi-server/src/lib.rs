@@ -1,8 +1,9 @@
 //! # wasmcached-server
 //!
-//! The socket server hosting [`wasmcached_core`]: a single-threaded,
-//! non-blocking event loop over `std::net`, waiting with `epoll` natively and `poll` in the wasm guest. The same code
-//! builds for `wasm32-wasip2` (the product, run by the `wasmcached` runner
+//! The socket server hosting [`wasmcached_core`]: non-blocking event
+//! loops over `std::net` (one per worker thread natively, one in the wasm
+//! guest), waiting with `epoll` natively and `poll` in the guest. The same
+//! code builds for `wasm32-wasip2` (the product, run by the `wasmcached` runner
 //! under wasmtime) and natively (`wasmcached-server`).
 
 pub mod extended;
