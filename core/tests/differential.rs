@@ -58,16 +58,44 @@ fn start_memcached() -> Memcached {
         let child = cmd
             .spawn()
             .expect("memcached 1.6.18 must be installed (apt-get install memcached); scripts/test does this");
-        let mc = Memcached { child, port };
+        let mut mc = Memcached { child, port };
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if let Ok(Some(_)) = mc.child.try_wait() {
+                break;
+            }
+            if answers_as(port, mc.child.id()) {
                 return mc;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
     }
     panic!("memcached did not start");
+}
+
+/// Whether the server on `port` is the memcached with process id `pid`:
+/// a port picked by binding to 0 may be taken by another test's memcached
+/// before ours binds it, and ours then exits while the other answers.
+fn answers_as(port: u16, pid: u32) -> bool {
+    let Ok(mut sock) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let want = format!("STAT pid {pid}\r\n");
+    if sock.write_all(b"stats\r\n").is_err() {
+        return false;
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !got.ends_with(b"END\r\n") && Instant::now() < deadline {
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+        match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    got.windows(want.len()).any(|w| w == want.as_bytes())
 }
 
 const KEYS: &[&str] = &["a", "b", "c", "n", "k1", "k2", "Zm9v", "foo"];
