@@ -75,11 +75,30 @@ pub struct Config {
     /// what byte-level protocol tests of eviction expect; the server uses
     /// a few percent.
     pub reserve_per_mille: u32,
+    /// This store's place in a partitioned cache: `(index, count)`, where
+    /// `(0, 1)` is a whole cache. Shard `i` of `n` hands out the CAS values
+    /// congruent to `i + 1` modulo `n`, so values stay unique across the
+    /// cache. Set by [`Config::for_shard`].
+    pub shard: (u32, u32),
     /// Settings that only the host knows, reported by `stats settings`.
     pub host: HostSettings,
 }
 
 impl Config {
+    /// The settings of shard `index` of a cache split into `count` (see
+    /// [`shards`](crate::shards)): an equal share of the memory limits, and
+    /// its own residue class of CAS values.
+    #[must_use]
+    pub fn for_shard(&self, index: usize, count: usize) -> Config {
+        let n = count.max(1) as u64;
+        Config {
+            memory_limit: self.memory_limit / n,
+            memory_limit_max: self.memory_limit_max / n,
+            shard: (index as u32, n as u32),
+            ..self.clone()
+        }
+    }
+
     /// The protocol binding in force: `protocol`, or binary-only under SASL.
     pub fn binding(&self) -> Protocol {
         if self.sasl.is_some() {
@@ -172,6 +191,7 @@ impl Default for Config {
             protocol: Protocol::Auto,
             sasl: None,
             reserve_per_mille: 0,
+            shard: (0, 1),
             host: HostSettings::default(),
         }
     }

@@ -2,71 +2,92 @@
 
 use crate::slab::MAX_CLASSES;
 
-/// Global counters, named after the `stats` fields they feed. All of them
-/// are zeroed by `stats reset`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct Stats {
-    pub cmd_get: u64,
-    pub cmd_set: u64,
-    pub cmd_flush: u64,
-    pub cmd_touch: u64,
-    pub cmd_meta: u64,
-    pub get_hits: u64,
-    pub get_misses: u64,
-    pub get_expired: u64,
-    pub get_flushed: u64,
-    pub delete_misses: u64,
-    pub delete_hits: u64,
-    pub incr_misses: u64,
-    pub incr_hits: u64,
-    pub decr_misses: u64,
-    pub decr_hits: u64,
-    pub cas_misses: u64,
-    pub cas_hits: u64,
-    pub cas_badval: u64,
-    pub touch_hits: u64,
-    pub touch_misses: u64,
-    pub store_too_large: u64,
-    pub store_no_memory: u64,
-    pub auth_cmds: u64,
-    pub auth_errors: u64,
-    pub total_items: u64,
-    pub expired_unfetched: u64,
-    pub evicted_unfetched: u64,
-    pub evicted_active: u64,
-    pub evictions: u64,
-    pub reclaimed: u64,
-    pub crawler_reclaimed: u64,
-    pub crawler_items_checked: u64,
-    pub lru_crawler_starts: u64,
-    pub bytes_read: u64,
-    pub bytes_written: u64,
-    pub conn_yields: u64,
+/// Declares a struct of `u64` counters with `add`, which sums another
+/// instance into it (a partitioned cache reports its shards' sum).
+macro_rules! counters {
+    ($(#[$meta:meta])* $name:ident { $($field:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[allow(missing_docs)]
+        pub struct $name {
+            $(pub $field: u64,)*
+        }
+
+        impl $name {
+            /// Adds every counter of `other` to this one.
+            pub fn add(&mut self, other: &$name) {
+                $(self.$field += other.$field;)*
+            }
+        }
+    };
 }
 
-/// Counters memcached keeps per slab class (`stats slabs`, `stats items`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct ClassStats {
-    pub number: u64,
-    pub mem_requested: u64,
-    pub evicted: u64,
-    pub evicted_nonzero: u64,
-    pub evicted_unfetched: u64,
-    pub evicted_active: u64,
-    pub expired_unfetched: u64,
-    pub reclaimed: u64,
-    pub crawler_reclaimed: u64,
-    pub outofmemory: u64,
-    pub get_hits: u64,
-    pub cmd_set: u64,
-    pub delete_hits: u64,
-    pub incr_hits: u64,
-    pub decr_hits: u64,
-    pub cas_hits: u64,
-    pub cas_badval: u64,
-    pub touch_hits: u64,
+counters! {
+    /// Global counters, named after the `stats` fields they feed. All of them
+    /// are zeroed by `stats reset`.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    Stats {
+        cmd_get,
+        cmd_set,
+        cmd_flush,
+        cmd_touch,
+        cmd_meta,
+        get_hits,
+        get_misses,
+        get_expired,
+        get_flushed,
+        delete_misses,
+        delete_hits,
+        incr_misses,
+        incr_hits,
+        decr_misses,
+        decr_hits,
+        cas_misses,
+        cas_hits,
+        cas_badval,
+        touch_hits,
+        touch_misses,
+        store_too_large,
+        store_no_memory,
+        auth_cmds,
+        auth_errors,
+        total_items,
+        expired_unfetched,
+        evicted_unfetched,
+        evicted_active,
+        evictions,
+        reclaimed,
+        crawler_reclaimed,
+        crawler_items_checked,
+        lru_crawler_starts,
+        bytes_read,
+        bytes_written,
+        conn_yields,
+    }
+}
+
+counters! {
+    /// Counters memcached keeps per slab class (`stats slabs`, `stats items`).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    ClassStats {
+        number,
+        mem_requested,
+        evicted,
+        evicted_nonzero,
+        evicted_unfetched,
+        evicted_active,
+        expired_unfetched,
+        reclaimed,
+        crawler_reclaimed,
+        outofmemory,
+        get_hits,
+        cmd_set,
+        delete_hits,
+        incr_hits,
+        decr_hits,
+        cas_hits,
+        cas_badval,
+        touch_hits,
+    }
 }
 
 impl ClassStats {

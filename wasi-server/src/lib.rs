@@ -6,6 +6,7 @@
 //! code builds for `wasm32-wasip2` (the product, run by the `wasmcached` runner
 //! under wasmtime) and natively (`wasmcached-server`).
 
+mod cache;
 pub mod extended;
 pub mod options;
 mod poller;
@@ -86,11 +87,12 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
     }
     match &opts.memory_file {
         Some(path) if stop::is_graceful() => {
-            let mut store = server.lock_store();
-            let saved = warm::save(path, &mut store, server.clock());
+            let mut shards = server.lock_all();
+            let stores = shards.iter_mut().map(|g| &mut **g).collect();
+            let saved = warm::save(path, stores, server.clock());
             // Other workers must not change the store between the snapshot
             // and the exit: it stays locked until the process ends.
-            std::mem::forget(store);
+            std::mem::forget(shards);
             match saved {
                 Ok(_) => 0,
                 Err(e) => {

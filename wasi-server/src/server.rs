@@ -8,10 +8,11 @@
 //!
 //! Natively the server can run several workers (memcached's `-t`). The
 //! first worker accepts and hands each new connection to the least loaded
-//! worker, which owns and polls it from then on; the one [`Store`] sits
-//! behind a mutex that a worker takes per connection, for the core's work
-//! only. Reads, writes and the poll, where a request's CPU time goes, run in
-//! parallel. A wasm guest has no threads and runs one worker.
+//! worker, which owns and polls it from then on. The store is split into
+//! shards, each behind its own mutex ([`crate::cache`]); a request holds
+//! only its key's shard, for the core's work only. Reads, writes and the
+//! poll, where a request's CPU time goes, run in parallel. A wasm guest has
+//! no threads and runs one worker over one shard.
 
 use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -20,11 +21,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::cache::SharedCache;
 use crate::poller::{Event, Poller};
 use wasmcached_core::driver::{
     AcceptError, Admission, DriverStats, Interest, TOO_MANY_CONNECTIONS,
 };
-use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Shutdown, Store};
+use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Shards, Shutdown, Store};
 
 /// Largest write: a WASI write takes at most 64 KiB, and gathering more
 /// than that into one buffer would only be copied again.
@@ -34,8 +36,6 @@ const IOV_MAX: usize = 64;
 /// How often CPU time and buffer use are sampled for `stats` (a syscall
 /// and a walk over the connections per pass would be measurable).
 const SAMPLE_EVERY_MS: u64 = 100;
-/// "No deadline" in the shared expiry deadline.
-const NEVER: u64 = u64::MAX;
 /// The poller token of the listener (or a worker's bell); connection `i`
 /// is token `i + 1`.
 const LISTENER: usize = 0;
@@ -48,8 +48,8 @@ struct Shared {
     inboxes: Vec<Inbox>,
     /// Connections each worker serves, for choosing where a new one goes.
     loads: Vec<AtomicUsize>,
-    store: Mutex<Store>,
-    /// The store's configuration, readable without the lock.
+    cache: SharedCache,
+    /// The store's configuration, readable without a lock.
     cfg: Config,
     driver_cfg: DriverConfig,
     verbose: u8,
@@ -57,9 +57,6 @@ struct Shared {
     unix_at_start: u64,
     /// Open connections over all workers.
     conns: AtomicUsize,
-    /// The store's next expiry step (monotonic ms), as of the last time a
-    /// worker held the store; any worker may run it.
-    sweep_due: AtomicU64,
     /// Each worker's latest driver counters.
     worker_stats: Vec<Mutex<DriverStats>>,
     /// Gate counters, published by the accepting worker.
@@ -75,36 +72,6 @@ impl Shared {
     fn clock(&self) -> Clock {
         let el = self.started.elapsed();
         Clock::new(el.as_millis() as u64, self.unix_at_start + el.as_secs())
-    }
-
-    /// The store. A worker that panicked while holding it cannot have left
-    /// it half-updated by an input-driven path (those do not panic), so a
-    /// poisoned lock is taken over rather than propagated.
-    ///
-    /// A worker waits for the store by yielding its core, never by sleeping
-    /// in the kernel: the store is held for one connection's requests (a
-    /// microsecond or two), and a waiter put to sleep was woken only at the
-    /// next scheduler tick when workers and clients share the cores (with
-    /// 2 workers on 2 cores: p99 1.1 ms and p999 4.2 ms sleeping, 0.34 ms
-    /// and 1.0–1.7 ms yielding).
-    fn store(&self) -> MutexGuard<'_, Store> {
-        loop {
-            match self.store.try_lock() {
-                Ok(g) => return g,
-                Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
-            }
-        }
-    }
-
-    /// Runs the store's expiry step if it is due and publishes the next
-    /// deadline. Called with the store held.
-    fn sweep(&self, store: &mut Store, now: Clock) {
-        if store.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
-            store.handle_timeout(now);
-        }
-        let due = store.poll_timeout().unwrap_or(NEVER);
-        self.sweep_due.store(due, Ordering::Relaxed);
     }
 }
 
@@ -175,12 +142,18 @@ impl Server {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let clock = Clock::new(0, unix_at_start);
-        let mut store = match &sc.memory_file {
-            Some(path) => crate::warm::load(path, sc.store.clone(), clock),
-            None => Store::new(sc.store.clone(), clock),
+        let n = SharedCache::shards_for(&sc.store, threads);
+        let cfgs: Vec<Config> = (0..n).map(|i| sc.store.for_shard(i, n)).collect();
+        let stores = match &sc.memory_file {
+            Some(path) => crate::warm::load(path, cfgs, clock),
+            None => cfgs.into_iter().map(|c| Store::new(c, clock)).collect(),
         };
-        store.host_stats_mut().pid = host_pid();
-        store.host_stats_mut().conn_memory_limit = sc.conn_memory as u64;
+        let cache = SharedCache::new(sc.store.clone(), stores);
+        for i in 0..cache.count() {
+            let mut store = cache.lock(i);
+            store.host_stats_mut().pid = host_pid();
+            store.host_stats_mut().conn_memory_limit = sc.conn_memory as u64;
+        }
         let driver_cfg = DriverConfig {
             memory_limit: sc.conn_memory / threads,
             idle_timeout_ms: sc.idle_timeout_ms,
@@ -190,14 +163,13 @@ impl Server {
             listener,
             inboxes,
             loads: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
-            store: Mutex::new(store),
+            cache,
             cfg: sc.store,
             driver_cfg,
             verbose: sc.verbose,
             started,
             unix_at_start,
             conns: AtomicUsize::new(0),
-            sweep_due: AtomicU64::new(NEVER),
             worker_stats: (0..threads)
                 .map(|_| Mutex::new(DriverStats::default()))
                 .collect(),
@@ -259,11 +231,14 @@ impl Server {
         Ok(())
     }
 
-    /// The store, held until the guard is dropped: for writing the
-    /// snapshot after [`Server::run`] returned. Workers that are still
-    /// running wait for it.
-    pub fn lock_store(&self) -> MutexGuard<'_, Store> {
-        self.shared.store()
+    /// Every shard of the store, held until the guards are dropped: for
+    /// writing the snapshot after [`Server::run`] returned. Workers that
+    /// are still running wait for them. Taken in order, by the only thread
+    /// that ever holds more than one.
+    pub fn lock_all(&self) -> Vec<impl std::ops::DerefMut<Target = Store> + '_> {
+        (0..self.shared.cache.count())
+            .map(|i| self.shared.cache.lock(i))
+            .collect()
     }
 
     /// The clocks as the store reads them.
@@ -394,7 +369,7 @@ impl Worker {
         let due = [
             self.driver.poll_timeout(),
             self.gate.as_ref().and_then(Gate::poll_timeout),
-            Some(self.shared.sweep_due.load(Ordering::Relaxed)).filter(|&t| t != NEVER),
+            self.shared.cache.next_due(),
         ]
         .into_iter()
         .flatten()
@@ -530,34 +505,34 @@ impl Worker {
         }
     }
 
-    /// Runs the core for every connection the driver lists.
+    /// Runs the core for every connection the driver lists, then any
+    /// expiry step that is due.
     ///
-    /// The store is taken per connection, not per pass: with more runnable
-    /// threads than cores (workers plus clients on the same machine), a
-    /// worker preempted while holding the store stalls the others for a
-    /// whole time slice, and the chance of that grows with the time held
-    /// (holding it for a whole pass doubled p99 with 2 workers on 2 cores).
+    /// The core takes one shard at a time, per request (per key of a
+    /// multiget), never for a whole pass: with more runnable threads than
+    /// cores (workers plus clients on the same machine), a worker preempted
+    /// while holding a shard stalls the others that want it for a whole
+    /// time slice, and the chance of that grows with the time held.
     fn process(&mut self, now: Clock) {
         let shared = &*self.shared;
         self.driver.take_runnable(&mut self.runnable);
+        let mut view = shared.cache.view(self.id);
+        if !self.runnable.is_empty() {
+            // What `stats` reports about the host, in the shard where this
+            // worker's connections read it.
+            refresh_host_stats(shared, &mut shared.cache.lock(view.home()), now);
+        }
         for &id in &self.runnable {
-            let mut store = shared.store();
-            refresh_host_stats(shared, &mut store, now);
-            self.driver.process(id, &mut store, now);
-            if let Some(how) = store.poll_shutdown() {
+            self.driver.process(id, &mut view, now);
+        }
+        if shared.cfg.shutdown_enabled && !self.runnable.is_empty() {
+            if let Some(how) = shared.cache.lock(view.home()).poll_shutdown() {
                 // Raised after this pass's writes, so the replies to the
                 // requests before `shutdown` reach the client first.
                 self.shutdown = Some(how == Shutdown::Graceful);
             }
-            // Requests may have added the first item with a TTL: publish
-            // the store's deadline while it is held anyway.
-            shared.sweep(&mut store, now);
         }
-        if self.runnable.is_empty() && shared.sweep_due.load(Ordering::Relaxed) <= now.mono_ms {
-            let mut store = shared.store();
-            refresh_host_stats(shared, &mut store, now);
-            shared.sweep(&mut store, now);
-        }
+        shared.cache.sweep(now);
     }
 
     /// Writes the connection's pending output, gathered into one write; a

@@ -19,27 +19,30 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use wasmcached_core::{Clock, Config, Restore, Store};
+use wasmcached_core::{Clock, Config, Restore, Snapshot, Store};
 
 /// Bytes read from, or gathered for writing to, the file at a time.
 const IO_CHUNK: usize = 1024 * 1024;
 
-/// The store to start with: the one in the snapshot at `path` when there
-/// is a valid one, else an empty one. Removes the snapshot either way.
-pub fn load(path: &Path, cfg: Config, clock: Clock) -> Store {
+/// The shards to start with, shard `i` created with `cfgs[i]`: the items
+/// of the snapshot at `path`, each in its key's shard, when there is a
+/// valid one (whatever number of shards wrote it), else empty ones.
+/// Removes the snapshot either way.
+pub fn load(path: &Path, cfgs: Vec<Config>, clock: Clock) -> Vec<Store> {
     let started = Instant::now();
+    let cold = |cfgs: Vec<Config>| cfgs.into_iter().map(|c| Store::new(c, clock)).collect();
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             log(path, "no snapshot, starting cold");
-            return Store::new(cfg, clock);
+            return cold(cfgs);
         }
         Err(e) => {
             log(path, &format!("cannot open it ({e}), starting cold"));
-            return Store::new(cfg, clock);
+            return cold(cfgs);
         }
     };
-    let restored = read(file, cfg.clone(), clock);
+    let restored = read(file, cfgs.clone(), clock);
     // Removed before a single request is served: from here on the cache
     // may change, and the snapshot would be stale.
     if let Err(e) = fs::remove_file(path) {
@@ -47,10 +50,10 @@ pub fn load(path: &Path, cfg: Config, clock: Clock) -> Store {
             path,
             &format!("cannot remove it ({e}); starting cold so that a later start cannot restore stale data"),
         );
-        return Store::new(cfg, clock);
+        return cold(cfgs);
     }
     match restored {
-        Ok((store, r)) => {
+        Ok((stores, r)) => {
             log(
                 path,
                 &format!(
@@ -62,22 +65,22 @@ pub fn load(path: &Path, cfg: Config, clock: Clock) -> Store {
                     r.over_limit
                 ),
             );
-            store
+            stores
         }
         Err(why) => {
             log(path, &format!("{why}, starting cold"));
-            Store::new(cfg, clock)
+            cold(cfgs)
         }
     }
 }
 
-/// Reads a whole snapshot into a store.
+/// Reads a whole snapshot into shards.
 fn read(
     mut file: File,
-    cfg: Config,
+    cfgs: Vec<Config>,
     clock: Clock,
-) -> Result<(Store, wasmcached_core::Restored), String> {
-    let mut restore = Restore::new(cfg, clock);
+) -> Result<(Vec<Store>, wasmcached_core::Restored), String> {
+    let mut restore = Restore::new_shards(cfgs, clock);
     let mut buf = vec![0u8; IO_CHUNK];
     loop {
         match file.read(&mut buf) {
@@ -87,15 +90,15 @@ fn read(
             Err(e) => return Err(format!("cannot read it ({e})")),
         }
     }
-    restore.finish().map_err(|e| e.to_string())
+    restore.finish_shards().map_err(|e| e.to_string())
 }
 
-/// Writes the whole store to `path`, crash-safely (see the module
-/// documentation). Returns the number of items written.
-pub fn save(path: &Path, store: &mut Store, clock: Clock) -> io::Result<u64> {
+/// Writes the whole cache (every shard, in order) to `path`, crash-safely
+/// (see the module documentation). Returns the number of items written.
+pub fn save(path: &Path, shards: Vec<&mut Store>, clock: Clock) -> io::Result<u64> {
     let started = Instant::now();
     let tmp = temporary(path);
-    let result = write(&tmp, path, store, clock);
+    let result = write(&tmp, path, Snapshot::of_shards(shards, clock));
     match &result {
         Ok(items) => log(
             path,
@@ -111,13 +114,12 @@ pub fn save(path: &Path, store: &mut Store, clock: Clock) -> io::Result<u64> {
     result
 }
 
-fn write(tmp: &Path, path: &Path, store: &mut Store, clock: Clock) -> io::Result<u64> {
+fn write(tmp: &Path, path: &Path, mut snap: Snapshot<'_>) -> io::Result<u64> {
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(tmp)?;
-    let mut snap = store.snapshot(clock);
     let mut buf = Vec::with_capacity(2 * IO_CHUNK);
     while snap.next_chunk(&mut buf) {
         if buf.len() >= IO_CHUNK {

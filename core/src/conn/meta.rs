@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 use base64::Engine as _;
 
 use crate::num::{parse_i32_truncating, parse_u32_truncating, parse_u64, push_i64, push_u64};
+use crate::shards::Shards;
 use crate::store::{bits, Store};
 
 use super::text::{add_delta, store_item, Delta, StoreMode, StoreRequest, Stored, KEY_MAX};
@@ -166,6 +167,23 @@ fn preparse(
     }
 }
 
+/// The key a meta request names, as its shard is chosen: decoded when a
+/// `b` flag says it is base64 (an undecodable key picks any shard; the
+/// request fails before touching it).
+fn shard_key(toks: &Tokens<'_>) -> Key {
+    let raw = toks.get(1);
+    let mut key = Key::from(raw);
+    let binary = toks.iter_from(2).any(|t| t.first() == Some(&b'b'));
+    if binary && raw.len() <= KEY_MAX {
+        let mut out = [0u8; KEY_MAX];
+        if let Some(n) = decode_key(raw, &mut out) {
+            key.buf[..n].copy_from_slice(&out[..n]);
+            key.len = n;
+        }
+    }
+    key
+}
+
 /// Decodes a base64 key the way memcached's decoder does: bytes outside
 /// the alphabet are skipped, the remaining count must be a non-zero
 /// multiple of four, and at most two `=` pads end the input. Returns the
@@ -273,22 +291,28 @@ fn push_ttl(out: &mut Vec<u8>, exptime: u32, now: u32) {
 
 impl Connection {
     /// Dispatches a two-letter command starting with `m`.
-    pub(super) fn meta_command(
+    pub(super) fn meta_command<S: Shards>(
         &mut self,
-        store: &mut Store,
+        shards: &mut S,
         toks: &Tokens<'_>,
         data: &[u8],
         consumed: usize,
     ) -> Step {
         let done = Step::Done(consumed);
-        match toks.get(0)[1] {
+        let cmd = toks.get(0)[1];
+        if !matches!(cmd, b'g' | b's' | b'd' | b'a' | b'e') {
+            self.out(if cmd == b'n' { b"MN" } else { b"ERROR" });
+            return done;
+        }
+        let key = shard_key(toks);
+        let mut guard = self.key_shard(shards, key.as_slice());
+        let store = &mut *guard;
+        match cmd {
             b'g' => self.mg(store, toks),
             b's' => return self.ms(store, toks, data, consumed),
             b'd' => self.md(store, toks),
             b'a' => self.ma(store, toks),
-            b'e' => self.me(store, toks),
-            b'n' => self.out(b"MN"),
-            _ => self.out(b"ERROR"),
+            _ => self.me(store, toks),
         }
         done
     }

@@ -11,7 +11,8 @@ use alloc::vec::Vec;
 
 use crate::clock::Clock;
 use crate::config::{Config, Protocol};
-use crate::store::{SharedValue, Store};
+use crate::shards::{shard_of, Shards};
+use crate::store::SharedValue;
 use output::Output;
 use tokens::Tokens;
 
@@ -155,6 +156,8 @@ pub struct Connection {
     wire: Wire,
     /// SASL authentication state (binary protocol, `-S`).
     sasl: binary::SaslState,
+    /// The clock of the current `process` call, given to every shard taken.
+    clock: Clock,
 }
 
 impl Default for Connection {
@@ -182,6 +185,7 @@ impl Connection {
             line_scan_work: 0,
             wire: Wire::Undecided,
             sasl: binary::SaslState::default(),
+            clock: Clock::new(0, 0),
         }
     }
 
@@ -208,7 +212,7 @@ impl Connection {
     /// is backed up, while enough complete requests are already buffered,
     /// and once the connection is closing. Reading only what can be worked
     /// off keeps a fast sender from growing the input buffer.
-    /// `cfg` is the store's configuration ([`Store::config`]); it is passed
+    /// `cfg` is the store's configuration ([`Store::config`](crate::Store::config)); it is passed
     /// alone so a host can ask without holding the store.
     pub fn wants_input(&self, cfg: &Config) -> bool {
         let buffered = self.input.len() - self.consumed;
@@ -322,13 +326,18 @@ impl Connection {
         self.closing = true;
     }
 
-    /// Executes complete buffered requests against `store`.
-    pub fn process(&mut self, store: &mut Store, clock: Clock) -> Progress {
-        store.advance(clock);
-        store.stats.bytes_read += core::mem::take(&mut self.unreported_read);
-        store.stats.bytes_written += core::mem::take(&mut self.unreported_written);
-        let hwm = store.config().output_high_water;
-        let budget = store.config().requests_per_event.max(1);
+    /// Executes complete buffered requests against the cache: a
+    /// [`Store`](crate::Store), or a host's [`Shards`] of one, taken one
+    /// shard at a time (see [`shards`](crate::shards)).
+    pub fn process<S: Shards>(&mut self, shards: &mut S, clock: Clock) -> Progress {
+        self.clock = clock;
+        {
+            let mut home = take(shards, shards.home(), clock);
+            home.stats.bytes_read += core::mem::take(&mut self.unreported_read);
+            home.stats.bytes_written += core::mem::take(&mut self.unreported_written);
+        }
+        let hwm = shards.config().output_high_water;
+        let budget = shards.config().requests_per_event.max(1);
         let mut done = 0u32;
         let mut pos = self.consumed;
         let progress = loop {
@@ -349,10 +358,10 @@ impl Connection {
                 break Progress::Blocked;
             }
             if done >= budget {
-                store.stats.conn_yields += 1;
+                take(shards, shards.home(), clock).stats.conn_yields += 1;
                 break Progress::Yielded;
             }
-            match self.step_checked(store, pos) {
+            match self.step_checked(shards, pos) {
                 Step::Done(n) => {
                     pos += n;
                     done += 1;
@@ -388,9 +397,9 @@ impl Connection {
     /// into the output for lack of memory, replaces what the request wrote
     /// with memcached's error and closes: a reply cut short is worse than
     /// none.
-    fn step_checked(&mut self, store: &mut Store, pos: usize) -> Step {
+    fn step_checked<S: Shards>(&mut self, shards: &mut S, pos: usize) -> Step {
         let mark = self.output.mark();
-        let step = self.step(store, pos);
+        let step = self.step(shards, pos);
         if !self.out_of_memory {
             return step;
         }
@@ -431,24 +440,40 @@ impl Connection {
     }
 
     /// Handles the request starting at `input[pos..]`.
-    fn step(&mut self, store: &mut Store, pos: usize) -> Step {
+    fn step<S: Shards>(&mut self, shards: &mut S, pos: usize) -> Step {
         if self.wire == Wire::Undecided {
             let Some(&first) = self.input.get(pos) else {
                 return Step::Incomplete;
             };
-            self.wire = Wire::choose(store.config().binding(), first);
+            self.wire = Wire::choose(shards.config().binding(), first);
         }
         if self.wire == Wire::Binary {
-            self.step_binary(store, pos)
+            self.step_binary(shards, pos)
         } else {
-            self.step_text(store, pos)
+            self.step_text(shards, pos)
         }
     }
 
+    /// The shard holding `key`, advanced to this call's clock.
+    pub(crate) fn key_shard<'s, S: Shards>(&self, shards: &'s mut S, key: &[u8]) -> S::Shard<'s> {
+        let i = shard_of(key, shards.count());
+        take(shards, i, self.clock)
+    }
+
+    /// Shard `i`, advanced to this call's clock.
+    pub(crate) fn nth_shard<'s, S: Shards>(&self, shards: &'s mut S, i: usize) -> S::Shard<'s> {
+        take(shards, i, self.clock)
+    }
+
+    /// The shard for what belongs to no key, advanced to this call's clock.
+    pub(crate) fn home_shard<'s, S: Shards>(&self, shards: &'s mut S) -> S::Shard<'s> {
+        take(shards, shards.home(), self.clock)
+    }
+
     /// Handles the text request starting at `input[pos..]`.
-    fn step_text(&mut self, store: &mut Store, pos: usize) -> Step {
+    fn step_text<S: Shards>(&mut self, shards: &mut S, pos: usize) -> Step {
         if let Some(p) = self.paused.take() {
-            return self.resume_get(store, pos, p);
+            return self.resume_get(shards, pos, p);
         }
         // Only bytes not searched on an earlier call are searched now.
         let avail = self.input.len() - pos;
@@ -457,12 +482,12 @@ impl Connection {
         let Some(nl) = found.map(|i| from + i) else {
             self.line_scan_work += (avail - from) as u64;
             self.line_scanned = avail;
-            return self.check_partial_line(store, pos);
+            return self.check_partial_line(shards.config(), pos);
         };
         self.line_scan_work += (nl + 1 - from) as u64;
         self.line_scanned = nl;
         let buf = &self.input[pos..];
-        let cfg = store.config();
+        let cfg = shards.config();
         if nl > cfg.line_max && (!is_multiget_line(buf) || nl > cfg.multiget_line_max) {
             // A split-independent version of memcached's rule: a non-get
             // line longer than 2048 bytes is junk and closes the connection.
@@ -477,13 +502,12 @@ impl Connection {
         let line_full = &buf[..end];
         let line_len = line_full.iter().position(|&b| b == 0).unwrap_or(end);
         self.noreply = false;
-        self.dispatch(store, pos, line_len, nl + 1)
+        self.dispatch(shards, pos, line_len, nl + 1)
     }
 
     /// No line ending yet: decide between waiting and closing.
-    fn check_partial_line(&self, store: &Store, pos: usize) -> Step {
+    fn check_partial_line(&self, cfg: &Config, pos: usize) -> Step {
         let buf = &self.input[pos..];
-        let cfg = store.config();
         if buf.len() > cfg.line_max && (!is_multiget_line(buf) || buf.len() > cfg.multiget_line_max)
         {
             return Step::Close;
@@ -493,9 +517,9 @@ impl Connection {
 
     /// Runs the command whose line is `input[pos..pos + line_len]`;
     /// `consumed` is the line's length including its ending.
-    fn dispatch(
+    fn dispatch<S: Shards>(
         &mut self,
-        store: &mut Store,
+        shards: &mut S,
         pos: usize,
         line_len: usize,
         consumed: usize,
@@ -511,7 +535,7 @@ impl Connection {
             Step::Done(consumed)
         } else {
             let data = &input[pos + consumed..];
-            self.command(store, &toks, line, data, consumed)
+            self.command(shards, &toks, line, data, consumed)
         };
         self.input = input;
         step
@@ -534,6 +558,13 @@ impl Connection {
         self.noreply = false;
         self.out(s);
     }
+}
+
+/// Shard `i`, advanced to `clock`.
+fn take<S: Shards>(shards: &mut S, i: usize, clock: Clock) -> S::Shard<'_> {
+    let mut shard = shards.shard(i);
+    shard.advance(clock);
+    shard
 }
 
 /// memcached lets over-long lines through only if they are multigets:

@@ -3,7 +3,9 @@
 use alloc::vec::Vec;
 
 use crate::num::{push_i64, push_u64};
+use crate::shards::Shards;
 use crate::slab;
+use crate::stats::{Classes, Stats};
 use crate::store::Store;
 
 use super::tokens::Tokens;
@@ -39,29 +41,72 @@ fn timeval(us: u64) -> Vec<u8> {
     v
 }
 
+/// The whole cache's item figures: every shard's, summed.
+pub(super) struct Totals {
+    stats: Stats,
+    classes: Classes,
+    bytes: u64,
+    items: u64,
+    /// The memory limit (`-m`, or the last `cache_memlimit`).
+    limit: u64,
+}
+
 impl Connection {
-    pub(super) fn stats_command(&mut self, store: &mut Store, toks: &Tokens<'_>) {
+    /// Sums every shard's figures, taking the shards one at a time.
+    pub(super) fn totals<S: Shards>(&self, shards: &mut S) -> Totals {
+        let mut t = Totals {
+            stats: Stats::default(),
+            classes: [Default::default(); slab::MAX_CLASSES],
+            bytes: 0,
+            items: 0,
+            limit: 0,
+        };
+        for i in 0..shards.count() {
+            let s = self.nth_shard(shards, i);
+            t.stats.add(s.stats());
+            for (sum, c) in t.classes.iter_mut().zip(s.classes.iter()) {
+                sum.add(c);
+            }
+            t.bytes += s.bytes();
+            t.items += s.curr_items() as u64;
+            t.limit += s.config().memory_limit;
+        }
+        t
+    }
+
+    /// Zeroes every shard's counters (`stats reset`).
+    pub(super) fn reset_all<S: Shards>(&self, shards: &mut S) {
+        for i in 0..shards.count() {
+            self.nth_shard(shards, i).reset_stats();
+        }
+    }
+
+    pub(super) fn stats_command<S: Shards>(&mut self, shards: &mut S, toks: &Tokens<'_>) {
         let n = toks.ntokens();
         if n < 2 {
             return self.out(b"ERROR");
         }
         let mut out = Vec::with_capacity(4096);
         if n == 2 {
-            general(store, &mut out);
+            let t = self.totals(shards);
+            general(&self.home_shard(shards), &t, &mut out);
         } else {
             match toks.get(1) {
                 b"reset" => {
-                    store.reset_stats();
+                    self.reset_all(shards);
                     return self.out(b"RESET");
                 }
-                b"settings" => settings(store, &mut out),
-                b"items" => items(store, &mut out),
-                b"slabs" => slabs(store, &mut out),
+                b"settings" => {
+                    let t = self.totals(shards);
+                    settings(&self.home_shard(shards), &t, &mut out)
+                }
+                b"items" => items(&self.totals(shards), &mut out),
+                b"slabs" => slabs(&self.totals(shards), &mut out),
                 b"sizes" => stat(&mut out, b"sizes_status", V::S(b"disabled")),
                 b"conns" | b"extstore" => {}
                 // Key dumps are not implemented; with -X they are refused
                 // as memcached refuses them (before checking arguments).
-                b"cachedump" if !store.config().dump_enabled => {
+                b"cachedump" if !shards.config().dump_enabled => {
                     return self.out(b"CLIENT_ERROR stats cachedump not allowed")
                 }
                 b"cachedump" if n < 5 => return self.out(b"CLIENT_ERROR bad command line"),
@@ -80,8 +125,8 @@ impl Connection {
     }
 }
 
-pub(super) fn general(store: &Store, out: &mut Vec<u8>) {
-    let s = store.stats();
+pub(super) fn general(store: &Store, t: &Totals, out: &mut Vec<u8>) {
+    let s = &t.stats;
     let h = store.host_stats();
     let cfg = store.config();
     stat(out, b"pid", V::U(u64::from(h.pid)));
@@ -155,15 +200,13 @@ pub(super) fn general(store: &Store, out: &mut Vec<u8>) {
     }
     stat(out, b"bytes_read", V::U(s.bytes_read));
     stat(out, b"bytes_written", V::U(s.bytes_written));
-    stat(out, b"limit_maxbytes", V::U(cfg.memory_limit));
+    stat(out, b"limit_maxbytes", V::U(t.limit));
     stat(out, b"accepting_conns", V::U(u64::from(h.accepting_conns)));
     stat(out, b"listen_disabled_num", V::U(h.listen_disabled_num));
     stat(out, b"time_in_listen_disabled_us", V::U(0));
     stat(out, b"threads", V::U(u64::from(cfg.host.threads)));
     stat(out, b"conn_yields", V::U(s.conn_yields));
-    let buckets = (store.curr_items() as u64 * 8 / 7)
-        .max(1 << 16)
-        .next_power_of_two();
+    let buckets = (t.items * 8 / 7).max(1 << 16).next_power_of_two();
     stat(
         out,
         b"hash_power_level",
@@ -198,8 +241,8 @@ pub(super) fn general(store: &Store, out: &mut Vec<u8>) {
     ] {
         stat(out, name, V::U(0));
     }
-    stat(out, b"bytes", V::U(store.bytes()));
-    stat(out, b"curr_items", V::U(store.curr_items() as u64));
+    stat(out, b"bytes", V::U(t.bytes));
+    stat(out, b"curr_items", V::U(t.items));
     stat(out, b"total_items", V::U(s.total_items));
     stat(out, b"slab_global_page_pool", V::U(0));
     stat(out, b"expired_unfetched", V::U(s.expired_unfetched));
@@ -221,7 +264,7 @@ pub(super) fn general(store: &Store, out: &mut Vec<u8>) {
     }
 }
 
-pub(super) fn settings(store: &Store, out: &mut Vec<u8>) {
+pub(super) fn settings(store: &Store, t: &Totals, out: &mut Vec<u8>) {
     let cfg = store.config();
     let h = &cfg.host;
     let yes_no = |b: bool| -> &'static [u8] {
@@ -231,7 +274,7 @@ pub(super) fn settings(store: &Store, out: &mut Vec<u8>) {
             b"no"
         }
     };
-    stat(out, b"maxbytes", V::U(cfg.memory_limit));
+    stat(out, b"maxbytes", V::U(t.limit));
     stat(out, b"maxconns", V::U(u64::from(h.max_connections)));
     stat(out, b"tcpport", V::U(u64::from(h.tcp_port)));
     stat(out, b"udpport", V::U(0));
@@ -346,8 +389,8 @@ fn class_stat(out: &mut Vec<u8>, prefix: &[u8], cls: usize, name: &[u8], v: u64)
     stat(out, &full, V::U(v));
 }
 
-pub(super) fn items(store: &Store, out: &mut Vec<u8>) {
-    for (cls, c) in store.classes.iter().enumerate() {
+pub(super) fn items(t: &Totals, out: &mut Vec<u8>) {
+    for (cls, c) in t.classes.iter().enumerate() {
         if c.number == 0 {
             continue;
         }
@@ -388,10 +431,10 @@ pub(super) fn items(store: &Store, out: &mut Vec<u8>) {
     }
 }
 
-pub(super) fn slabs(store: &Store, out: &mut Vec<u8>) {
+pub(super) fn slabs(t: &Totals, out: &mut Vec<u8>) {
     let mut active = 0u64;
     let mut malloced = 0u64;
-    for (cls, c) in store.classes.iter().enumerate() {
+    for (cls, c) in t.classes.iter().enumerate() {
         if c.number == 0 {
             continue;
         }

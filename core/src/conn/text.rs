@@ -4,6 +4,7 @@
 use crate::num::{
     parse_i32_truncating, parse_stored_u64, parse_u32_truncating, parse_u64, push_u64,
 };
+use crate::shards::Shards;
 use crate::store::{bits, AllocError, Shutdown, Store};
 
 use super::tokens::{words, Tokens};
@@ -272,9 +273,9 @@ pub(crate) fn add_delta(store: &mut Store, key: &[u8], incr: bool, delta: u64, c
 impl Connection {
     /// Dispatches one command line (memcached's `process_command_ascii`).
     /// `data` is the input after the line, for storage commands.
-    pub(super) fn command(
+    pub(super) fn command<S: Shards>(
         &mut self,
-        store: &mut Store,
+        shards: &mut S,
         toks: &Tokens<'_>,
         line: &[u8],
         data: &[u8],
@@ -284,7 +285,7 @@ impl Connection {
         let n = toks.ntokens();
         let done = Step::Done(consumed);
         if name.len() == 2 && name[0] == b'm' {
-            return self.meta_command(store, toks, data, consumed);
+            return self.meta_command(shards, toks, data, consumed);
         }
         match name {
             b"get" | b"bget" | b"gets" | b"gat" | b"gats" => {
@@ -294,7 +295,7 @@ impl Connection {
                 }
                 let cas = name == b"gets" || name == b"gats";
                 let touch = name.starts_with(b"ga");
-                self.get_command(store, toks, line, consumed, cas, touch)
+                self.get_command(shards, toks, line, consumed, cas, touch)
             }
             b"set" | b"add" | b"replace" | b"append" | b"prepend" => {
                 if n != 6 && n != 7 {
@@ -308,21 +309,24 @@ impl Connection {
                     b"append" => StoreMode::Append,
                     _ => StoreMode::Prepend,
                 };
-                self.update_command(store, toks, data, consumed, mode)
+                let mut store = self.key_shard(shards, toks.get(1));
+                self.update_command(&mut store, toks, data, consumed, mode)
             }
             b"cas" => {
                 if n != 7 && n != 8 {
                     self.out(b"ERROR");
                     return done;
                 }
-                self.update_command(store, toks, data, consumed, StoreMode::Cas)
+                let mut store = self.key_shard(shards, toks.get(1));
+                self.update_command(&mut store, toks, data, consumed, StoreMode::Cas)
             }
             b"incr" | b"decr" => {
                 if n != 4 && n != 5 {
                     self.out(b"ERROR");
                     return done;
                 }
-                self.arithmetic_command(store, toks, name == b"incr");
+                let mut store = self.key_shard(shards, toks.get(1));
+                self.arithmetic_command(&mut store, toks, name == b"incr");
                 done
             }
             b"delete" => {
@@ -330,7 +334,8 @@ impl Connection {
                     self.out(b"ERROR");
                     return done;
                 }
-                self.delete_command(store, toks);
+                let mut store = self.key_shard(shards, toks.get(1));
+                self.delete_command(&mut store, toks);
                 done
             }
             b"touch" => {
@@ -338,11 +343,12 @@ impl Connection {
                     self.out(b"ERROR");
                     return done;
                 }
-                self.touch_command(store, toks);
+                let mut store = self.key_shard(shards, toks.get(1));
+                self.touch_command(&mut store, toks);
                 done
             }
             b"stats" => {
-                self.stats_command(store, toks);
+                self.stats_command(shards, toks);
                 done
             }
             b"flush_all" => {
@@ -350,12 +356,12 @@ impl Connection {
                     self.out(b"ERROR");
                     return done;
                 }
-                self.flush_command(store, toks);
+                self.flush_command(shards, toks);
                 done
             }
             b"version" => {
                 let mut v = alloc::vec::Vec::from(&b"VERSION "[..]);
-                v.extend_from_slice(store.config().version.as_bytes());
+                v.extend_from_slice(shards.config().version.as_bytes());
                 self.out(&v);
                 done
             }
@@ -368,7 +374,9 @@ impl Connection {
                 self.noreply = toks.noreply();
                 match parse_u32_truncating(toks.get(1)) {
                     Some(level) => {
-                        store.verbosity = level.min(2);
+                        for i in 0..shards.count() {
+                            self.nth_shard(shards, i).verbosity = level.min(2);
+                        }
                         self.out(b"OK");
                     }
                     None => self.out(b"CLIENT_ERROR bad command line format"),
@@ -378,7 +386,7 @@ impl Connection {
             b"shutdown" => {
                 // memcached's `process_shutdown_command`: the connection
                 // closes without a reply and the server stops.
-                if !store.config().shutdown_enabled {
+                if !shards.config().shutdown_enabled {
                     self.out(b"ERROR: shutdown not enabled");
                     return done;
                 }
@@ -390,13 +398,13 @@ impl Connection {
                         return done;
                     }
                 };
-                store.request_shutdown(how);
+                self.home_shard(shards).request_shutdown(how);
                 Step::Close
             }
             b"lru_crawler" if n == 4 && toks.get(1) == b"metadump" => {
                 // Key dumps are not implemented; with -X they are refused
                 // as memcached refuses them.
-                if store.config().dump_enabled {
+                if shards.config().dump_enabled {
                     self.out(b"ERROR");
                 } else {
                     self.out(b"ERROR metadump not allowed");
@@ -418,7 +426,10 @@ impl Connection {
                         self.out(b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes")
                     }
                     Some(mb) => {
-                        store.set_memory_limit(u64::from(mb) * 1024 * 1024);
+                        let share = u64::from(mb) * 1024 * 1024 / shards.count() as u64;
+                        for i in 0..shards.count() {
+                            self.nth_shard(shards, i).set_memory_limit(share);
+                        }
                         self.out(b"OK");
                     }
                 }
@@ -555,9 +566,9 @@ impl Connection {
     }
 
     /// `get`/`gets`/`gat`/`gats`.
-    fn get_command(
+    fn get_command<S: Shards>(
         &mut self,
-        store: &mut Store,
+        shards: &mut S,
         toks: &Tokens<'_>,
         line: &[u8],
         consumed: usize,
@@ -568,7 +579,7 @@ impl Connection {
         let mut touch_exp = None;
         if touch {
             match parse_i32_truncating(toks.get(1)) {
-                Some(e) => touch_exp = Some(store.realtime(e)),
+                Some(e) => touch_exp = Some(self.home_shard(shards).realtime(e)),
                 None => {
                     self.out(b"CLIENT_ERROR invalid exptime argument");
                     return Step::Done(consumed);
@@ -585,7 +596,8 @@ impl Connection {
         let keys = &line[cursor..];
         if let Some(bad) = words(keys).position(|(_, k)| k.len() > KEY_MAX) {
             for (_, k) in words(keys).take(bad) {
-                self.lookup_one(store, k, touch_exp);
+                let mut store = self.key_shard(shards, k);
+                self.lookup_one(&mut store, k, touch_exp);
             }
             self.out(b"CLIENT_ERROR bad command line format");
             return Step::Done(consumed);
@@ -597,22 +609,30 @@ impl Connection {
             cas,
             touch: touch_exp,
         };
-        self.run_get(store, line, p)
+        self.run_get(shards, line, p)
     }
 
     /// Continues a multiget that stopped at the high-water mark.
-    pub(super) fn resume_get(&mut self, store: &mut Store, pos: usize, p: PausedGet) -> Step {
+    pub(super) fn resume_get<S: Shards>(
+        &mut self,
+        shards: &mut S,
+        pos: usize,
+        p: PausedGet,
+    ) -> Step {
         let input = core::mem::take(&mut self.input);
         let line = &input[pos..pos + p.line_len];
-        let step = self.run_get(store, line, p);
+        let step = self.run_get(shards, line, p);
         self.input = input;
         step
     }
 
-    fn run_get(&mut self, store: &mut Store, line: &[u8], mut p: PausedGet) -> Step {
-        let hwm = store.config().output_high_water;
+    /// The keys of a multiget, each under its own shard only.
+    fn run_get<S: Shards>(&mut self, shards: &mut S, line: &[u8], mut p: PausedGet) -> Step {
+        let hwm = shards.config().output_high_water;
         while let Some((off, key)) = words(&line[p.cursor..]).next() {
             p.cursor += off + key.len();
+            let mut guard = self.key_shard(shards, key);
+            let store = &mut *guard;
             if let Some(idx) = self.lookup_one(store, key, p.touch) {
                 let it = store.item(idx);
                 self.output.extend_from_slice(b"VALUE ");
@@ -768,10 +788,10 @@ impl Connection {
         }
     }
 
-    fn flush_command(&mut self, store: &mut Store, toks: &Tokens<'_>) {
+    fn flush_command<S: Shards>(&mut self, shards: &mut S, toks: &Tokens<'_>) {
         self.noreply = toks.noreply();
-        store.stats.cmd_flush += 1;
-        if !store.config().flush_enabled {
+        self.home_shard(shards).stats.cmd_flush += 1;
+        if !shards.config().flush_enabled {
             self.out(b"CLIENT_ERROR flush_all not allowed");
             return;
         }
@@ -785,7 +805,9 @@ impl Connection {
                 }
             }
         }
-        store.flush(i64::from(delay));
+        for i in 0..shards.count() {
+            self.nth_shard(shards, i).flush(i64::from(delay));
+        }
         self.out(b"OK");
     }
 }

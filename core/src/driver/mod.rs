@@ -2,7 +2,7 @@
 //! process and write, how much, when to wake up, when to stop accepting,
 //! and how much memory connections may hold.
 //!
-//! A host owns sockets, a clock and a [`Store`]; it turns readiness into
+//! A host owns sockets, a clock and a [`Store`](crate::Store); it turns readiness into
 //! calls on a [`Driver`] (one per event loop) and a [`Gate`] (one per
 //! listener) and performs the I/O they ask for. The WASI server (wasm and
 //! native workers) and the simulation's server host run this same code,
@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::{Connection, Progress};
-use crate::store::Store;
+use crate::shards::Shards;
 
 pub use gate::{AcceptError, Admission, Gate, ACCEPT_RETRY_MS, TOO_MANY_CONNECTIONS};
 
@@ -170,7 +170,7 @@ struct Slot {
 ///    [`on_closed`](Driver::on_closed);
 /// 4. [`take_runnable`](Driver::take_runnable) and
 ///    [`process`](Driver::process) each connection it lists with the store
-///    (a host with a shared store locks it per connection);
+///    or its shards ([`Shards`]: the connection takes them one at a time);
 /// 5. for every connection where [`wants_write`](Driver::wants_write),
 ///    write the [`output`](Driver::output) chunks, gathered into one write,
 ///    and report what was written with [`on_written`](Driver::on_written);
@@ -204,7 +204,7 @@ pub struct Driver {
 
 impl Driver {
     /// A driver with no connections. `store_cfg` is the configuration of
-    /// the store its connections will use ([`Store::config`]).
+    /// the store its connections will use ([`Store::config`](crate::Store::config)).
     pub fn new(cfg: DriverConfig, store_cfg: &Config) -> Driver {
         Driver {
             cfg,
@@ -395,7 +395,8 @@ impl Driver {
 
     /// Runs the core for a connection listed by
     /// [`take_runnable`](Driver::take_runnable).
-    pub fn process(&mut self, id: ConnId, store: &mut Store, clock: Clock) {
+    /// `cache` is the [`Store`](crate::Store), or the host's [`Shards`] of one.
+    pub fn process<S: Shards>(&mut self, id: ConnId, cache: &mut S, clock: Clock) {
         let i = id.0;
         {
             let s = &self.slots[i as usize];
@@ -409,7 +410,7 @@ impl Driver {
         }
         let s = &mut self.slots[i as usize];
         s.ready = false;
-        let progress = s.conn.process(store, clock);
+        let progress = s.conn.process(cache, clock);
         s.blocked = progress == Progress::Blocked;
         if progress == Progress::Yielded {
             self.mark_ready(i);

@@ -30,6 +30,11 @@ const SWEEP_BATCH: usize = 512;
 /// Pause between full expiry sweeps.
 const SWEEP_INTERVAL_MS: u64 = 1000;
 
+/// Whether an item of these sizes is within `-I` (`item_size_max`).
+fn size_ok(cfg: &Config, klen: usize, flags: u32, vlen: usize) -> bool {
+    ntotal(klen, flags, vlen) <= u64::from(cfg.item_size_max)
+}
+
 /// Why an item could not be allocated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AllocError {
@@ -220,17 +225,21 @@ impl Store {
 
     /// Assigns the next CAS value (memcached's `get_cas_id`).
     /// The counter wraps to 1 after [`CAS_MAX`] (56 bits), the width a
-    /// record stores.
+    /// record stores. Shard `i` of `n` issues the values congruent to
+    /// `i + 1` modulo `n`.
     /// With CAS values disabled (`-C`) every item's CAS is 0.
     pub(crate) fn next_cas(&mut self) -> u64 {
         if !self.cfg.cas_enabled {
             return 0;
         }
-        self.last_cas = if self.last_cas >= CAS_MAX {
-            1
-        } else {
-            self.last_cas + 1
-        };
+        let (index, count) = self.cfg.shard;
+        let stride = u64::from(count.max(1));
+        let first = u64::from(index) % stride + 1;
+        // The next value above the last in this shard's residue class (the
+        // last may be another numbering's, after a restore).
+        let next = self.last_cas + 1;
+        let next = next + (first + stride - next % stride) % stride;
+        self.last_cas = if next > CAS_MAX { first } else { next };
         self.last_cas
     }
 
@@ -404,7 +413,7 @@ impl Store {
 
     /// Whether an item of this shape is within the item size limit.
     pub(crate) fn size_ok(&self, klen: usize, flags: u32, vlen: usize) -> bool {
-        ntotal(klen, flags, vlen) <= u64::from(self.cfg.item_size_max)
+        size_ok(&self.cfg, klen, flags, vlen)
     }
 
     /// Removes an item. The handle of one other item may change: the last

@@ -150,9 +150,26 @@ impl Store {
     /// borrows the store, so nothing can change it until the last chunk is
     /// taken. Items that are expired or flushed at `clock` are left out.
     pub fn snapshot(&mut self, clock: Clock) -> Snapshot<'_> {
-        self.advance(clock);
+        Snapshot::of_shards(alloc::vec![self], clock)
+    }
+}
+
+impl<'a> Snapshot<'a> {
+    /// Starts writing a cache split into shards ([`crate::shards`]) as one
+    /// snapshot, as of `clock`: the shards' items one shard after another,
+    /// each shard's most recently used first. It restores into any number
+    /// of shards ([`Restore::new_shards`]), or into one store.
+    pub fn of_shards(shards: Vec<&'a mut Store>, clock: Clock) -> Snapshot<'a> {
+        let stores = shards
+            .into_iter()
+            .map(|s| {
+                s.advance(clock);
+                &*s
+            })
+            .collect();
         Snapshot {
-            store: self,
+            stores,
+            shard: 0,
             stage: Stage::Header,
             cursor: NIL,
             crc: crc32fast::Hasher::new(),
@@ -173,9 +190,13 @@ enum Stage {
 /// Call [`Snapshot::next_chunk`] until it returns `false`; the bytes it
 /// appended, in order, are the snapshot.
 pub struct Snapshot<'a> {
-    store: &'a Store,
+    /// The shards (one for a plain store), written in order.
+    stores: Vec<&'a Store>,
+    /// The shard being written.
+    shard: usize,
     stage: Stage,
-    /// The next item to write, walking the LRU from its head.
+    /// The next item of `stores[shard]` to write, walking its LRU from the
+    /// head.
     cursor: u32,
     crc: crc32fast::Hasher,
     items: u64,
@@ -192,13 +213,20 @@ impl Snapshot<'_> {
             Stage::Done => return false,
             Stage::Header => {
                 self.header(out);
-                self.cursor = self.store.lru.head;
+                self.cursor = self.stores.first().map_or(NIL, |s| s.lru.head);
                 self.stage = Stage::Items;
             }
             Stage::Items => {}
         }
-        let s = self.store;
-        while self.cursor != NIL && out.len() - start < CHUNK {
+        while out.len() - start < CHUNK {
+            let Some(&s) = self.stores.get(self.shard) else {
+                break;
+            };
+            if self.cursor == NIL {
+                self.shard += 1;
+                self.cursor = self.stores.get(self.shard).map_or(NIL, |s| s.lru.head);
+                continue;
+            }
             let it = s.item(self.cursor);
             self.cursor = it.next();
             if s.is_expired(it) || s.is_flushed(it) {
@@ -207,7 +235,7 @@ impl Snapshot<'_> {
             encode_item(it, out);
             self.items += 1;
         }
-        if self.cursor == NIL {
+        if self.shard >= self.stores.len() {
             out.push(TAG_END);
             out.extend_from_slice(&self.items.to_le_bytes());
             self.crc.update(&out[start..]);
@@ -226,19 +254,35 @@ impl Snapshot<'_> {
         self.items
     }
 
+    /// The header: the first shard's settings and clock (every shard
+    /// shares them), the whole cache's memory and item count, and the
+    /// largest CAS value issued by any shard.
+    ///
+    /// An immediate `flush_all` already in effect is kept as its horizon
+    /// only: the items it hid are not written, and its CAS bound belongs to
+    /// one shard's numbering, so a sharded cache writes none.
     fn header(&self, out: &mut Vec<u8>) {
-        let s = self.store;
+        let Some(&s) = self.stores.first() else {
+            return;
+        };
+        let sum = |f: fn(&Store) -> u64| self.stores.iter().map(|s| f(s)).sum::<u64>();
+        let last_cas = self.stores.iter().map(|s| s.last_cas).max().unwrap_or(0);
+        let oldest_cas = if self.stores.len() == 1 {
+            s.oldest_cas
+        } else {
+            0
+        };
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&s.cfg.item_size_max.to_le_bytes());
         out.extend_from_slice(&settings(&s.cfg).to_le_bytes());
-        out.extend_from_slice(&s.cfg.memory_limit.to_le_bytes());
+        out.extend_from_slice(&sum(|s| s.cfg.memory_limit).to_le_bytes());
         out.extend_from_slice(&s.process_started.to_le_bytes());
         out.extend_from_slice(&s.now.to_le_bytes());
-        out.extend_from_slice(&s.last_cas.to_le_bytes());
+        out.extend_from_slice(&last_cas.to_le_bytes());
         out.extend_from_slice(&s.oldest_live.to_le_bytes());
-        out.extend_from_slice(&s.oldest_cas.to_le_bytes());
-        out.extend_from_slice(&(s.arena.len() as u64).to_le_bytes());
+        out.extend_from_slice(&oldest_cas.to_le_bytes());
+        out.extend_from_slice(&sum(|s| s.arena.len() as u64).to_le_bytes());
     }
 }
 
@@ -303,12 +347,13 @@ pub struct Restore {
     items: u64,
 }
 
-/// Where restored items go.
+/// Where restored items go: each to its key's shard (one for a plain
+/// store).
 struct Sink {
-    store: Store,
-    /// The memory limit was reached: later (less recently used) items are
-    /// checked but not stored.
-    full: bool,
+    stores: Vec<Store>,
+    /// Per shard: its memory limit was reached, so later (less recently
+    /// used) items for it are checked but not stored.
+    full: Vec<bool>,
     report: Restored,
 }
 
@@ -316,10 +361,19 @@ impl Restore {
     /// Prepares to restore a store with configuration `cfg` at `clock` (as
     /// [`Store::new`] would create it).
     pub fn new(cfg: Config, clock: Clock) -> Restore {
+        Restore::new_shards(alloc::vec![cfg], clock)
+    }
+
+    /// Prepares to restore a cache split into shards, shard `i` created
+    /// with `cfgs[i]` (see [`Config::for_shard`]): every item goes to its
+    /// key's shard, whatever the number of shards that wrote the snapshot.
+    /// Finish with [`Restore::finish_shards`].
+    pub fn new_shards(cfgs: Vec<Config>, clock: Clock) -> Restore {
+        let full = alloc::vec![false; cfgs.len()];
         Restore {
             sink: Sink {
-                store: Store::new(cfg, clock),
-                full: false,
+                stores: cfgs.into_iter().map(|c| Store::new(c, clock)).collect(),
+                full,
                 report: Restored::default(),
             },
             clock,
@@ -350,14 +404,24 @@ impl Restore {
     /// Ends the restore: the store, and what was restored. Fails unless
     /// the whole snapshot, checksum included, was received.
     pub fn finish(self) -> Result<(Store, Restored), SnapshotError> {
+        let (stores, report) = self.finish_shards()?;
+        let store = stores.into_iter().next().ok_or(SnapshotError::Truncated)?;
+        Ok((store, report))
+    }
+
+    /// [`Restore::finish`] for [`Restore::new_shards`]: the shards, in
+    /// order, and what was restored.
+    pub fn finish_shards(self) -> Result<(Vec<Store>, Restored), SnapshotError> {
         if self.stage != Stage::Done {
             return Err(SnapshotError::Truncated);
         }
         let Sink {
-            mut store, report, ..
+            mut stores, report, ..
         } = self.sink;
-        store.flush_pending = store.oldest_live > store.now;
-        Ok((store, report))
+        for store in &mut stores {
+            store.flush_pending = store.oldest_live > store.now;
+        }
+        Ok((stores, report))
     }
 
     /// Parses one part from the unparsed bytes: `Some(length)` when one was
@@ -402,7 +466,7 @@ impl Restore {
                         klen: usize::from(r.u8()),
                         vlen: r.u32() as usize,
                     };
-                    rec.check(&self.sink.store)?;
+                    rec.check(self.sink.config())?;
                     let len = ITEM_FIXED + rec.klen + rec.vlen;
                     if buf.len() < len {
                         // Room for the rest now, so that waiting for it
@@ -457,7 +521,7 @@ impl Restore {
         if h.version != VERSION {
             return Err(SnapshotError::Version { found: h.version });
         }
-        let cfg = &self.sink.store.cfg;
+        let cfg = self.sink.config();
         if h.item_size_max != cfg.item_size_max {
             return Err(SnapshotError::ItemSizeMax {
                 snapshot: h.item_size_max,
@@ -484,34 +548,43 @@ impl Restore {
         if now >= CLOCK_MAX {
             return Err(SnapshotError::Clock);
         }
-        let s = &mut self.sink.store;
-        s.clock_base = now as u32;
-        s.now = now as u32;
-        s.process_started = unix.saturating_sub(now);
-        s.sweep_pass_start = s.now;
-        s.last_cas = h.last_cas;
-        s.oldest_live = h.oldest_live;
-        s.oldest_cas = h.oldest_cas;
         self.sink.report.down_secs = down;
-        // Sizing the index once saves rehashing it as it grows (a third of
-        // the restore time for a million items). The snapshot's count is
-        // only trusted as far as the memory limit could hold items.
-        let fit = s.item_limit() / ntotal(1, 0, 0);
-        let hint = h.items_at_most.min(fit) as usize;
-        let (table, hasher, arena) = (&mut s.table, &s.hasher, &s.arena);
-        table
-            .try_reserve(hint, |&i| hasher.hash_one(ItemRef::new(arena.get(i)).key()))
-            .map_err(|_| SnapshotError::OutOfMemory)?;
+        for s in &mut self.sink.stores {
+            s.clock_base = now as u32;
+            s.now = now as u32;
+            s.process_started = unix.saturating_sub(now);
+            s.sweep_pass_start = s.now;
+            s.last_cas = h.last_cas;
+            s.oldest_live = h.oldest_live;
+            s.oldest_cas = h.oldest_cas;
+            // Sizing the index once saves rehashing it as it grows (a third
+            // of the restore time for a million items). The snapshot's count
+            // is only trusted as far as the memory limit could hold items.
+            let fit = s.item_limit() / ntotal(1, 0, 0);
+            let hint = h.items_at_most.min(fit) as usize;
+            let (table, hasher, arena) = (&mut s.table, &s.hasher, &s.arena);
+            table
+                .try_reserve(hint, |&i| hasher.hash_one(ItemRef::new(arena.get(i)).key()))
+                .map_err(|_| SnapshotError::OutOfMemory)?;
+        }
         Ok(())
     }
 }
 
 impl Sink {
-    /// Links a restored item at the LRU tail (items arrive most recently
-    /// used first), unless it expired while the server was down or the
-    /// memory limit was reached.
+    /// The settings items are checked against (every shard's but memory).
+    fn config(&self) -> &Config {
+        // A sink has at least one store: `Restore::new` makes one and a
+        // host asks for at least one shard.
+        &self.stores[0].cfg
+    }
+
+    /// Links a restored item at its shard's LRU tail (items arrive most
+    /// recently used first), unless it expired while the server was down
+    /// or the shard's memory limit was reached.
     fn add(&mut self, rec: &ItemHead, key: &[u8], value: &[u8]) -> Result<(), SnapshotError> {
-        let s = &mut self.store;
+        let i = crate::shards::shard_of(key, self.stores.len());
+        let (s, full) = (&mut self.stores[i], &mut self.full[i]);
         let h = s.hasher.hash_one(key);
         let arena = &s.arena;
         if s.table
@@ -530,8 +603,8 @@ impl Sink {
             return Ok(());
         }
         let nt = ntotal(key.len(), rec.flags, value.len());
-        if self.full || s.bytes + nt > s.item_limit() || !s.arena.can_link() {
-            self.full = true;
+        if *full || s.bytes + nt > s.item_limit() || !s.arena.can_link() {
+            *full = true;
             self.report.over_limit += 1;
             return Ok(());
         }
@@ -543,7 +616,7 @@ impl Sink {
         };
         let Some(idx) = s.arena.alloc(shape.size(), value.len()) else {
             // A large value the process cannot hold: as full as it gets.
-            self.full = true;
+            *full = true;
             self.report.over_limit += 1;
             return Ok(());
         };
@@ -619,11 +692,11 @@ impl ItemHead {
     /// Refuses a record no store could have written, before its key and
     /// value are buffered (the value length decides how much memory that
     /// takes).
-    fn check(&self, store: &Store) -> Result<(), SnapshotError> {
+    fn check(&self, cfg: &Config) -> Result<(), SnapshotError> {
         if self.klen == 0 || self.klen > KEY_MAX {
             return Err(SnapshotError::Corrupt("key length"));
         }
-        if !store.size_ok(self.klen, self.flags, self.vlen) {
+        if !super::size_ok(cfg, self.klen, self.flags, self.vlen) {
             return Err(SnapshotError::Corrupt("item larger than -I"));
         }
         if self.cas > CAS_MAX {

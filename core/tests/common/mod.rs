@@ -4,7 +4,7 @@
 
 pub mod binary;
 
-use wasmcached_core::{Clock, Connection, Progress, Store};
+use wasmcached_core::{Clock, Connection, Progress, Shards};
 
 /// Small deterministic RNG for test inputs (splitmix64).
 pub struct Rng(pub u64);
@@ -31,9 +31,9 @@ impl Rng {
 /// Feeds `chunks` to a connection the way a host does: after each chunk,
 /// process until the connection needs input (or closes), draining the
 /// output as it goes. Returns (output, closed).
-pub fn feed(
+pub fn feed<S: Shards>(
     conn: &mut Connection,
-    store: &mut Store,
+    store: &mut S,
     clock: Clock,
     chunks: &[&[u8]],
 ) -> (Vec<u8>, bool) {

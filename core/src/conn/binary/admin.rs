@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 
 use crate::conn::stats_cmd;
 use crate::conn::Connection;
-use crate::store::Store;
+use crate::shards::Shards;
 
 use super::{be_u32, op, Request, Status, HEADER_LEN, RESPONSE_MAGIC};
 
@@ -13,8 +13,8 @@ impl Connection {
     /// flush and flushq, with an optional delay in the extras (memcached's
     /// `process_bin_flush`). With `-F` memcached answers an auth error, and
     /// unlike the text protocol does not count the attempt.
-    pub(super) fn bin_flush(&mut self, store: &mut Store, req: &Request<'_>) {
-        if !store.config().flush_enabled {
+    pub(super) fn bin_flush<S: Shards>(&mut self, shards: &mut S, req: &Request<'_>) {
+        if !shards.config().flush_enabled {
             return self.bin_error(req, Status::AuthError);
         }
         let delay = if req.extras.len() == 4 {
@@ -22,8 +22,10 @@ impl Connection {
         } else {
             0
         };
-        store.flush(i64::from(delay));
-        store.stats.cmd_flush += 1;
+        for i in 0..shards.count() {
+            self.nth_shard(shards, i).flush(i64::from(delay));
+        }
+        self.home_shard(shards).stats.cmd_flush += 1;
         if !req.quiet {
             self.bin_reply(req, 0, b"");
         }
@@ -34,15 +36,17 @@ impl Connection {
     /// statistics; `reset`, `settings` and `detail` are matched as
     /// prefixes, as memcached does, other groups exactly. Unknown groups
     /// (including the text-only `conns` and `extstore`) are not found.
-    pub(super) fn bin_stat(&mut self, store: &mut Store, req: &Request<'_>) {
+    pub(super) fn bin_stat<S: Shards>(&mut self, shards: &mut S, req: &Request<'_>) {
         let group = req.key;
         let mut lines = Vec::with_capacity(4096);
         if group.is_empty() {
-            stats_cmd::general(store, &mut lines);
+            let t = self.totals(shards);
+            stats_cmd::general(&self.home_shard(shards), &t, &mut lines);
         } else if group.starts_with(b"reset") {
-            store.reset_stats();
+            self.reset_all(shards);
         } else if group.starts_with(b"settings") {
-            stats_cmd::settings(store, &mut lines);
+            let t = self.totals(shards);
+            stats_cmd::settings(&self.home_shard(shards), &t, &mut lines);
         } else if let Some(sub) = group.strip_prefix(b"detail") {
             if sub.starts_with(b" dump") {
                 // Per-prefix detail is never collected, so the dump is
@@ -53,8 +57,8 @@ impl Connection {
             }
         } else {
             match group {
-                b"items" => stats_cmd::items(store, &mut lines),
-                b"slabs" => stats_cmd::slabs(store, &mut lines),
+                b"items" => stats_cmd::items(&self.totals(shards), &mut lines),
+                b"slabs" => stats_cmd::slabs(&self.totals(shards), &mut lines),
                 b"sizes" => lines.extend_from_slice(b"STAT sizes_status disabled\r\n"),
                 _ => return self.bin_error(req, Status::KeyNotFound),
             }

@@ -24,7 +24,7 @@ mod sasl;
 
 pub(crate) use sasl::SaslState;
 
-use crate::store::Store;
+use crate::shards::Shards;
 
 use super::{Connection, Step};
 
@@ -206,15 +206,15 @@ fn swallow_len(n: i32) -> u64 {
 impl Connection {
     /// Handles the binary request at `input[pos..]` (memcached's
     /// `try_read_command_binary` and `dispatch_bin_command`).
-    pub(super) fn step_binary(&mut self, store: &mut Store, pos: usize) -> Step {
+    pub(super) fn step_binary<S: Shards>(&mut self, shards: &mut S, pos: usize) -> Step {
         // The request's bytes are borrowed while replies are written.
         let input = core::mem::take(&mut self.input);
-        let step = self.binary_request(store, &input[pos..]);
+        let step = self.binary_request(shards, &input[pos..]);
         self.input = input;
         step
     }
 
-    fn binary_request(&mut self, store: &mut Store, buf: &[u8]) -> Step {
+    fn binary_request<S: Shards>(&mut self, shards: &mut S, buf: &[u8]) -> Step {
         if buf.len() < HEADER_LEN {
             return Step::Incomplete;
         }
@@ -239,18 +239,23 @@ impl Connection {
             key: &buf[HEADER_LEN + h.extlen..fixed],
         };
         let rest = &buf[fixed..];
-        self.dispatch_binary(store, &req, rest)
+        self.dispatch_binary(shards, &req, rest)
     }
 
     /// Validates lengths and authentication, then runs the command. `rest`
     /// is the input after the key: the value, for commands that have one.
-    fn dispatch_binary(&mut self, store: &mut Store, req: &Request<'_>, rest: &[u8]) -> Step {
+    fn dispatch_binary<S: Shards>(
+        &mut self,
+        shards: &mut S,
+        req: &Request<'_>,
+        rest: &[u8],
+    ) -> Step {
         let h = &req.h;
         if h.keylen + h.extlen > h.bodylen as usize {
             self.bin_error(req, Status::UnknownCommand);
             return Step::Close;
         }
-        if store.config().sasl.is_some() && !self.sasl.allows(h.opcode) {
+        if shards.config().sasl.is_some() && !self.sasl.allows(h.opcode) {
             self.bin_error(req, Status::AuthError);
             return Step::Close;
         }
@@ -262,7 +267,7 @@ impl Connection {
         let bare = klen == 0 && elen == 0 && blen == 0;
         match req.cmd {
             op::VERSION if bare => {
-                let version = store.config().version.as_bytes();
+                let version = shards.config().version.as_bytes();
                 self.bin_reply(req, 0, version);
                 done
             }
@@ -277,39 +282,41 @@ impl Connection {
                 Step::Close
             }
             op::FLUSH if klen == 0 && blen == elen && (elen == 0 || elen == 4) => {
-                self.bin_flush(store, req);
+                self.bin_flush(shards, req);
                 done
             }
             op::SET | op::ADD | op::REPLACE if elen == 8 && klen != 0 && blen >= klen + 8 => {
-                self.bin_store(store, req, rest)
+                self.bin_store(&mut self.key_shard(shards, req.key), req, rest)
             }
-            op::APPEND | op::PREPEND if klen > 0 && elen == 0 => self.bin_store(store, req, rest),
+            op::APPEND | op::PREPEND if klen > 0 && elen == 0 => {
+                self.bin_store(&mut self.key_shard(shards, req.key), req, rest)
+            }
             op::GET | op::GETK if elen == 0 && blen == klen && klen > 0 => {
-                self.bin_get(store, req);
+                self.bin_get(&mut self.key_shard(shards, req.key), req);
                 done
             }
             op::TOUCH | op::GAT | op::GATK if elen == 4 && klen != 0 => {
-                self.bin_get(store, req);
+                self.bin_get(&mut self.key_shard(shards, req.key), req);
                 done
             }
             op::DELETE if klen > 0 && elen == 0 && blen == klen => {
-                self.bin_delete(store, req);
+                self.bin_delete(&mut self.key_shard(shards, req.key), req);
                 done
             }
             op::INCREMENT | op::DECREMENT if klen > 0 && elen == 20 && blen == klen + 20 => {
-                self.bin_arith(store, req);
+                self.bin_arith(&mut self.key_shard(shards, req.key), req);
                 done
             }
             op::STAT if elen == 0 => {
-                self.bin_stat(store, req);
+                self.bin_stat(shards, req);
                 done
             }
             op::SASL_LIST_MECHS if bare => {
-                self.bin_sasl_list(store, req);
+                self.bin_sasl_list(shards.config(), req);
                 done
             }
             op::SASL_AUTH | op::SASL_STEP if elen == 0 && klen != 0 => {
-                self.bin_sasl_auth(store, req, rest)
+                self.bin_sasl_auth(&mut self.home_shard(shards), req, rest)
             }
             op::VERSION
             | op::NOOP

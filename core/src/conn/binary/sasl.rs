@@ -1,6 +1,7 @@
 //! SASL over the binary protocol (`-S`): list-mechs, auth and step, with
 //! PLAIN, as memcached 1.6.18 serves them through Cyrus SASL.
 
+use crate::config::Config;
 use crate::conn::{Connection, Step};
 use crate::sasl::SaslDb;
 use crate::store::{ntotal, Store};
@@ -103,8 +104,8 @@ impl SaslState {
 impl Connection {
     /// list-mechs (memcached's `bin_list_sasl_mechs`); an unknown command
     /// without `-S`.
-    pub(super) fn bin_sasl_list(&mut self, store: &Store, req: &Request<'_>) {
-        if store.config().sasl.is_none() {
+    pub(super) fn bin_sasl_list(&mut self, cfg: &Config, req: &Request<'_>) {
+        if cfg.sasl.is_none() {
             return self.bin_error(req, Status::UnknownCommand);
         }
         self.sasl.authenticated = false;

@@ -1,0 +1,113 @@
+//! Partitions of one cache: how a host lets workers on several cores use
+//! the store without one global lock.
+//!
+//! A partitioned cache is `count` plain [`Store`]s, each holding the keys
+//! [`shard_of`] sends to it, with its own LRU, memory share and expiry
+//! sweep ([`Config::for_shard`] derives each one's settings, so CAS values
+//! stay unique across them). A [`Connection`](crate::Connection) takes one
+//! shard at a time through [`Shards::shard`]: a request on one key holds
+//! only that key's shard, a multiget takes the shards one key at a time,
+//! and `stats`, `flush_all` and `cache_memlimit` visit every shard in turn.
+//! How a shard is held (a mutex per shard, a single owner) is the host's
+//! business: the trait hands out one guard at a time, so a connection never
+//! holds two shards and no lock order is needed.
+//!
+//! A single [`Store`] is itself a one-shard cache.
+
+use core::hash::BuildHasher;
+use core::ops::DerefMut;
+
+use foldhash::fast::FixedState;
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// Seed of the key-to-shard hash: fixed, so a key's shard never depends on
+/// the process, and different from any store's index seed in use so keys
+/// spread over a shard's index independently of how they were sharded.
+const SHARD_SEED: u64 = 0x6a09_e667_f3bc_c908;
+
+/// Most shards a cache is split into.
+pub const MAX_SHARDS: usize = 64;
+
+/// Shards per worker thread: enough that two workers seldom want the same
+/// shard at once.
+const SHARDS_PER_THREAD: usize = 4;
+
+/// A cache made of one or more [`Store`]s, as a connection sees it.
+///
+/// Contract: `count()` is constant and at least 1; `shard(i)` for
+/// `i < count()` returns the store for partition `i`, exclusively, until
+/// the guard is dropped; every key lives in shard
+/// `shard_of(key, count())`. Requests that name no key (their counters,
+/// `shutdown`) go to `home()`.
+pub trait Shards {
+    /// Exclusive access to one shard.
+    type Shard<'a>: DerefMut<Target = Store>
+    where
+        Self: 'a;
+
+    /// Number of shards.
+    fn count(&self) -> usize;
+
+    /// The whole cache's settings (shard `(0, 1)`, the whole memory limit):
+    /// what parsing and replies need without taking a shard.
+    fn config(&self) -> &Config;
+
+    /// Shard `i`, held until the guard drops.
+    fn shard(&mut self, i: usize) -> Self::Shard<'_>;
+
+    /// The shard that takes counters belonging to no key (bytes read and
+    /// written, `flush_all` counts) and `shutdown` requests; a host with
+    /// several workers may give each its own to spread that traffic.
+    fn home(&self) -> usize {
+        0
+    }
+}
+
+impl Shards for Store {
+    type Shard<'a> = &'a mut Store;
+
+    fn count(&self) -> usize {
+        1
+    }
+
+    fn config(&self) -> &Config {
+        Store::config(self)
+    }
+
+    fn shard(&mut self, _i: usize) -> &mut Store {
+        self
+    }
+}
+
+/// The shard holding `key` among `count`.
+#[must_use]
+pub fn shard_of(key: &[u8], count: usize) -> usize {
+    if count <= 1 {
+        return 0;
+    }
+    let h = FixedState::with_seed(SHARD_SEED).hash_one(key);
+    ((u128::from(h) * count as u128) >> 64) as usize
+}
+
+/// How many shards a cache served by `threads` workers is split into: one
+/// for a single worker (exactly one store, as in the guest), otherwise a
+/// power of two near [`SHARDS_PER_THREAD`] per worker, fewer where a shard's
+/// memory share would drop below four of the largest items (so an item
+/// that fits the cache still fits its shard).
+#[must_use]
+pub fn shard_count(cfg: &Config, threads: usize) -> usize {
+    if threads <= 1 {
+        return 1;
+    }
+    let want = (threads * SHARDS_PER_THREAD)
+        .next_power_of_two()
+        .min(MAX_SHARDS);
+    let floor = u64::from(cfg.item_size_max).saturating_mul(4).max(1);
+    let mut n = want;
+    while n > 1 && cfg.memory_limit / (n as u64) < floor {
+        n /= 2;
+    }
+    n
+}

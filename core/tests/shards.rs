@@ -1,0 +1,341 @@
+//! A cache split into shards answers exactly as one store does.
+//!
+//! Seeded random text and meta streams run against one `Store` and against
+//! the same cache split into four shards; the replies must match byte for
+//! byte once CAS values, which each shard draws from its own residue
+//! class, are renamed by order of first appearance. The closing `stats`
+//! groups (general, items, slabs, settings) must match (all but the byte
+//! counts of the traffic, whose CAS values differ in length): the sharded
+//! cache reports its shards' sum.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use common::{feed, Rng};
+use wasmcached_core::shards::{shard_count, shard_of};
+use wasmcached_core::{Clock, Config, Connection, Shards, Store};
+
+/// A cache of plain stores, the way a single-threaded host owns shards.
+struct Sharded {
+    cfg: Config,
+    shards: Vec<Store>,
+}
+
+impl Sharded {
+    fn new(cfg: &Config, n: usize, clock: Clock) -> Sharded {
+        Sharded {
+            cfg: cfg.clone(),
+            shards: (0..n)
+                .map(|i| Store::new(cfg.for_shard(i, n), clock))
+                .collect(),
+        }
+    }
+}
+
+impl Shards for Sharded {
+    type Shard<'a> = &'a mut Store;
+
+    fn count(&self) -> usize {
+        self.shards.len()
+    }
+
+    fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn shard(&mut self, i: usize) -> &mut Store {
+        &mut self.shards[i]
+    }
+}
+
+const KEYS: &[&str] = &["a", "b", "c", "d", "e", "f", "g", "h", "n", "m"];
+
+/// One request; `{C}` stands for a CAS value seen earlier (the same one,
+/// by order of appearance, on both sides).
+fn request(rng: &mut Rng) -> String {
+    let k = rng.pick(KEYS);
+    let v = ["1", "22", "abc", "7", "hello"][rng.below(5) as usize];
+    match rng.below(22) {
+        0 | 1 => format!("set {k} {} 0 {}\r\n{v}\r\n", rng.below(3), v.len()),
+        2 => format!("add {k} 0 0 {}\r\n{v}\r\n", v.len()),
+        3 => format!("replace {k} 0 100 {}\r\n{v}\r\n", v.len()),
+        4 => format!("append {k} 0 0 {}\r\n{v}\r\n", v.len()),
+        5 => format!("prepend {k} 0 0 {}\r\n{v}\r\n", v.len()),
+        6 => format!("cas {k} 0 0 {} {{C}}\r\n{v}\r\n", v.len()),
+        7 | 8 => {
+            let n = 1 + rng.below(6);
+            let keys: Vec<&str> = (0..n).map(|_| rng.pick(KEYS)).collect();
+            format!("get {}\r\n", keys.join(" "))
+        }
+        9 => {
+            let n = 1 + rng.below(6);
+            let keys: Vec<&str> = (0..n).map(|_| rng.pick(KEYS)).collect();
+            format!("gets {}\r\n", keys.join(" "))
+        }
+        10 => format!("delete {k}\r\n"),
+        11 => format!("incr {k} {}\r\n", rng.below(50)),
+        12 => format!("decr {k} {}\r\n", rng.below(50)),
+        13 => format!("touch {k} {}\r\n", rng.below(100)),
+        14 => format!("gats 50 {k} {}\r\n", rng.pick(KEYS)),
+        15 => format!("mg {k} v c f t s k\r\n"),
+        16 => format!("ms {k} {} c T0 F5\r\n{v}\r\n", v.len()),
+        17 => format!("ms {k} {} C{{C}}\r\n{v}\r\n", v.len()),
+        18 => format!("md {k} q\r\nmn\r\n"),
+        19 => format!("ma {k} N0 J10 v c\r\n"),
+        20 if rng.chance(4) => "flush_all\r\n".to_string(),
+        20 => format!("mg {k} c\r\n"),
+        _ => format!("mg {} b v c\r\n", base64(k)),
+    }
+}
+
+fn base64(k: &str) -> &'static str {
+    // The keys' base64 forms (single ASCII letters).
+    match k {
+        "a" => "YQ==",
+        "b" => "Yg==",
+        "n" => "bg==",
+        _ => "Yw==",
+    }
+}
+
+/// CAS values in order of first appearance, and each one's index.
+#[derive(Default)]
+struct CasNames {
+    seen: Vec<u64>,
+    index: HashMap<u64, usize>,
+}
+
+impl CasNames {
+    fn name(&mut self, cas: u64) -> usize {
+        if let Some(&i) = self.index.get(&cas) {
+            return i;
+        }
+        self.seen.push(cas);
+        self.index.insert(cas, self.seen.len() - 1);
+        self.seen.len() - 1
+    }
+
+    /// The reply with every CAS value replaced by `#<index>`.
+    fn rename(&mut self, reply: &[u8]) -> String {
+        let text = String::from_utf8_lossy(reply).into_owned();
+        let mut out = String::new();
+        for line in text.split_inclusive("\r\n") {
+            let toks: Vec<&str> = line.trim_end().split(' ').collect();
+            let renamed: Vec<String> = toks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| match (toks[0], i) {
+                    ("VALUE", 4) => self.tag(t),
+                    ("HD" | "VA" | "EN" | "NS" | "EX" | "NF", _) if is_cas_flag(t) => {
+                        format!("c{}", self.tag(&t[1..]))
+                    }
+                    _ => t.to_string(),
+                })
+                .collect();
+            out.push_str(&renamed.join(" "));
+            out.push('\n');
+        }
+        out
+    }
+
+    fn tag(&mut self, t: &str) -> String {
+        match t.parse::<u64>() {
+            Ok(c) if c != 0 => format!("#{}", self.name(c)),
+            _ => t.to_string(),
+        }
+    }
+}
+
+fn is_cas_flag(t: &str) -> bool {
+    t.len() > 1 && t.starts_with('c') && t[1..].bytes().all(|b| b.is_ascii_digit())
+}
+
+fn run(seed: u64, requests: usize) {
+    let cfg = Config::default();
+    let clock = Clock::new(0, 1_700_000_000);
+    let mut one = Store::new(cfg.clone(), clock);
+    let mut four = Sharded::new(&cfg, 4, clock);
+    let (mut c1, mut c4) = (Connection::new(), Connection::new());
+    let (mut names1, mut names4) = (CasNames::default(), CasNames::default());
+    let mut rng = Rng(seed);
+    for i in 0..requests {
+        let clock = Clock::new(i as u64 * 150, 1_700_000_000 + i as u64 / 7);
+        let template = request(&mut rng);
+        let pick = rng.below(names1.seen.len() as u64 + 2) as usize;
+        let cas = |names: &CasNames| match names.seen.get(pick) {
+            Some(c) => c.to_string(),
+            None => "987654".to_string(),
+        };
+        let (req1, req4) = (
+            template.replace("{C}", &cas(&names1)),
+            template.replace("{C}", &cas(&names4)),
+        );
+        let (out1, _) = feed(&mut c1, &mut one, clock, &[req1.as_bytes()]);
+        let (out4, _) = feed(&mut c4, &mut four, clock, &[req4.as_bytes()]);
+        let (r1, r4) = (names1.rename(&out1), names4.rename(&out4));
+        assert_eq!(r1, r4, "seed {seed}, request {i}: {template:?}");
+    }
+    for group in ["stats", "stats items", "stats slabs", "stats settings"] {
+        let req = format!("{group}\r\n");
+        let (out1, _) = feed(&mut c1, &mut one, clock, &[req.as_bytes()]);
+        let (out4, _) = feed(&mut c4, &mut four, clock, &[req.as_bytes()]);
+        // Requests and replies carry CAS values of different lengths.
+        let comparable = |out: &[u8]| -> String {
+            String::from_utf8_lossy(out)
+                .split_inclusive("\r\n")
+                .filter(|l| {
+                    !l.starts_with("STAT bytes_read ") && !l.starts_with("STAT bytes_written ")
+                })
+                .collect()
+        };
+        assert_eq!(comparable(&out1), comparable(&out4), "seed {seed}: {group}");
+    }
+    for shard in &four.shards {
+        shard.check_invariants().unwrap();
+    }
+}
+
+#[test]
+fn a_sharded_cache_answers_as_one_store() {
+    for seed in 0..200 {
+        run(seed, 300);
+    }
+}
+
+#[test]
+fn cas_values_are_unique_across_shards() {
+    let clock = Clock::new(0, 1_700_000_000);
+    let mut cache = Sharded::new(&Config::default(), 8, clock);
+    let mut conn = Connection::new();
+    let mut seen = HashSet::new();
+    for i in 0..2000 {
+        let req = format!("ms key{i} 1 c\r\nx\r\n");
+        let (out, _) = feed(&mut conn, &mut cache, clock, &[req.as_bytes()]);
+        let text = String::from_utf8(out).unwrap();
+        let cas: u64 = text
+            .trim_end()
+            .strip_prefix("HD c")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(seen.insert(cas), "CAS {cas} issued twice");
+    }
+    let used: HashSet<usize> = (0..2000)
+        .map(|i| shard_of(format!("key{i}").as_bytes(), 8))
+        .collect();
+    assert_eq!(used.len(), 8, "2,000 keys reach every shard");
+}
+
+#[test]
+fn whole_cache_commands_reach_every_shard() {
+    let clock = Clock::new(0, 1_700_000_000);
+    let mut cache = Sharded::new(&Config::default(), 4, clock);
+    let mut conn = Connection::new();
+    let mut send = |cache: &mut Sharded, req: &str| {
+        let (out, _) = feed(&mut conn, cache, clock, &[req.as_bytes()]);
+        String::from_utf8(out).unwrap()
+    };
+    for i in 0..100 {
+        send(&mut cache, &format!("set k{i} 0 0 1\r\nx\r\n"));
+    }
+    assert!(cache.shards.iter().all(|s| s.curr_items() > 0));
+    assert_eq!(send(&mut cache, "cache_memlimit 100\r\n"), "OK\r\n");
+    let stats = send(&mut cache, "stats\r\n");
+    assert!(
+        stats.contains("STAT limit_maxbytes 104857600\r\n"),
+        "{stats}"
+    );
+    assert!(stats.contains("STAT curr_items 100\r\n"), "{stats}");
+    assert_eq!(send(&mut cache, "flush_all\r\n"), "OK\r\n");
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    assert_eq!(
+        send(&mut cache, &format!("get {}\r\n", keys.join(" "))),
+        "END\r\n"
+    );
+    assert_eq!(send(&mut cache, "verbosity 1\r\n"), "OK\r\n");
+    assert!(cache
+        .shards
+        .iter()
+        .all(|s| s.config().memory_limit == 25 * 1024 * 1024));
+}
+
+#[test]
+fn shard_count_follows_threads_and_memory() {
+    let cfg = Config::default();
+    assert_eq!(shard_count(&cfg, 1), 1);
+    assert_eq!(shard_count(&cfg, 2), 8);
+    assert_eq!(shard_count(&cfg, 4), 16);
+    assert_eq!(shard_count(&cfg, 64), 16, "64 MiB / 4 MiB per shard");
+    let small = Config {
+        memory_limit: 8 * 1024 * 1024,
+        ..Config::default()
+    };
+    assert_eq!(
+        shard_count(&small, 8),
+        2,
+        "every shard holds four largest items"
+    );
+    let big = Config {
+        memory_limit: 1 << 40,
+        ..Config::default()
+    };
+    assert_eq!(shard_count(&big, 64), 64);
+}
+
+/// Writes `shards` as one snapshot and restores it into `n` shards.
+fn restore_into(shards: &mut [Store], n: usize, clock: Clock) -> Sharded {
+    let mut snap = wasmcached_core::Snapshot::of_shards(shards.iter_mut().collect(), clock);
+    let mut bytes = Vec::new();
+    while snap.next_chunk(&mut bytes) {}
+    let cfg = Config::default();
+    let mut restore =
+        wasmcached_core::Restore::new_shards((0..n).map(|i| cfg.for_shard(i, n)).collect(), clock);
+    restore.receive(&bytes).unwrap();
+    let (stores, report) = restore.finish_shards().unwrap();
+    assert_eq!(report.items, 500);
+    Sharded {
+        cfg,
+        shards: stores,
+    }
+}
+
+#[test]
+fn a_sharded_snapshot_restores_into_any_number_of_shards() {
+    let clock = Clock::new(0, 1_700_000_000);
+    let mut cache = Sharded::new(&Config::default(), 4, clock);
+    let mut conn = Connection::new();
+    let mut before = Vec::new();
+    for i in 0..500 {
+        let req = format!("ms key{i} 3 c F{i}\r\nv{:02}\r\n", i % 100);
+        feed(&mut conn, &mut cache, clock, &[req.as_bytes()]);
+    }
+    for i in 0..500 {
+        let req = format!("mg key{i} v c f\r\n");
+        before.push(feed(&mut conn, &mut cache, clock, &[req.as_bytes()]).0);
+    }
+    let later = Clock::new(5_000, 1_700_000_005);
+    for n in [1, 3, 4, 8] {
+        let mut restored = restore_into(&mut cache.shards, n, later);
+        let mut conn = Connection::new();
+        let mut seen = HashSet::new();
+        for (i, want) in before.iter().enumerate() {
+            let req = format!("mg key{i} v c f\r\n");
+            let (got, _) = feed(&mut conn, &mut restored, later, &[req.as_bytes()]);
+            assert_eq!(&got, want, "{n} shards: key{i}");
+            let text = String::from_utf8(got).unwrap();
+            let cas = text.split(' ').find_map(|t| t.strip_prefix('c')).unwrap();
+            seen.insert(cas.to_string());
+        }
+        for i in 0..200 {
+            let req = format!("ms new{i} 1 c\r\nx\r\n");
+            let (out, _) = feed(&mut conn, &mut restored, later, &[req.as_bytes()]);
+            let text = String::from_utf8(out).unwrap();
+            let cas = text.trim_end().strip_prefix("HD c").unwrap().to_string();
+            assert!(
+                seen.insert(cas.clone()),
+                "{n} shards: CAS {cas} issued twice"
+            );
+        }
+    }
+}

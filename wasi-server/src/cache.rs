@@ -1,0 +1,169 @@
+//! The cache the workers share: the core's store split into shards
+//! ([`wasmcached_core::shards`]), each behind its own mutex, so workers
+//! wait for each other only when they touch the same shard.
+//!
+//! A connection takes one shard at a time (the core's [`Shards`] contract),
+//! so no worker ever holds two locks and no lock order exists. Each shard's
+//! next expiry deadline is published when its guard drops; any worker runs
+//! the sweep of a shard that is due.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use wasmcached_core::shards::shard_count;
+use wasmcached_core::{Clock, Config, Shards, Store};
+
+/// "No deadline" in the published expiry deadlines.
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// The shards and their published deadlines.
+pub(crate) struct SharedCache {
+    shards: Vec<Mutex<Store>>,
+    /// Each shard's next expiry step (monotonic ms), as of its last unlock.
+    due: Vec<AtomicU64>,
+    /// The earliest of `due`, give or take a shard unlocked while it was
+    /// recomputed (that shard is then swept at the next due time, at most
+    /// a sweep interval late).
+    earliest: AtomicU64,
+    /// The whole cache's settings.
+    cfg: Config,
+}
+
+impl SharedCache {
+    /// A cache of `stores`, shard `i` being `stores[i]` (made with
+    /// [`Config::for_shard`] of `cfg`, the whole cache's settings).
+    pub(crate) fn new(cfg: Config, stores: Vec<Store>) -> SharedCache {
+        let n = stores.len();
+        SharedCache {
+            shards: stores.into_iter().map(Mutex::new).collect(),
+            due: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            earliest: AtomicU64::new(0),
+            cfg,
+        }
+    }
+
+    /// How many shards a cache for `threads` workers has.
+    pub(crate) fn shards_for(cfg: &Config, threads: usize) -> usize {
+        shard_count(cfg, threads)
+    }
+
+    /// Number of shards.
+    pub(crate) fn count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Shard `i`, held until the guard drops.
+    pub(crate) fn lock(&self, i: usize) -> ShardGuard<'_> {
+        ShardGuard {
+            store: self.shards[i]
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            due: &self.due[i],
+            earliest: &self.earliest,
+        }
+    }
+
+    /// The cache as a connection on a worker whose home shard is `home`
+    /// sees it.
+    pub(crate) fn view(&self, home: usize) -> View<'_> {
+        View {
+            cache: self,
+            home: home % self.count(),
+        }
+    }
+
+    /// When the next expiry step of any shard is due, if ever.
+    pub(crate) fn next_due(&self) -> Option<u64> {
+        Some(self.earliest.load(Ordering::Relaxed)).filter(|&t| t != NEVER)
+    }
+
+    /// Runs the expiry step of every shard that is due and not held by
+    /// another worker (that one is tried again at the next due time).
+    pub(crate) fn sweep(&self, now: Clock) {
+        if self.earliest.load(Ordering::Relaxed) > now.mono_ms {
+            return;
+        }
+        self.earliest.store(NEVER, Ordering::Relaxed);
+        for (i, due) in self.due.iter().enumerate() {
+            let d = due.load(Ordering::Relaxed);
+            if d > now.mono_ms {
+                self.earliest.fetch_min(d, Ordering::Relaxed);
+                continue;
+            }
+            match self.shards[i].try_lock() {
+                Ok(store) => {
+                    let mut g = ShardGuard {
+                        store,
+                        due,
+                        earliest: &self.earliest,
+                    };
+                    g.handle_timeout(now);
+                }
+                Err(_) => {
+                    self.earliest.fetch_min(d, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// One shard, held; publishes the shard's next expiry deadline on drop.
+pub(crate) struct ShardGuard<'a> {
+    store: MutexGuard<'a, Store>,
+    due: &'a AtomicU64,
+    earliest: &'a AtomicU64,
+}
+
+impl Deref for ShardGuard<'_> {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl DerefMut for ShardGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+}
+
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        let due = self.store.poll_timeout().unwrap_or(NEVER);
+        if self.due.swap(due, Ordering::Relaxed) != due {
+            self.earliest.fetch_min(due, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The shared cache with one worker's home shard: what the core's
+/// [`Shards`] asks for.
+pub(crate) struct View<'a> {
+    cache: &'a SharedCache,
+    home: usize,
+}
+
+impl Shards for View<'_> {
+    type Shard<'b>
+        = ShardGuard<'b>
+    where
+        Self: 'b;
+
+    fn count(&self) -> usize {
+        self.cache.count()
+    }
+
+    fn config(&self) -> &Config {
+        &self.cache.cfg
+    }
+
+    fn shard(&mut self, i: usize) -> ShardGuard<'_> {
+        self.cache.lock(i)
+    }
+
+    fn home(&self) -> usize {
+        self.home
+    }
+}
