@@ -58,6 +58,7 @@ pub struct ClassStats {
     pub expired_unfetched: u64,
     pub reclaimed: u64,
     pub crawler_reclaimed: u64,
+    pub crawler_items_checked: u64,
     pub outofmemory: u64,
     pub get_hits: u64,
     pub cmd_set: u64,

@@ -1,6 +1,8 @@
 //! Per-client protocol state: framing, pipelining, back-pressure, replies.
 
 mod binary;
+mod crawler;
+mod dump;
 mod meta;
 mod output;
 mod stats_cmd;
@@ -53,7 +55,8 @@ enum Step {
     Done(usize),
     /// The request is incomplete (a data block is still arriving).
     Incomplete,
-    /// A multiget stopped at the output high-water mark; resume later.
+    /// A multiget or metadump stopped at the output high-water mark;
+    /// resume later.
     Paused,
     /// The connection must close.
     Close,
@@ -138,6 +141,8 @@ pub struct Connection {
     /// Bytes of input still to be discarded after a rejected data block.
     swallow: u64,
     paused: Option<PausedGet>,
+    /// A metadump interrupted by back-pressure.
+    dump: Option<dump::PausedDump>,
     closing: bool,
     /// The current command asked not to be answered.
     noreply: bool,
@@ -174,6 +179,7 @@ impl Connection {
             out_of_memory: false,
             swallow: 0,
             paused: None,
+            dump: None,
             closing: false,
             noreply: false,
             unreported_read: 0,
@@ -314,6 +320,7 @@ impl Connection {
         self.incomplete = false;
         self.swallow = 0;
         self.paused = None;
+        self.dump = None;
         if self.wire == Wire::Binary {
             self.bin_fail(reply);
         } else {
@@ -449,6 +456,9 @@ impl Connection {
     fn step_text(&mut self, store: &mut Store, pos: usize) -> Step {
         if let Some(p) = self.paused.take() {
             return self.resume_get(store, pos, p);
+        }
+        if let Some(d) = self.dump.take() {
+            return self.resume_dump(store, d);
         }
         // Only bytes not searched on an earlier call are searched now.
         let avail = self.input.len() - pos;

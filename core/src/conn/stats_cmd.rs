@@ -59,12 +59,12 @@ impl Connection {
                 b"slabs" => slabs(store, &mut out),
                 b"sizes" => stat(&mut out, b"sizes_status", V::S(b"disabled")),
                 b"conns" | b"extstore" => {}
-                // Key dumps are not implemented; with -X they are refused
-                // as memcached refuses them (before checking arguments).
+                // With -X dumps are refused before the arguments are read.
                 b"cachedump" if !store.config().dump_enabled => {
                     return self.out(b"CLIENT_ERROR stats cachedump not allowed")
                 }
                 b"cachedump" if n < 5 => return self.out(b"CLIENT_ERROR bad command line"),
+                b"cachedump" => return self.cachedump(store, toks),
                 b"detail" => {
                     return match toks.get(2) {
                         b"on" | b"off" => self.out(b"OK"),
@@ -278,9 +278,14 @@ pub(super) fn settings(store: &Store, out: &mut Vec<u8>) {
     stat(out, b"slab_automove_ratio", V::S(b"0.80"));
     stat(out, b"slab_automove_window", V::U(30));
     stat(out, b"slab_chunk_max", V::U(524288));
-    stat(out, b"lru_crawler", V::S(yes_no(true)));
-    stat(out, b"lru_crawler_sleep", V::U(100));
-    stat(out, b"lru_crawler_tocrawl", V::U(0));
+    let crawler = store.crawler();
+    stat(out, b"lru_crawler", V::S(yes_no(crawler.enabled)));
+    stat(out, b"lru_crawler_sleep", V::U(u64::from(crawler.sleep_us)));
+    stat(
+        out,
+        b"lru_crawler_tocrawl",
+        V::U(u64::from(crawler.tocrawl)),
+    );
     stat(out, b"tail_repair_time", V::U(0));
     stat(out, b"flush_enabled", V::S(yes_no(cfg.flush_enabled)));
     stat(out, b"dump_enabled", V::S(b"no"));
@@ -371,7 +376,7 @@ pub(super) fn items(store: &Store, out: &mut Vec<u8>) {
             (b"evicted_unfetched", c.evicted_unfetched),
             (b"evicted_active", c.evicted_active),
             (b"crawler_reclaimed", c.crawler_reclaimed),
-            (b"crawler_items_checked", 0),
+            (b"crawler_items_checked", c.crawler_items_checked),
             (b"lrutail_reflocked", 0),
             (b"moves_to_cold", 0),
             (b"moves_to_warm", 0),

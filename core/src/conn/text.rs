@@ -393,16 +393,7 @@ impl Connection {
                 store.request_shutdown(how);
                 Step::Close
             }
-            b"lru_crawler" if n == 4 && toks.get(1) == b"metadump" => {
-                // Key dumps are not implemented; with -X they are refused
-                // as memcached refuses them.
-                if store.config().dump_enabled {
-                    self.out(b"ERROR");
-                } else {
-                    self.out(b"ERROR metadump not allowed");
-                }
-                done
-            }
+            b"lru_crawler" => self.lru_crawler_command(store, toks, consumed),
             b"cache_memlimit" => {
                 if n != 3 && n != 4 {
                     self.out(b"ERROR");

@@ -1,6 +1,7 @@
 //! The shared item store: hash index, LRU, TTL and CAS bookkeeping.
 
 mod arena;
+mod crawl;
 mod item;
 mod lru;
 pub mod snapshot;
@@ -12,6 +13,7 @@ use hashbrown::HashTable;
 
 pub(crate) use arena::SharedValue;
 use arena::{Arena, Resize};
+pub(crate) use crawl::{ClassSet, CrawlerSettings, DumpPos};
 pub(crate) use item::{bits, ntotal, ItemMut, ItemRef, Rec, Shape, CAS_MAX, NIL};
 use lru::Lru;
 
@@ -85,6 +87,8 @@ pub struct Store {
     pub(crate) verbosity: u32,
     /// A `shutdown` not yet taken by the host.
     shutdown: Option<Shutdown>,
+    /// The `lru_crawler` settings.
+    crawler: CrawlerSettings,
 }
 
 /// How a client asked the server to stop (`shutdown`, with `-A`).
@@ -129,6 +133,7 @@ impl Store {
             host: HostStats::default(),
             verbosity,
             shutdown: None,
+            crawler: CrawlerSettings::default(),
         }
     }
 
@@ -410,6 +415,12 @@ impl Store {
     /// Removes an item. The handle of one other item may change: the last
     /// record of its size class moves into the freed slot.
     pub(crate) fn unlink(&mut self, idx: u32) {
+        let _ = self.unlink_tracked(idx);
+    }
+
+    /// [`Store::unlink`], returning the handle of the record that moved
+    /// into `idx`'s slot, if one did.
+    pub(crate) fn unlink_tracked(&mut self, idx: u32) -> Option<u32> {
         let (h, nt, cls, had_ttl) = {
             let it = self.item(idx);
             (
@@ -430,9 +441,11 @@ impl Store {
         let c = &mut self.classes[usize::from(cls)];
         c.number -= 1;
         c.mem_requested -= nt;
-        if let Some(from) = self.arena.remove(idx) {
+        let from = self.arena.remove(idx);
+        if let Some(from) = from {
             self.moved(from, idx);
         }
+        from
     }
 
     /// Makes room for `need` more bytes by reclaiming expired items and
