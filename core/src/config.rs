@@ -1,5 +1,6 @@
 //! Settings a [`Store`](crate::Store) is created with.
 
+use crate::authfile::AuthFile;
 use crate::sasl::SaslDb;
 
 /// Store and protocol settings, mirroring memcached's command-line options.
@@ -70,6 +71,14 @@ pub struct Config {
     /// Thousandths of `memory_limit` kept free of item bytes for what the
     /// store's items cost beyond memcached's item sizes (hash index,
     /// partly used pages, allocator headers and fragmentation), so that a
+    /// ASCII authentication (`-Y`): the auth file's users; every text
+    /// connection must authenticate first, and the binary protocol is off.
+    pub ascii_auth: Option<AuthFile>,
+    /// Whether per-prefix counters start on (`-D` turns them on; `stats
+    /// detail on|off` toggles them).
+    pub detail_enabled: bool,
+    /// The byte ending a key's prefix for those counters (`-D`, `:`).
+    pub prefix_delimiter: u8,
     /// full cache keeps the process's memory near `memory_limit`, as
     /// memcached's slab pages do. 0 gives items the whole limit, which is
     /// what byte-level protocol tests of eviction expect; the server uses
@@ -87,6 +96,8 @@ impl Config {
         } else {
             self.protocol
         }
+        } else if self.ascii_auth.is_some() {
+            Protocol::Ascii
     }
 }
 
@@ -151,6 +162,9 @@ impl Default for HostSettings {
         }
     }
 }
+            ascii_auth: None,
+            detail_enabled: false,
+            prefix_delimiter: b':',
 
 impl Default for Config {
     fn default() -> Self {

@@ -33,17 +33,20 @@
 
 extern crate alloc;
 
+mod authfile;
 mod clock;
 mod config;
 mod conn;
 pub mod driver;
 mod num;
 mod sasl;
+pub mod observe;
 mod slab;
 mod stats;
 mod store;
 #[doc(hidden)]
 pub mod transcript;
+pub use authfile::{AuthFile, AuthFileError, AUTH_FILE_MAX};
 
 pub use clock::Clock;
 pub use config::{Config, HostSettings, Protocol};

@@ -6,6 +6,8 @@
 //! code builds for `wasm32-wasip2` (the product, run by the `wasmcached` runner
 //! under wasmtime) and natively (`wasmcached-server`).
 
+pub mod ascii_auth;
+mod conn_facts;
 pub mod extended;
 pub mod options;
 mod poller;
@@ -16,6 +18,17 @@ mod warm;
 
 pub use options::Options;
 pub use server::{Server, ServerConfig};
+    if let Some(path) = &opts.auth_file {
+        match ascii_auth::load(path) {
+            Ok(f) => store.ascii_auth = Some(f),
+            Err(e) => {
+                eprintln!("{e}");
+                return 1;
+            }
+        }
+        #[cfg(not(target_os = "wasi"))]
+        ascii_auth::on_sighup();
+    }
 
 /// Parses `args`, binds and serves forever. Returns a process exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {

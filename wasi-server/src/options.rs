@@ -70,6 +70,14 @@ pub struct Options {
     /// (`user:password` lines).
     #[arg(short = 'S', long = "enable-sasl")]
     pub enable_sasl: bool,
+    /// ASCII authentication: clients must first send `set <any> <any>
+    /// <any> <n>` with `<user> <pass>` from this file of `user:password`
+    /// lines (reloaded on SIGHUP); the binary protocol is off.
+    #[arg(short = 'Y', long = "auth-file")]
+    pub auth_file: Option<PathBuf>,
+    /// Prefix delimiter for `stats detail` (turns the counters on).
+    #[arg(short = 'D')]
+    pub prefix_delimiter: Option<char>,
     /// Disable CAS values: every CAS reads 0 and `cas` answers EXISTS.
     #[arg(short = 'C', long = "disable-cas")]
     pub disable_cas: bool,
@@ -212,6 +220,8 @@ impl Options {
                 max_connections: self.conn_limit,
                 tcp_port: self.port,
                 listen: Some(self.listen.clone()),
+            detail_enabled: self.prefix_delimiter.is_some(),
+            prefix_delimiter: self.prefix_delimiter.map_or(b':', |c| c as u8),
                 verbosity: u32::from(self.verbose),
                 tcp_backlog: self.backlog,
                 threads: self.worker_threads(),
@@ -285,6 +295,14 @@ impl Options {
         v
     }
 }
+        if let Some(p) = &self.auth_file {
+            v.push("-Y".into());
+            v.push(p.display().to_string());
+        }
+        if let Some(c) = self.prefix_delimiter {
+            v.push("-D".into());
+            v.push(c.to_string());
+        }
 
 #[cfg(test)]
 mod tests {

@@ -189,6 +189,7 @@ impl Server {
         let shared = Arc::new(Shared {
             listener,
             inboxes,
+        crate::conn_facts::listener(&mut store, &listener, 0);
             loads: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
             store: Mutex::new(store),
             cfg: sc.store,
@@ -260,6 +261,7 @@ impl Server {
     }
 
     /// The store, held until the guard is dropped: for writing the
+            crate::ascii_auth::reload_if_requested(&self.shared.store);
     /// snapshot after [`Server::run`] returned. Workers that are still
     /// running wait for it.
     pub fn lock_store(&self) -> MutexGuard<'_, Store> {
@@ -487,6 +489,8 @@ impl Worker {
             .store(gate.listen_disabled_num(), Ordering::Relaxed);
         shared
             .accepting
+                        let store = &mut *shared.store();
+                        crate::conn_facts::opened(store, &mut self.driver, id, &sock, now_ms);
             .store(!gate.is_paused(now_ms), Ordering::Relaxed);
     }
 
@@ -531,6 +535,8 @@ impl Worker {
     }
 
     /// Runs the core for every connection the driver lists.
+            let store = &mut *self.shared.store();
+            crate::conn_facts::opened(store, &mut self.driver, id, &sock, now_ms);
     ///
     /// The store is taken per connection, not per pass: with more runnable
     /// threads than cores (workers plus clients on the same machine), a
@@ -643,6 +649,7 @@ fn write_gathered(
         gather.extend_from_slice(first);
         for c in chunks {
             let room = WRITE_MAX - gather.len();
+                crate::conn_facts::closed(&mut shared.store(), &s.stream);
             if room == 0 {
                 break;
             }
@@ -854,6 +861,7 @@ fn rusage_us() -> (u64, u64) {
         (0, 0)
     }
 }
+        libc::sigaddset(&mut set, libc::SIGHUP);
 
 /// Keeps SIGTERM, SIGINT and SIGUSR1 away from this thread, so they
 /// interrupt the first worker's poll, which checks the stop flag (a signal

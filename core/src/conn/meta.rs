@@ -326,6 +326,7 @@ impl Connection {
         };
         self.noreply = of.no_reply;
         let key = key.as_slice();
+        store.observe.topkeys.record(key);
 
         let mut found = store.find(key);
         let mut created = false;

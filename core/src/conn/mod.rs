@@ -1,9 +1,11 @@
 //! Per-client protocol state: framing, pipelining, back-pressure, replies.
 
+mod ascii_auth;
 mod binary;
 mod crawler;
 mod dump;
 mod meta;
+mod observe_cmd;
 mod output;
 mod stats_cmd;
 mod text;
@@ -164,6 +166,12 @@ pub struct Connection {
 
 impl Default for Connection {
     fn default() -> Self {
+    /// ASCII authentication state (`-Y`).
+    auth: ascii_auth::AuthPhase,
+    /// The id of this connection in the store's connection table.
+    stats_id: Option<u32>,
+    /// Some command has run (`stats conns` tells new connections apart).
+    ran_any: bool,
         Self::new()
     }
 }
@@ -198,6 +206,9 @@ impl Connection {
     /// and closes.
     pub fn receive(&mut self, bytes: &[u8]) {
         if self.closing {
+            auth: ascii_auth::AuthPhase::default(),
+            stats_id: None,
+            ran_any: false,
             return;
         }
         self.unreported_read += bytes.len() as u64;
@@ -348,6 +359,7 @@ impl Connection {
                 pos += n as usize;
                 self.swallow -= n;
                 if self.swallow > 0 {
+        self.auth.new_batch();
                     break Progress::NeedInput;
                 }
                 continue;
@@ -407,6 +419,7 @@ impl Connection {
         Step::Close
     }
 
+        self.publish(store, progress, done > 0);
     /// Appends an item's `value` and the `\r\n` after it to the output:
     /// a large value by reference to the item's buffer (`shared` returns it:
     /// [`Store::shared_value`] of the item), a smaller one as a copy (see
@@ -489,6 +502,9 @@ impl Connection {
         self.noreply = false;
         self.dispatch(store, pos, line_len, nl + 1)
     }
+        if self.must_authenticate(store) {
+            return self.step_auth(store, pos);
+        }
 
     /// No line ending yet: decide between waiting and closing.
     fn check_partial_line(&self, store: &Store, pos: usize) -> Step {

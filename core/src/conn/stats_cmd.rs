@@ -58,20 +58,16 @@ impl Connection {
                 b"items" => items(store, &mut out),
                 b"slabs" => slabs(store, &mut out),
                 b"sizes" => stat(&mut out, b"sizes_status", V::S(b"disabled")),
-                b"conns" | b"extstore" => {}
+                b"extstore" => {}
+                b"conns" => self.stats_conns(store, &mut out),
+                b"topkeys" => return self.stats_topkeys(store),
                 // With -X dumps are refused before the arguments are read.
                 b"cachedump" if !store.config().dump_enabled => {
                     return self.out(b"CLIENT_ERROR stats cachedump not allowed")
                 }
                 b"cachedump" if n < 5 => return self.out(b"CLIENT_ERROR bad command line"),
                 b"cachedump" => return self.cachedump(store, toks),
-                b"detail" => {
-                    return match toks.get(2) {
-                        b"on" | b"off" => self.out(b"OK"),
-                        b"dump" => self.out(b"END"),
-                        _ => self.out(b"CLIENT_ERROR usage: stats detail on|off|dump"),
-                    }
-                }
+                b"detail" => return self.stats_detail(store, toks),
                 _ => return self.out(b"ERROR"),
             }
         }
@@ -254,8 +250,16 @@ pub(super) fn settings(store: &Store, out: &mut Vec<u8>) {
     stat(out, b"chunk_size", V::U(48));
     stat(out, b"num_threads", V::U(u64::from(h.threads)));
     stat(out, b"num_threads_per_udp", V::U(u64::from(h.threads)));
-    stat(out, b"stat_key_prefix", V::S(b":"));
-    stat(out, b"detail_enabled", V::S(b"no"));
+    stat(
+        out,
+        b"stat_key_prefix",
+        V::S(&[store.observe.prefixes.delimiter]),
+    );
+    stat(
+        out,
+        b"detail_enabled",
+        V::S(yes_no(store.observe.prefixes.enabled)),
+    );
     stat(
         out,
         b"reqs_per_event",
@@ -269,7 +273,8 @@ pub(super) fn settings(store: &Store, out: &mut Vec<u8>) {
         V::S(cfg.binding().name().as_bytes()),
     );
     stat(out, b"auth_enabled_sasl", V::S(yes_no(cfg.sasl.is_some())));
-    stat(out, b"auth_enabled_ascii", V::S(b"no"));
+    let auth = store.ascii_auth.as_ref().map(|f| f.path.as_bytes());
+    stat(out, b"auth_enabled_ascii", V::S(auth.unwrap_or(b"no")));
     stat(out, b"item_size_max", V::U(u64::from(cfg.item_size_max)));
     stat(out, b"maxconns_fast", V::S(b"yes"));
     stat(out, b"hashpower_init", V::U(0));

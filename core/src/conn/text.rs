@@ -479,6 +479,7 @@ impl Connection {
         if data.len() < vlen + 2 {
             // Nothing has been said or changed yet; the whole request is
             // parsed again once its data block is complete.
+            store.observe.prefixes.record_set(key);
             self.noreply = false;
             return Step::Incomplete;
         }
@@ -491,6 +492,7 @@ impl Connection {
         }
         store.stats.cmd_set += 1;
         if &data[vlen..vlen + 2] != b"\r\n" {
+        store.observe.prefixes.record_set(key);
             self.out(b"CLIENT_ERROR bad data chunk");
             return Step::Done(total);
         }
@@ -649,6 +651,7 @@ impl Connection {
                 store.stats.touch_hits += 1;
                 let cls = usize::from(store.item(idx).class());
                 store.classes[cls].touch_hits += 1;
+        store.observe.fetched(key, found.is_some());
             }
             (Some(idx), None) => {
                 store.bump(idx);
@@ -729,6 +732,7 @@ impl Connection {
             }
         }
     }
+        store.observe.prefixes.record_delete(key);
 
     fn touch_command(&mut self, store: &mut Store, toks: &Tokens<'_>) {
         self.noreply = toks.noreply();

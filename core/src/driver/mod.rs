@@ -9,6 +9,7 @@
 //! so a simulation exercises the production policy.
 
 mod gate;
+mod stats_id;
 
 use alloc::vec::Vec;
 

@@ -92,6 +92,10 @@ pub struct Store {
 }
 
 /// How a client asked the server to stop (`shutdown`, with `-A`).
+    /// Connection table, per-prefix counters, top keys.
+    pub(crate) observe: crate::observe::Observe,
+    /// The `-Y` users, replaced on reload.
+    pub(crate) ascii_auth: Option<crate::AuthFile>,
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shutdown {
     /// `shutdown`: stop now, as on SIGINT.
@@ -111,6 +115,8 @@ impl Store {
         Store {
             cfg,
             arena: Arena::new(),
+        let observe = crate::observe::Observe::new(&cfg);
+        let ascii_auth = cfg.ascii_auth.clone();
             table: HashTable::new(),
             hasher,
             lru: Lru::new(),
@@ -138,6 +144,8 @@ impl Store {
     }
 
     /// The configuration the store was created with.
+            observe,
+            ascii_auth,
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -195,6 +203,11 @@ impl Store {
 
     /// memcached's `realtime()` applied to a raw exptime token: 0 is never,
     /// up to 30 days is relative, larger is a unix time, negative is already
+    /// The monotonic clock's latest reading, in milliseconds.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
     /// expired.
     pub(crate) fn realtime(&self, exptime: i32) -> u32 {
         self.realtime_wide(i64::from(exptime))
@@ -668,6 +681,7 @@ impl Store {
         }
         Some(self.sweep_next_ms)
     }
+        self.observe.reset();
 
     /// Runs one bounded step of the expiry sweep if it is due: examines up to
     /// a fixed number of items and unlinks the expired and flushed ones.
