@@ -40,6 +40,9 @@ pub struct Config {
     /// `stats cachedump` and `lru_crawler metadump` then answer memcached's
     /// "not allowed" errors.
     pub dump_enabled: bool,
+    /// Whether `watch` is allowed (`-W` turns it off: `CLIENT_ERROR watch
+    /// commands not allowed`).
+    pub watch_enabled: bool,
     /// Version string sent by `version` and `stats`. Clients gate features on
     /// it, so it must parse as a memcached 1.6 version.
     pub version: &'static str,
@@ -177,6 +180,7 @@ impl Default for Config {
             cas_enabled: true,
             shutdown_enabled: false,
             dump_enabled: true,
+            watch_enabled: true,
             version: "1.6.18",
             hash_seed: 0x6d65_6d63_6163_6865,
             line_max: 2048,

@@ -38,6 +38,7 @@ mod clock;
 mod config;
 mod conn;
 pub mod driver;
+mod log;
 mod num;
 mod sasl;
 pub mod observe;

@@ -88,6 +88,9 @@ pub struct Options {
     /// Disable key dumps (`stats cachedump`, `lru_crawler metadump`).
     #[arg(short = 'X', long = "disable-dumping")]
     pub disable_dumping: bool,
+    /// Disable `watch` (the event log).
+    #[arg(short = 'W', long = "disable-watch")]
+    pub disable_watch: bool,
     /// Extended options, comma separated: idle_timeout=SECONDS.
     #[arg(short = 'o', long = "extended", action = clap::ArgAction::Append)]
     pub extended: Vec<String>,
@@ -208,6 +211,7 @@ impl Options {
             cas_enabled: !self.disable_cas,
             shutdown_enabled: self.enable_shutdown,
             dump_enabled: !self.disable_dumping,
+            watch_enabled: !self.disable_watch,
             hash_seed,
             requests_per_event: self.reqs_per_event,
             protocol: self.binding(),
@@ -216,12 +220,12 @@ impl Options {
             // the item bytes; keeping that inside -m keeps memory below
             // 1.1 x -m with margin.
             reserve_per_mille: 40,
+            detail_enabled: self.prefix_delimiter.is_some(),
+            prefix_delimiter: self.prefix_delimiter.map_or(b':', |c| c as u8),
             host: HostSettings {
                 max_connections: self.conn_limit,
                 tcp_port: self.port,
                 listen: Some(self.listen.clone()),
-            detail_enabled: self.prefix_delimiter.is_some(),
-            prefix_delimiter: self.prefix_delimiter.map_or(b':', |c| c as u8),
                 verbosity: u32::from(self.verbose),
                 tcp_backlog: self.backlog,
                 threads: self.worker_threads(),
@@ -273,6 +277,7 @@ impl Options {
             (self.disable_cas, "-C"),
             (self.enable_shutdown, "-A"),
             (self.disable_dumping, "-X"),
+            (self.disable_watch, "-W"),
         ] {
             if on {
                 v.push(flag.into());
@@ -289,12 +294,6 @@ impl Options {
         if self.enable_sasl {
             v.push("-S".into());
         }
-        for _ in 0..self.verbose {
-            v.push("-v".into());
-        }
-        v
-    }
-}
         if let Some(p) = &self.auth_file {
             v.push("-Y".into());
             v.push(p.display().to_string());
@@ -303,6 +302,12 @@ impl Options {
             v.push("-D".into());
             v.push(c.to_string());
         }
+        for _ in 0..self.verbose {
+            v.push("-v".into());
+        }
+        v
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -37,8 +37,12 @@ const SAMPLE_EVERY_MS: u64 = 100;
 /// "No deadline" in the shared expiry deadline.
 const NEVER: u64 = u64::MAX;
 /// The poller token of the listener (or a worker's bell); connection `i`
-/// is token `i + 1`.
+/// is token `i + FIRST_CONN`.
 const LISTENER: usize = 0;
+/// The poller token of a worker's log bell, rung when a watcher it serves
+/// has new log lines (several workers only).
+const LOG_BELL: usize = 1;
+const FIRST_CONN: usize = 2;
 
 /// What the workers share.
 struct Shared {
@@ -69,12 +73,15 @@ struct Shared {
     accepting: AtomicBool,
     /// Monotonic millisecond of the last CPU-time sample.
     rusage_ms: AtomicU64,
+    /// Each worker's log bell (several workers only; see `watch_wake`).
+    log_rings: Vec<Option<Ring>>,
 }
 
 impl Shared {
     fn clock(&self) -> Clock {
         let el = self.started.elapsed();
         Clock::new(el.as_millis() as u64, self.unix_at_start + el.as_secs())
+            .with_micros(el.subsec_micros())
     }
 
     /// The store. A worker that panicked while holding it cannot have left
@@ -169,6 +176,7 @@ impl Server {
             inboxes.push(inbox);
             bells.push(bell);
         }
+        let (log_rings, mut log_bells) = log_bells(threads)?;
         let started = Instant::now();
         let unix_at_start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -181,6 +189,7 @@ impl Server {
         };
         store.host_stats_mut().pid = host_pid();
         store.host_stats_mut().conn_memory_limit = sc.conn_memory as u64;
+        crate::conn_facts::listener(&mut store, &listener, 0);
         let driver_cfg = DriverConfig {
             memory_limit: sc.conn_memory / threads,
             idle_timeout_ms: sc.idle_timeout_ms,
@@ -189,7 +198,6 @@ impl Server {
         let shared = Arc::new(Shared {
             listener,
             inboxes,
-        crate::conn_facts::listener(&mut store, &listener, 0);
             loads: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
             store: Mutex::new(store),
             cfg: sc.store,
@@ -207,12 +215,18 @@ impl Server {
             listen_disabled: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
             rusage_ms: AtomicU64::new(0),
+            log_rings,
         });
-        let main = Worker::new(shared.clone(), 0, None, Some(Gate::new(sc.conn_limit)))?;
+        let mut main = Worker::new(shared.clone(), 0, None, Some(Gate::new(sc.conn_limit)))?;
+        main.log_bell = log_bells[0].take();
         let others = bells
             .into_iter()
             .enumerate()
-            .map(|(i, bell)| Worker::new(shared.clone(), i + 1, Some(bell), None))
+            .map(|(i, bell)| {
+                let mut w = Worker::new(shared.clone(), i + 1, Some(bell), None)?;
+                w.log_bell = log_bells[i + 1].take();
+                Ok(w)
+            })
             .collect::<io::Result<_>>()?;
         Ok(Server {
             main,
@@ -247,6 +261,7 @@ impl Server {
         let mut passes = 0u32;
         while !stop.load(Ordering::Relaxed) {
             self.main.pass()?;
+            crate::ascii_auth::reload_if_requested(&self.shared.store);
             // The runner's stop request wakes the poll (see `stop`); a
             // check every few passes costs a busy server next to nothing.
             #[cfg(target_os = "wasi")]
@@ -261,7 +276,6 @@ impl Server {
     }
 
     /// The store, held until the guard is dropped: for writing the
-            crate::ascii_auth::reload_if_requested(&self.shared.store);
     /// snapshot after [`Server::run`] returned. Workers that are still
     /// running wait for it.
     pub fn lock_store(&self) -> MutexGuard<'_, Store> {
@@ -304,6 +318,8 @@ struct Worker {
     /// Readable when connections were handed to this worker (all but the
     /// first, which polls the listener instead).
     bell: Option<Bell>,
+    /// Readable when a watcher this worker serves has new log lines.
+    log_bell: Option<Bell>,
     sampled_ms: u64,
 }
 
@@ -314,7 +330,11 @@ impl Worker {
         bell: Option<Bell>,
         gate: Option<Gate>,
     ) -> io::Result<Worker> {
-        let driver = Driver::new(shared.driver_cfg.clone(), &shared.cfg);
+        let driver_cfg = DriverConfig {
+            worker: id as u32,
+            ..shared.driver_cfg.clone()
+        };
+        let driver = Driver::new(driver_cfg, &shared.cfg);
         let chunk = shared.driver_cfg.read_chunk;
         Ok(Worker {
             shared,
@@ -329,6 +349,7 @@ impl Worker {
             runnable: Vec::new(),
             shutdown: None,
             bell,
+            log_bell: None,
             sampled_ms: 0,
         })
     }
@@ -359,7 +380,18 @@ impl Worker {
                 }
                 continue;
             }
-            let Some(s) = self.socks.get_mut(ev.token - 1).and_then(Option::as_mut) else {
+            if ev.token == LOG_BELL {
+                // The pump in `process` delivers the lines.
+                if let Some(b) = &self.log_bell {
+                    b.drain();
+                }
+                continue;
+            }
+            let Some(s) = self
+                .socks
+                .get_mut(ev.token - FIRST_CONN)
+                .and_then(Option::as_mut)
+            else {
                 continue;
             };
             let id = s.id;
@@ -418,10 +450,13 @@ impl Worker {
             ),
         };
         self.poller.set(LISTENER, fd, read, false)?;
+        if let Some(b) = &self.log_bell {
+            self.poller.set(LOG_BELL, b.fd(), true, false)?;
+        }
         for s in self.socks.iter().flatten() {
             let Interest { read, write } = self.driver.interest(s.id);
             self.poller
-                .set(s.id.index() + 1, s.stream.as_raw_fd(), read, write)?;
+                .set(s.id.index() + FIRST_CONN, s.stream.as_raw_fd(), read, write)?;
         }
         Ok(())
     }
@@ -454,6 +489,9 @@ impl Worker {
                     shared.loads[to].fetch_add(1, Ordering::Relaxed);
                     if to == self.id {
                         let id = self.driver.open(now_ms);
+                        self.driver.set_log_fd(id, sock.as_raw_fd());
+                        let store = &mut *shared.store();
+                        crate::conn_facts::opened(store, &mut self.driver, id, &sock, now_ms);
                         put(&mut self.socks, id, sock);
                     } else {
                         shared.inboxes[to].hand(sock);
@@ -489,8 +527,6 @@ impl Worker {
             .store(gate.listen_disabled_num(), Ordering::Relaxed);
         shared
             .accepting
-                        let store = &mut *shared.store();
-                        crate::conn_facts::opened(store, &mut self.driver, id, &sock, now_ms);
             .store(!gate.is_paused(now_ms), Ordering::Relaxed);
     }
 
@@ -499,6 +535,9 @@ impl Worker {
         let handed = std::mem::take(&mut *lock(&self.shared.inboxes[self.id].queue));
         for sock in handed {
             let id = self.driver.open(now_ms);
+            self.driver.set_log_fd(id, sock.as_raw_fd());
+            let store = &mut *self.shared.store();
+            crate::conn_facts::opened(store, &mut self.driver, id, &sock, now_ms);
             put(&mut self.socks, id, sock);
         }
     }
@@ -535,8 +574,6 @@ impl Worker {
     }
 
     /// Runs the core for every connection the driver lists.
-            let store = &mut *self.shared.store();
-            crate::conn_facts::opened(store, &mut self.driver, id, &sock, now_ms);
     ///
     /// The store is taken per connection, not per pass: with more runnable
     /// threads than cores (workers plus clients on the same machine), a
@@ -546,10 +583,12 @@ impl Worker {
     fn process(&mut self, now: Clock) {
         let shared = &*self.shared;
         self.driver.take_runnable(&mut self.runnable);
+        let mut wake = 0;
         for &id in &self.runnable {
             let mut store = shared.store();
             refresh_host_stats(shared, &mut store, now);
             self.driver.process(id, &mut store, now);
+            wake |= store.take_log_wakeups();
             if let Some(how) = store.poll_shutdown() {
                 // Raised after this pass's writes, so the replies to the
                 // requests before `shutdown` reach the client first.
@@ -564,6 +603,12 @@ impl Worker {
             refresh_host_stats(shared, &mut store, now);
             shared.sweep(&mut store, now);
         }
+        if self.driver.watching() {
+            let mut store = shared.store();
+            self.driver.pump_watchers(&mut store);
+            wake |= store.take_log_wakeups();
+        }
+        watch_wake(shared, self.id, wake);
     }
 
     /// Writes the connection's pending output, gathered into one write; a
@@ -604,7 +649,9 @@ impl Worker {
         let shared = &*self.shared;
         while let Some(id) = self.driver.poll_close() {
             if let Some(s) = self.socks[id.index()].take() {
-                self.poller.remove(id.index() + 1, s.stream.as_raw_fd());
+                crate::conn_facts::closed(&mut shared.store(), &s.stream);
+                self.poller
+                    .remove(id.index() + FIRST_CONN, s.stream.as_raw_fd());
                 if shared.verbose > 1 {
                     eprintln!("<{} connection closed.", s.stream.as_raw_fd());
                 }
@@ -649,7 +696,6 @@ fn write_gathered(
         gather.extend_from_slice(first);
         for c in chunks {
             let room = WRITE_MAX - gather.len();
-                crate::conn_facts::closed(&mut shared.store(), &s.stream);
             if room == 0 {
                 break;
             }
@@ -791,6 +837,42 @@ impl Bell {
     }
 }
 
+/// Rings the log bell of every other worker whose bit (`worker % 64`) is
+/// in `wake` (see `Store::take_log_wakeups`); this worker pumps its own
+/// watchers in the same pass.
+fn watch_wake(shared: &Shared, me: usize, wake: u64) {
+    if wake == 0 {
+        return;
+    }
+    for (w, ring) in shared.log_rings.iter().enumerate() {
+        if w != me && wake & (1 << (w % 64)) != 0 {
+            if let Some(r) = ring {
+                r.ring();
+            }
+        }
+    }
+}
+
+/// One log bell per worker where there are several (a single worker
+/// pumps its own watchers in the pass that produced the lines).
+/// Each worker's ring and bell, by worker.
+type LogBells = (Vec<Option<Ring>>, Vec<Option<Bell>>);
+
+fn log_bells(threads: usize) -> io::Result<LogBells> {
+    let (mut rings, mut bells) = (Vec::new(), Vec::new());
+    for _ in 0..threads {
+        if threads > 1 {
+            let (ring, bell) = bell_pair()?;
+            rings.push(ring);
+            bells.push(Some(bell));
+        } else {
+            rings.push(None);
+            bells.push(None);
+        }
+    }
+    Ok((rings, bells))
+}
+
 /// Copies the connection and buffer figures into the store (so `stats` is
 /// exact) and samples CPU time every [`SAMPLE_EVERY_MS`].
 fn refresh_host_stats(shared: &Shared, store: &mut Store, now: Clock) {
@@ -861,7 +943,6 @@ fn rusage_us() -> (u64, u64) {
         (0, 0)
     }
 }
-        libc::sigaddset(&mut set, libc::SIGHUP);
 
 /// Keeps SIGTERM, SIGINT and SIGUSR1 away from this thread, so they
 /// interrupt the first worker's poll, which checks the stop flag (a signal
@@ -876,6 +957,7 @@ fn block_stop_signals() {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }

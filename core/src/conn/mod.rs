@@ -10,6 +10,7 @@ mod output;
 mod stats_cmd;
 mod text;
 mod tokens;
+mod watch;
 
 use alloc::vec::Vec;
 
@@ -18,6 +19,9 @@ use crate::config::{Config, Protocol};
 use crate::store::{SharedValue, Store};
 use output::Output;
 use tokens::Tokens;
+
+pub(crate) use text::{StoreMode, StoreRequest, Stored};
+pub(crate) use watch::WATCH_OUTPUT_MAX;
 
 /// What a [`Connection::process`] call left behind, telling the host what to
 /// do next.
@@ -162,6 +166,12 @@ pub struct Connection {
     wire: Wire,
     /// SASL authentication state (binary protocol, `-S`).
     sasl: binary::SaslState,
+    /// Set once `watch` succeeded: the connection only relays log lines.
+    watch: Option<crate::log::WatchId>,
+    /// The descriptor number log lines print as `cfd`.
+    log_fd: i32,
+    /// The host worker serving this connection, woken for its log lines.
+    log_owner: u32,
 }
 
 impl Default for Connection {
@@ -196,6 +206,9 @@ impl Connection {
             line_scan_work: 0,
             wire: Wire::Undecided,
             sasl: binary::SaslState::default(),
+            watch: None,
+            log_fd: -1,
+            log_owner: 0,
         }
     }
 
@@ -343,6 +356,7 @@ impl Connection {
     /// Executes complete buffered requests against `store`.
     pub fn process(&mut self, store: &mut Store, clock: Clock) -> Progress {
         store.advance(clock);
+        store.log.set_cfd(self.log_fd);
         store.stats.bytes_read += core::mem::take(&mut self.unreported_read);
         store.stats.bytes_written += core::mem::take(&mut self.unreported_written);
         let hwm = store.config().output_high_water;
@@ -352,6 +366,11 @@ impl Connection {
         let progress = loop {
             if self.closing {
                 break Progress::Close;
+            }
+            if self.watch.is_some() {
+                // A watcher runs no more commands; what it sends is dropped.
+                pos = self.input.len();
+                break Progress::NeedInput;
             }
             if self.swallow > 0 {
                 let avail = (self.input.len() - pos) as u64;

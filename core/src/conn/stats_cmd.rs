@@ -181,19 +181,16 @@ pub(super) fn general(store: &Store, out: &mut Vec<u8>) {
         stat(out, name, V::U(0));
     }
     stat(out, b"lru_crawler_starts", V::U(s.lru_crawler_starts));
-    for name in [
-        &b"lru_maintainer_juggles"[..],
-        b"malloc_fails",
-        b"log_worker_dropped",
-        b"log_worker_written",
-        b"log_watcher_skipped",
-        b"log_watcher_sent",
-        b"log_watchers",
-        b"unexpected_napi_ids",
-        b"round_robin_fallback",
-    ] {
-        stat(out, name, V::U(0));
-    }
+    stat(out, b"lru_maintainer_juggles", V::U(0));
+    stat(out, b"malloc_fails", V::U(0));
+    let l = store.log.stats;
+    stat(out, b"log_worker_dropped", V::U(l.worker_dropped));
+    stat(out, b"log_worker_written", V::U(l.worker_written));
+    stat(out, b"log_watcher_skipped", V::U(l.watcher_skipped));
+    stat(out, b"log_watcher_sent", V::U(l.watcher_sent));
+    stat(out, b"log_watchers", V::U(store.log.watcher_count() as u64));
+    stat(out, b"unexpected_napi_ids", V::U(0));
+    stat(out, b"round_robin_fallback", V::U(0));
     stat(out, b"bytes", V::U(store.bytes()));
     stat(out, b"curr_items", V::U(store.curr_items() as u64));
     stat(out, b"total_items", V::U(s.total_items));

@@ -49,8 +49,14 @@ pub(crate) struct StoreRequest<'a> {
 }
 
 /// Executes a storage request against the store with memcached 1.6.18's
-/// `do_store_item` semantics.
+/// `do_store_item` semantics, and logs it for `watch mutations`.
 pub(crate) fn store_item(store: &mut Store, req: &StoreRequest<'_>) -> Stored {
+    let res = store_item_unlogged(store, req);
+    crate::log::stored(store, req, res);
+    res
+}
+
+fn store_item_unlogged(store: &mut Store, req: &StoreRequest<'_>) -> Stored {
     let old = store.find(req.key);
     let Some(old) = old else {
         return match req.mode {
@@ -252,7 +258,7 @@ pub(crate) fn add_delta(store: &mut Store, key: &[u8], incr: bool, delta: u64, c
             return Delta::NoMemory;
         }
         // Reclaiming expired items may have moved the counter's record.
-        if let Some(idx) = store.find(&key) {
+        if let Some(idx) = store.find_unlogged(&key) {
             store.unlink(idx);
         }
         if store.reserve(key.len(), flags, digits.len()).is_err() {
@@ -394,6 +400,7 @@ impl Connection {
                 Step::Close
             }
             b"lru_crawler" => self.lru_crawler_command(store, toks, consumed),
+            b"watch" => self.watch_command(store, toks, consumed),
             b"cache_memlimit" => {
                 if n != 3 && n != 4 {
                     self.out(b"ERROR");
@@ -472,6 +479,7 @@ impl Connection {
         // check runs again on every pass until the data block is complete,
         // so it evicts nothing.
         if let Err(e) = store.admit(key.len(), flags, vlen) {
+            crate::log::refused(store, key, mode, e);
             self.reject_store(store, key, e, mode == StoreMode::Set);
             self.swallow = vlen as u64 + 2;
             return done;
@@ -487,6 +495,7 @@ impl Connection {
         // Room is made once, now that the data block is here: a data block
         // trickling in over many passes must not evict on each of them.
         if let Err(e) = store.reserve(key.len(), flags, vlen) {
+            crate::log::refused(store, key, mode, e);
             self.reject_store(store, key, e, mode == StoreMode::Set);
             return Step::Done(total);
         }

@@ -19,6 +19,7 @@ use lru::Lru;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::log::{self, Log};
 use crate::slab::MAX_CLASSES;
 use crate::stats::{ClassStats, Classes, HostStats, Stats};
 
@@ -85,6 +86,8 @@ pub struct Store {
     pub(crate) classes: Classes,
     host: HostStats,
     pub(crate) verbosity: u32,
+    /// The event log that `watch` connections read.
+    pub(crate) log: Log,
     /// A `shutdown` not yet taken by the host.
     shutdown: Option<Shutdown>,
     /// The `lru_crawler` settings.
@@ -138,6 +141,7 @@ impl Store {
             classes: [ClassStats::default(); MAX_CLASSES],
             host: HostStats::default(),
             verbosity,
+            log: Log::new(),
             shutdown: None,
             crawler: CrawlerSettings::default(),
         }
@@ -177,6 +181,9 @@ impl Store {
 
     /// Adopts a new clock reading. Readings that go backwards are ignored.
     pub fn advance(&mut self, clock: Clock) {
+        if clock.mono_ms >= self.now_ms {
+            self.log.set_time(clock.unix_secs, clock.unix_micros);
+        }
         if clock.mono_ms > self.now_ms {
             self.now_ms = clock.mono_ms;
             let secs = (self.now_ms - self.origin_ms) / 1000;
@@ -273,8 +280,28 @@ impl Store {
 
     /// Looks `key` up without side effects on the item. Expired or flushed
     /// items are unlinked and counted (`get_expired`/`get_flushed`), exactly
-    /// as memcached's `do_item_get` does for every lookup.
+    /// as memcached's `do_item_get` does for every lookup, and, like it,
+    /// the lookup is logged for `watch fetchers` ([`log`](crate::log)).
+    #[inline]
     pub(crate) fn find(&mut self, key: &[u8]) -> Option<u32> {
+        if self.log.wants(log::flags::FETCHERS) {
+            return log::find_logged(self, key);
+        }
+        self.find_unlogged(key)
+    }
+
+    /// The item under `key`, live or not, without any side effect.
+    pub(crate) fn peek(&self, key: &[u8]) -> Option<u32> {
+        let h = self.hash(key);
+        let arena = &self.arena;
+        self.table
+            .find(h, |&i| ItemRef::new(arena.get(i)).key() == key)
+            .copied()
+    }
+
+    /// [`find`](Store::find) without the log line, for the lookups
+    /// memcached makes without `do_item_get`.
+    pub(crate) fn find_unlogged(&mut self, key: &[u8]) -> Option<u32> {
         let h = self.hash(key);
         let arena = &self.arena;
         let idx = *self
@@ -489,6 +516,9 @@ impl Store {
                 self.classes[cls].outofmemory += 1;
                 return Err(AllocError::NoMemory);
             } else {
+                if self.log.wants(log::flags::EVICTIONS) {
+                    self.log.eviction(&log::eviction_line(it, self.now));
+                }
                 self.stats.evictions += 1;
                 let c = &mut self.classes[cls];
                 c.evicted += 1;
