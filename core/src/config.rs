@@ -71,9 +71,6 @@ pub struct Config {
     /// the credentials (memcached's `MEMCACHED_SASL_PWDB` file); the core
     /// only gets their contents.
     pub sasl: Option<SaslDb>,
-    /// Thousandths of `memory_limit` kept free of item bytes for what the
-    /// store's items cost beyond memcached's item sizes (hash index,
-    /// partly used pages, allocator headers and fragmentation), so that a
     /// ASCII authentication (`-Y`): the auth file's users; every text
     /// connection must authenticate first, and the binary protocol is off.
     pub ascii_auth: Option<AuthFile>,
@@ -82,6 +79,9 @@ pub struct Config {
     pub detail_enabled: bool,
     /// The byte ending a key's prefix for those counters (`-D`, `:`).
     pub prefix_delimiter: u8,
+    /// Thousandths of `memory_limit` kept free of item bytes for what the
+    /// store's items cost beyond memcached's item sizes (hash index,
+    /// partly used pages, allocator headers and fragmentation), so that a
     /// full cache keeps the process's memory near `memory_limit`, as
     /// memcached's slab pages do. 0 gives items the whole limit, which is
     /// what byte-level protocol tests of eviction expect; the server uses
@@ -96,11 +96,11 @@ impl Config {
     pub fn binding(&self) -> Protocol {
         if self.sasl.is_some() {
             Protocol::Binary
+        } else if self.ascii_auth.is_some() {
+            Protocol::Ascii
         } else {
             self.protocol
         }
-        } else if self.ascii_auth.is_some() {
-            Protocol::Ascii
     }
 }
 
@@ -165,9 +165,6 @@ impl Default for HostSettings {
         }
     }
 }
-            ascii_auth: None,
-            detail_enabled: false,
-            prefix_delimiter: b':',
 
 impl Default for Config {
     fn default() -> Self {
@@ -189,6 +186,9 @@ impl Default for Config {
             requests_per_event: 20,
             protocol: Protocol::Auto,
             sasl: None,
+            ascii_auth: None,
+            detail_enabled: false,
+            prefix_delimiter: b':',
             reserve_per_mille: 0,
             host: HostSettings::default(),
         }

@@ -40,15 +40,15 @@ mod conn;
 pub mod driver;
 mod log;
 mod num;
-mod sasl;
 pub mod observe;
+mod sasl;
 mod slab;
 mod stats;
 mod store;
 #[doc(hidden)]
 pub mod transcript;
-pub use authfile::{AuthFile, AuthFileError, AUTH_FILE_MAX};
 
+pub use authfile::{AuthFile, AuthFileError, AUTH_FILE_MAX};
 pub use clock::Clock;
 pub use config::{Config, HostSettings, Protocol};
 pub use conn::{Connection, Progress};

@@ -18,17 +18,6 @@ mod warm;
 
 pub use options::Options;
 pub use server::{Server, ServerConfig};
-    if let Some(path) = &opts.auth_file {
-        match ascii_auth::load(path) {
-            Ok(f) => store.ascii_auth = Some(f),
-            Err(e) => {
-                eprintln!("{e}");
-                return 1;
-            }
-        }
-        #[cfg(not(target_os = "wasi"))]
-        ascii_auth::on_sighup();
-    }
 
 /// Parses `args`, binds and serves forever. Returns a process exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
@@ -61,6 +50,17 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
                 return 64;
             }
         }
+    }
+    if let Some(path) = &opts.auth_file {
+        match ascii_auth::load(path) {
+            Ok(f) => store.ascii_auth = Some(f),
+            Err(e) => {
+                eprintln!("{e}");
+                return 1;
+            }
+        }
+        #[cfg(not(target_os = "wasi"))]
+        ascii_auth::on_sighup();
     }
     let addr = format!("{}:{}", opts.listen, opts.port);
     #[cfg(not(target_os = "wasi"))]

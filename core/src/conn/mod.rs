@@ -166,6 +166,12 @@ pub struct Connection {
     wire: Wire,
     /// SASL authentication state (binary protocol, `-S`).
     sasl: binary::SaslState,
+    /// ASCII authentication state (`-Y`).
+    auth: ascii_auth::AuthPhase,
+    /// The id of this connection in the store's connection table.
+    stats_id: Option<u32>,
+    /// Some command has run (`stats conns` tells new connections apart).
+    ran_any: bool,
     /// Set once `watch` succeeded: the connection only relays log lines.
     watch: Option<crate::log::WatchId>,
     /// The descriptor number log lines print as `cfd`.
@@ -176,12 +182,6 @@ pub struct Connection {
 
 impl Default for Connection {
     fn default() -> Self {
-    /// ASCII authentication state (`-Y`).
-    auth: ascii_auth::AuthPhase,
-    /// The id of this connection in the store's connection table.
-    stats_id: Option<u32>,
-    /// Some command has run (`stats conns` tells new connections apart).
-    ran_any: bool,
         Self::new()
     }
 }
@@ -206,6 +206,9 @@ impl Connection {
             line_scan_work: 0,
             wire: Wire::Undecided,
             sasl: binary::SaslState::default(),
+            auth: ascii_auth::AuthPhase::default(),
+            stats_id: None,
+            ran_any: false,
             watch: None,
             log_fd: -1,
             log_owner: 0,
@@ -219,9 +222,6 @@ impl Connection {
     /// and closes.
     pub fn receive(&mut self, bytes: &[u8]) {
         if self.closing {
-            auth: ascii_auth::AuthPhase::default(),
-            stats_id: None,
-            ran_any: false,
             return;
         }
         self.unreported_read += bytes.len() as u64;
@@ -359,6 +359,7 @@ impl Connection {
         store.log.set_cfd(self.log_fd);
         store.stats.bytes_read += core::mem::take(&mut self.unreported_read);
         store.stats.bytes_written += core::mem::take(&mut self.unreported_written);
+        self.auth.new_batch();
         let hwm = store.config().output_high_water;
         let budget = store.config().requests_per_event.max(1);
         let mut done = 0u32;
@@ -378,7 +379,6 @@ impl Connection {
                 pos += n as usize;
                 self.swallow -= n;
                 if self.swallow > 0 {
-        self.auth.new_batch();
                     break Progress::NeedInput;
                 }
                 continue;
@@ -419,6 +419,7 @@ impl Connection {
         } else {
             self.consumed = pos;
         }
+        self.publish(store, progress, done > 0);
         progress
     }
 
@@ -438,7 +439,6 @@ impl Connection {
         Step::Close
     }
 
-        self.publish(store, progress, done > 0);
     /// Appends an item's `value` and the `\r\n` after it to the output:
     /// a large value by reference to the item's buffer (`shared` returns it:
     /// [`Store::shared_value`] of the item), a smaller one as a copy (see
@@ -486,6 +486,9 @@ impl Connection {
 
     /// Handles the text request starting at `input[pos..]`.
     fn step_text(&mut self, store: &mut Store, pos: usize) -> Step {
+        if self.must_authenticate(store) {
+            return self.step_auth(store, pos);
+        }
         if let Some(p) = self.paused.take() {
             return self.resume_get(store, pos, p);
         }
@@ -521,9 +524,6 @@ impl Connection {
         self.noreply = false;
         self.dispatch(store, pos, line_len, nl + 1)
     }
-        if self.must_authenticate(store) {
-            return self.step_auth(store, pos);
-        }
 
     /// No line ending yet: decide between waiting and closing.
     fn check_partial_line(&self, store: &Store, pos: usize) -> Step {

@@ -479,6 +479,7 @@ impl Connection {
         // check runs again on every pass until the data block is complete,
         // so it evicts nothing.
         if let Err(e) = store.admit(key.len(), flags, vlen) {
+            store.observe.prefixes.record_set(key);
             crate::log::refused(store, key, mode, e);
             self.reject_store(store, key, e, mode == StoreMode::Set);
             self.swallow = vlen as u64 + 2;
@@ -487,11 +488,11 @@ impl Connection {
         if data.len() < vlen + 2 {
             // Nothing has been said or changed yet; the whole request is
             // parsed again once its data block is complete.
-            store.observe.prefixes.record_set(key);
             self.noreply = false;
             return Step::Incomplete;
         }
         let total = consumed + vlen + 2;
+        store.observe.prefixes.record_set(key);
         // Room is made once, now that the data block is here: a data block
         // trickling in over many passes must not evict on each of them.
         if let Err(e) = store.reserve(key.len(), flags, vlen) {
@@ -501,7 +502,6 @@ impl Connection {
         }
         store.stats.cmd_set += 1;
         if &data[vlen..vlen + 2] != b"\r\n" {
-        store.observe.prefixes.record_set(key);
             self.out(b"CLIENT_ERROR bad data chunk");
             return Step::Done(total);
         }
@@ -651,6 +651,7 @@ impl Connection {
             store.stats.cmd_get += 1;
         }
         let mut found = store.find(key);
+        store.observe.fetched(key, found.is_some());
         match (found, touch) {
             (Some(idx), Some(exp)) => {
                 let idx = store.set_exptime(idx, exp);
@@ -660,7 +661,6 @@ impl Connection {
                 store.stats.touch_hits += 1;
                 let cls = usize::from(store.item(idx).class());
                 store.classes[cls].touch_hits += 1;
-        store.observe.fetched(key, found.is_some());
             }
             (Some(idx), None) => {
                 store.bump(idx);
@@ -727,6 +727,7 @@ impl Connection {
             self.out(b"CLIENT_ERROR bad command line format");
             return;
         }
+        store.observe.prefixes.record_delete(key);
         match store.find(key) {
             Some(idx) => {
                 let cls = usize::from(store.item(idx).class());
@@ -741,7 +742,6 @@ impl Connection {
             }
         }
     }
-        store.observe.prefixes.record_delete(key);
 
     fn touch_command(&mut self, store: &mut Store, toks: &Tokens<'_>) {
         self.noreply = toks.noreply();

@@ -9,8 +9,8 @@
 //! so a simulation exercises the production policy.
 
 mod gate;
-mod watchers;
 mod stats_id;
+mod watchers;
 
 use alloc::vec::Vec;
 

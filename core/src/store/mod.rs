@@ -92,13 +92,13 @@ pub struct Store {
     shutdown: Option<Shutdown>,
     /// The `lru_crawler` settings.
     crawler: CrawlerSettings,
-}
-
-/// How a client asked the server to stop (`shutdown`, with `-A`).
     /// Connection table, per-prefix counters, top keys.
     pub(crate) observe: crate::observe::Observe,
     /// The `-Y` users, replaced on reload.
     pub(crate) ascii_auth: Option<crate::AuthFile>,
+}
+
+/// How a client asked the server to stop (`shutdown`, with `-A`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shutdown {
     /// `shutdown`: stop now, as on SIGINT.
@@ -115,11 +115,11 @@ impl Store {
     pub fn new(cfg: Config, clock: Clock) -> Store {
         let hasher = FixedState::with_seed(cfg.hash_seed);
         let verbosity = cfg.host.verbosity;
+        let observe = crate::observe::Observe::new(&cfg);
+        let ascii_auth = cfg.ascii_auth.clone();
         Store {
             cfg,
             arena: Arena::new(),
-        let observe = crate::observe::Observe::new(&cfg);
-        let ascii_auth = cfg.ascii_auth.clone();
             table: HashTable::new(),
             hasher,
             lru: Lru::new(),
@@ -144,12 +144,12 @@ impl Store {
             log: Log::new(),
             shutdown: None,
             crawler: CrawlerSettings::default(),
+            observe,
+            ascii_auth,
         }
     }
 
     /// The configuration the store was created with.
-            observe,
-            ascii_auth,
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -203,6 +203,11 @@ impl Store {
         self.process_started + u64::from(self.now)
     }
 
+    /// The monotonic clock's latest reading, in milliseconds.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
     /// Whole seconds since the store was created.
     pub(crate) fn uptime(&self) -> u64 {
         (self.now_ms - self.origin_ms) / 1000
@@ -210,11 +215,6 @@ impl Store {
 
     /// memcached's `realtime()` applied to a raw exptime token: 0 is never,
     /// up to 30 days is relative, larger is a unix time, negative is already
-    /// The monotonic clock's latest reading, in milliseconds.
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.now_ms
-    }
-
     /// expired.
     pub(crate) fn realtime(&self, exptime: i32) -> u32 {
         self.realtime_wide(i64::from(exptime))
@@ -694,6 +694,7 @@ impl Store {
     /// Zeroes the counters (`stats reset`).
     pub(crate) fn reset_stats(&mut self) {
         self.stats = Stats::default();
+        self.observe.reset();
         for c in self.classes.iter_mut() {
             c.reset();
         }
@@ -711,7 +712,6 @@ impl Store {
         }
         Some(self.sweep_next_ms)
     }
-        self.observe.reset();
 
     /// Runs one bounded step of the expiry sweep if it is due: examines up to
     /// a fixed number of items and unlinks the expired and flushed ones.
