@@ -51,7 +51,7 @@ impl TopKeys {
         x ^= x >> 7;
         x ^= x << 17;
         self.state = x;
-        if x % SAMPLE_EVERY != 0 {
+        if !x.is_multiple_of(SAMPLE_EVERY) {
             return;
         }
         self.sampled += 1;
