@@ -315,7 +315,6 @@ const VOLATILE_STATS: &[&str] = &[
     "lru_segmented",
     "slab_reassign",
     "slab_automove",
-    "dump_enabled",
     "temp_lru",
     "watcher_logbuf_size",
     "worker_logbuf_size",

@@ -290,7 +290,7 @@ pub(super) fn settings(store: &Store, out: &mut Vec<u8>) {
     );
     stat(out, b"tail_repair_time", V::U(0));
     stat(out, b"flush_enabled", V::S(yes_no(cfg.flush_enabled)));
-    stat(out, b"dump_enabled", V::S(b"no"));
+    stat(out, b"dump_enabled", V::S(yes_no(cfg.dump_enabled)));
     stat(out, b"hash_algorithm", V::S(b"foldhash"));
     stat(out, b"lru_maintainer_thread", V::S(b"no"));
     stat(out, b"lru_segmented", V::S(b"no"));
