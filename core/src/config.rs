@@ -1,5 +1,6 @@
 //! Settings a [`Store`](crate::Store) is created with.
 
+use crate::authfile::AuthFile;
 use crate::sasl::SaslDb;
 
 /// Store and protocol settings, mirroring memcached's command-line options.
@@ -39,6 +40,9 @@ pub struct Config {
     /// `stats cachedump` and `lru_crawler metadump` then answer memcached's
     /// "not allowed" errors.
     pub dump_enabled: bool,
+    /// Whether `watch` is allowed (`-W` turns it off: `CLIENT_ERROR watch
+    /// commands not allowed`).
+    pub watch_enabled: bool,
     /// Version string sent by `version` and `stats`. Clients gate features on
     /// it, so it must parse as a memcached 1.6 version.
     pub version: &'static str,
@@ -67,6 +71,14 @@ pub struct Config {
     /// the credentials (memcached's `MEMCACHED_SASL_PWDB` file); the core
     /// only gets their contents.
     pub sasl: Option<SaslDb>,
+    /// ASCII authentication (`-Y`): the auth file's users; every text
+    /// connection must authenticate first, and the binary protocol is off.
+    pub ascii_auth: Option<AuthFile>,
+    /// Whether per-prefix counters start on (`-D` turns them on; `stats
+    /// detail on|off` toggles them).
+    pub detail_enabled: bool,
+    /// The byte ending a key's prefix for those counters (`-D`, `:`).
+    pub prefix_delimiter: u8,
     /// Thousandths of `memory_limit` kept free of item bytes for what the
     /// store's items cost beyond memcached's item sizes (hash index,
     /// partly used pages, allocator headers and fragmentation), so that a
@@ -75,26 +87,19 @@ pub struct Config {
     /// what byte-level protocol tests of eviction expect; the server uses
     /// a few percent.
     pub reserve_per_mille: u32,
-    /// This store's place in a partitioned cache: `(index, count)`, where
-    /// `(0, 1)` is a whole cache. Shard `i` of `n` hands out the CAS values
-    /// congruent to `i + 1` modulo `n`, so values stay unique across the
-    /// cache. Set by [`Config::for_shard`].
-    pub shard: (u32, u32),
     /// Settings that only the host knows, reported by `stats settings`.
     pub host: HostSettings,
 }
 
 impl Config {
-    /// The settings of shard `index` of a cache split into `count` (see
-    /// [`shards`](crate::shards)): an equal share of the memory limits, and
-    /// its own residue class of CAS values.
+    /// The settings of one of the `count` shards of a cache (see
+    /// [`shards`](crate::shards)): an equal share of the memory limits.
     #[must_use]
-    pub fn for_shard(&self, index: usize, count: usize) -> Config {
+    pub fn for_shard(&self, count: usize) -> Config {
         let n = count.max(1) as u64;
         Config {
             memory_limit: self.memory_limit / n,
             memory_limit_max: self.memory_limit_max / n,
-            shard: (index as u32, n as u32),
             ..self.clone()
         }
     }
@@ -103,6 +108,8 @@ impl Config {
     pub fn binding(&self) -> Protocol {
         if self.sasl.is_some() {
             Protocol::Binary
+        } else if self.ascii_auth.is_some() {
+            Protocol::Ascii
         } else {
             self.protocol
         }
@@ -182,6 +189,7 @@ impl Default for Config {
             cas_enabled: true,
             shutdown_enabled: false,
             dump_enabled: true,
+            watch_enabled: true,
             version: "1.6.18",
             hash_seed: 0x6d65_6d63_6163_6865,
             line_max: 2048,
@@ -190,8 +198,10 @@ impl Default for Config {
             requests_per_event: 20,
             protocol: Protocol::Auto,
             sasl: None,
+            ascii_auth: None,
+            detail_enabled: false,
+            prefix_delimiter: b':',
             reserve_per_mille: 0,
-            shard: (0, 1),
             host: HostSettings::default(),
         }
     }

@@ -33,11 +33,14 @@
 
 extern crate alloc;
 
+mod authfile;
 mod clock;
 mod config;
 mod conn;
 pub mod driver;
+mod log;
 mod num;
+pub mod observe;
 mod sasl;
 pub mod shards;
 mod slab;
@@ -46,6 +49,7 @@ mod store;
 #[doc(hidden)]
 pub mod transcript;
 
+pub use authfile::{AuthFile, AuthFileError, AUTH_FILE_MAX};
 pub use clock::Clock;
 pub use config::{Config, HostSettings, Protocol};
 pub use conn::{Connection, Progress};

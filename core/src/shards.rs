@@ -3,9 +3,10 @@
 //!
 //! A partitioned cache is `count` plain [`Store`]s, each holding the keys
 //! [`shard_of`] sends to it, with its own LRU, memory share and expiry
-//! sweep ([`Config::for_shard`] derives each one's settings, so CAS values
-//! stay unique across them). A [`Connection`](crate::Connection) takes one
-//! shard at a time through [`Shards::shard`]: a request on one key holds
+//! sweep ([`Config::for_shard`] derives each one's settings); the shards
+//! draw CAS values from one [`CasCounter`], so they run in one sequence.
+//! A [`Connection`](crate::Connection) takes one shard at a time through
+//! [`Shards::shard`]: a request on one key holds
 //! only that key's shard, a multiget takes the shards one key at a time,
 //! and `stats`, `flush_all` and `cache_memlimit` visit every shard in turn.
 //! How a shard is held (a mutex per shard, a single owner) is the host's
@@ -14,13 +15,15 @@
 //!
 //! A single [`Store`] is itself a one-shard cache.
 
+use alloc::sync::Arc;
 use core::hash::BuildHasher;
 use core::ops::DerefMut;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use foldhash::fast::FixedState;
 
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{Store, CAS_MAX};
 
 /// Seed of the key-to-shard hash: fixed, so a key's shard never depends on
 /// the process, and different from any store's index seed in use so keys
@@ -78,6 +81,41 @@ impl Shards for Store {
 
     fn shard(&mut self, _i: usize) -> &mut Store {
         self
+    }
+}
+
+/// The CAS counter the shards of one cache share, so that CAS values run
+/// in one sequence across the cache, as memcached's global counter does
+/// (a cache of one store needs none). Shared by cloning.
+#[derive(Clone, Debug, Default)]
+pub struct CasCounter(Arc<AtomicU64>);
+
+impl CasCounter {
+    /// A counter that has issued nothing.
+    #[must_use]
+    pub fn new() -> CasCounter {
+        CasCounter::default()
+    }
+
+    /// The next value; after the largest a record holds, 1 again.
+    pub(crate) fn next(&self) -> u64 {
+        let step = |last: u64| Some(if last >= CAS_MAX { 1 } else { last + 1 });
+        match self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, step)
+        {
+            Ok(last) | Err(last) => step(last).unwrap_or(1),
+        }
+    }
+
+    /// The last value issued.
+    pub(crate) fn last(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Continues after `last` if that is ahead.
+    pub(crate) fn raise_to(&self, last: u64) {
+        self.0.fetch_max(last, Ordering::Relaxed);
     }
 }
 

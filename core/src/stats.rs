@@ -78,6 +78,7 @@ counters! {
         expired_unfetched,
         reclaimed,
         crawler_reclaimed,
+        crawler_items_checked,
         outofmemory,
         get_hits,
         cmd_set,

@@ -315,7 +315,6 @@ const VOLATILE_STATS: &[&str] = &[
     "lru_segmented",
     "slab_reassign",
     "slab_automove",
-    "dump_enabled",
     "temp_lru",
     "watcher_logbuf_size",
     "worker_logbuf_size",
@@ -383,10 +382,45 @@ fn mask_stats(reply: &[u8], hide: &dyn Fn(&[u8]) -> bool) -> Vec<u8> {
                 out.extend_from_slice(n);
                 out.extend_from_slice(b" *\r\n");
             }
-            None => out.extend_from_slice(line),
+            None => mask_dump_times(line, &mut out),
         }
     }
     out
+}
+
+/// Copies one reply line, masking the absolute times of key dumps with
+/// `*`: `exp=` (unless `-1`) and `la=` of metadump lines, and a non-zero
+/// exptime of cachedump `ITEM` lines. They count from when the server
+/// started; hosts check them against their own clock instead.
+fn mask_dump_times(line: &[u8], out: &mut Vec<u8>) {
+    if line.starts_with(b"key=") {
+        for (i, word) in line.split(|&b| b == b' ').enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            let timed = word.starts_with(b"la=") || word.starts_with(b"exp=");
+            match word.iter().position(|&b| b == b'=') {
+                Some(eq) if timed && &word[eq + 1..] != b"-1" => {
+                    out.extend_from_slice(&word[..=eq]);
+                    out.push(b'*');
+                }
+                _ => out.extend_from_slice(word),
+            }
+        }
+        return;
+    }
+    let tail = line.strip_prefix(b"ITEM ").and_then(|r| {
+        let semi = r.windows(2).rposition(|w| w == b"; ")?;
+        let rest = &r[semi + 2..];
+        (rest.ends_with(b" s]\r\n") && rest != b"0 s]\r\n").then_some(5 + semi + 2)
+    });
+    match tail {
+        Some(at) => {
+            out.extend_from_slice(&line[..at]);
+            out.extend_from_slice(b"* s]\r\n");
+        }
+        None => out.extend_from_slice(line),
+    }
 }
 
 /// The binary protocol's response magic, the first byte of every reply.
@@ -489,6 +523,21 @@ pub fn describe_difference(want: &[u8], got: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dump_times_are_masked() {
+        let m = normalize(
+            b"key=a exp=1795775482 la=1795775382 cas=1 fetch=yes cls=1 size=67\n\
+              key=b exp=-1 la=9 cas=2 fetch=no cls=1 size=64\nEND\r\n\
+              ITEM a [3 b; 1795775519 s]\r\nITEM b [1 b; 0 s]\r\n",
+        );
+        assert_eq!(
+            m,
+            b"key=a exp=* la=* cas=1 fetch=yes cls=1 size=67\n\
+              key=b exp=-1 la=* cas=2 fetch=no cls=1 size=64\nEND\r\n\
+              ITEM a [3 b; * s]\r\nITEM b [1 b; 0 s]\r\n"
+        );
+    }
 
     #[test]
     fn escapes_round_trip() {

@@ -267,6 +267,11 @@ fn operator_flags_transcript() {
 }
 
 #[test]
+fn dumps_and_crawler_transcript() {
+    run_suite("dumps.transcript");
+}
+
+#[test]
 fn binary_protocol_transcript() {
     run_suite("binary.transcript");
 }

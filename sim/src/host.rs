@@ -582,6 +582,12 @@ impl EventLoop {
         for &id in &self.runnable {
             self.driver.process(id, &mut self.store, now);
         }
+        // One loop, one store: watchers are served in the pass that
+        // produced their lines, so the wake-up mask is not needed.
+        if self.driver.watching() {
+            self.driver.pump_watchers(&mut self.store);
+            let _ = self.store.take_log_wakeups();
+        }
         let mut any = any;
         if let Some(p) = self.planted.as_mut() {
             if p.poll_timeout().is_some_and(|t| t <= now.mono_ms) {

@@ -63,7 +63,12 @@ fn run_case(kind: Kind, case: &Case) -> Result<(), String> {
 fn run_all(kind: Kind) {
     let mut failures = Vec::new();
     let mut n = 0;
-    for file in ["text.transcript", "meta.transcript", "operator.transcript"] {
+    for file in [
+        "text.transcript",
+        "meta.transcript",
+        "operator.transcript",
+        "dumps.transcript",
+    ] {
         let path = format!("{}/../conformance/{file}", env!("CARGO_MANIFEST_DIR"));
         let cases =
             transcript::parse(&std::fs::read_to_string(&path).expect("transcript")).expect("parse");

@@ -28,6 +28,9 @@ pub(crate) struct SharedCache {
     earliest: AtomicU64,
     /// The whole cache's settings.
     cfg: Config,
+    /// Workers to wake for their watchers' log lines (bit `worker % 64`),
+    /// gathered from every shard as it is unlocked.
+    wake: AtomicU64,
 }
 
 impl SharedCache {
@@ -40,12 +43,18 @@ impl SharedCache {
             due: (0..n).map(|_| AtomicU64::new(0)).collect(),
             earliest: AtomicU64::new(0),
             cfg,
+            wake: AtomicU64::new(0),
         }
     }
 
     /// How many shards a cache for `threads` workers has.
     pub(crate) fn shards_for(cfg: &Config, threads: usize) -> usize {
         shard_count(cfg, threads)
+    }
+
+    /// The whole cache's settings.
+    pub(crate) fn config(&self) -> &Config {
+        &self.cfg
     }
 
     /// Number of shards.
@@ -61,7 +70,14 @@ impl SharedCache {
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
             due: &self.due[i],
             earliest: &self.earliest,
+            wake: &self.wake,
         }
+    }
+
+    /// The workers whose watchers got log lines since the last call (see
+    /// `Store::take_log_wakeups`); cleared.
+    pub(crate) fn take_wakeups(&self) -> u64 {
+        self.wake.swap(0, Ordering::Relaxed)
     }
 
     /// The cache as a connection on a worker whose home shard is `home`
@@ -97,6 +113,7 @@ impl SharedCache {
                         store,
                         due,
                         earliest: &self.earliest,
+                        wake: &self.wake,
                     };
                     g.handle_timeout(now);
                 }
@@ -108,11 +125,13 @@ impl SharedCache {
     }
 }
 
-/// One shard, held; publishes the shard's next expiry deadline on drop.
+/// One shard, held; publishes the shard's next expiry deadline and the
+/// log wake-ups it raised on drop.
 pub(crate) struct ShardGuard<'a> {
     store: MutexGuard<'a, Store>,
     due: &'a AtomicU64,
     earliest: &'a AtomicU64,
+    wake: &'a AtomicU64,
 }
 
 impl Deref for ShardGuard<'_> {
@@ -134,6 +153,10 @@ impl Drop for ShardGuard<'_> {
         let due = self.store.poll_timeout().unwrap_or(NEVER);
         if self.due.swap(due, Ordering::Relaxed) != due {
             self.earliest.fetch_min(due, Ordering::Relaxed);
+        }
+        let wake = self.store.take_log_wakeups();
+        if wake != 0 {
+            self.wake.fetch_or(wake, Ordering::Relaxed);
         }
     }
 }

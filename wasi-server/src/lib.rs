@@ -6,7 +6,9 @@
 //! code builds for `wasm32-wasip2` (the product, run by the `wasmcached` runner
 //! under wasmtime) and natively (`wasmcached-server`).
 
+pub mod ascii_auth;
 mod cache;
+mod conn_facts;
 pub mod extended;
 pub mod options;
 mod poller;
@@ -49,6 +51,17 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
                 return 64;
             }
         }
+    }
+    if let Some(path) = &opts.auth_file {
+        match ascii_auth::load(path) {
+            Ok(f) => store.ascii_auth = Some(f),
+            Err(e) => {
+                eprintln!("{e}");
+                return 1;
+            }
+        }
+        #[cfg(not(target_os = "wasi"))]
+        ascii_auth::on_sighup();
     }
     let addr = format!("{}:{}", opts.listen, opts.port);
     #[cfg(not(target_os = "wasi"))]

@@ -70,6 +70,14 @@ pub struct Options {
     /// (`user:password` lines).
     #[arg(short = 'S', long = "enable-sasl")]
     pub enable_sasl: bool,
+    /// ASCII authentication: clients must first send `set <any> <any>
+    /// <any> <n>` with `<user> <pass>` from this file of `user:password`
+    /// lines (reloaded on SIGHUP); the binary protocol is off.
+    #[arg(short = 'Y', long = "auth-file")]
+    pub auth_file: Option<PathBuf>,
+    /// Prefix delimiter for `stats detail` (turns the counters on).
+    #[arg(short = 'D')]
+    pub prefix_delimiter: Option<char>,
     /// Disable CAS values: every CAS reads 0 and `cas` answers EXISTS.
     #[arg(short = 'C', long = "disable-cas")]
     pub disable_cas: bool,
@@ -80,6 +88,9 @@ pub struct Options {
     /// Disable key dumps (`stats cachedump`, `lru_crawler metadump`).
     #[arg(short = 'X', long = "disable-dumping")]
     pub disable_dumping: bool,
+    /// Disable `watch` (the event log).
+    #[arg(short = 'W', long = "disable-watch")]
+    pub disable_watch: bool,
     /// Extended options, comma separated: idle_timeout=SECONDS.
     #[arg(short = 'o', long = "extended", action = clap::ArgAction::Append)]
     pub extended: Vec<String>,
@@ -200,6 +211,7 @@ impl Options {
             cas_enabled: !self.disable_cas,
             shutdown_enabled: self.enable_shutdown,
             dump_enabled: !self.disable_dumping,
+            watch_enabled: !self.disable_watch,
             hash_seed,
             requests_per_event: self.reqs_per_event,
             protocol: self.binding(),
@@ -208,6 +220,8 @@ impl Options {
             // the item bytes; keeping that inside -m keeps memory below
             // 1.1 x -m with margin.
             reserve_per_mille: 40,
+            detail_enabled: self.prefix_delimiter.is_some(),
+            prefix_delimiter: self.prefix_delimiter.map_or(b':', |c| c as u8),
             host: HostSettings {
                 max_connections: self.conn_limit,
                 tcp_port: self.port,
@@ -263,6 +277,7 @@ impl Options {
             (self.disable_cas, "-C"),
             (self.enable_shutdown, "-A"),
             (self.disable_dumping, "-X"),
+            (self.disable_watch, "-W"),
         ] {
             if on {
                 v.push(flag.into());
@@ -278,6 +293,14 @@ impl Options {
         }
         if self.enable_sasl {
             v.push("-S".into());
+        }
+        if let Some(p) = &self.auth_file {
+            v.push("-Y".into());
+            v.push(p.display().to_string());
+        }
+        if let Some(c) = self.prefix_delimiter {
+            v.push("-D".into());
+            v.push(c.to_string());
         }
         for _ in 0..self.verbose {
             v.push("-v".into());

@@ -26,6 +26,7 @@ use crate::poller::{Event, Poller};
 use wasmcached_core::driver::{
     AcceptError, Admission, DriverStats, Interest, TOO_MANY_CONNECTIONS,
 };
+use wasmcached_core::shards::CasCounter;
 use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Shards, Shutdown, Store};
 
 /// Largest write: a WASI write takes at most 64 KiB, and gathering more
@@ -37,8 +38,12 @@ const IOV_MAX: usize = 64;
 /// and a walk over the connections per pass would be measurable).
 const SAMPLE_EVERY_MS: u64 = 100;
 /// The poller token of the listener (or a worker's bell); connection `i`
-/// is token `i + 1`.
+/// is token `i + FIRST_CONN`.
 const LISTENER: usize = 0;
+/// The poller token of a worker's log bell, rung when a watcher it serves
+/// has new log lines (several workers only).
+const LOG_BELL: usize = 1;
+const FIRST_CONN: usize = 2;
 
 /// What the workers share.
 struct Shared {
@@ -66,12 +71,15 @@ struct Shared {
     accepting: AtomicBool,
     /// Monotonic millisecond of the last CPU-time sample.
     rusage_ms: AtomicU64,
+    /// Each worker's log bell (several workers only; see `watch_wake`).
+    log_rings: Vec<Option<Ring>>,
 }
 
 impl Shared {
     fn clock(&self) -> Clock {
         let el = self.started.elapsed();
         Clock::new(el.as_millis() as u64, self.unix_at_start + el.as_secs())
+            .with_micros(el.subsec_micros())
     }
 }
 
@@ -136,6 +144,7 @@ impl Server {
             inboxes.push(inbox);
             bells.push(bell);
         }
+        let (log_rings, mut log_bells) = log_bells(threads)?;
         let started = Instant::now();
         let unix_at_start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -143,17 +152,21 @@ impl Server {
             .unwrap_or(0);
         let clock = Clock::new(0, unix_at_start);
         let n = SharedCache::shards_for(&sc.store, threads);
-        let cfgs: Vec<Config> = (0..n).map(|i| sc.store.for_shard(i, n)).collect();
+        let cfgs = vec![sc.store.for_shard(n); n];
         let stores = match &sc.memory_file {
             Some(path) => crate::warm::load(path, cfgs, clock),
             None => cfgs.into_iter().map(|c| Store::new(c, clock)).collect(),
         };
         let cache = SharedCache::new(sc.store.clone(), stores);
+        let cas = CasCounter::new();
         for i in 0..cache.count() {
             let mut store = cache.lock(i);
+            store.share_cas(cas.clone());
             store.host_stats_mut().pid = host_pid();
             store.host_stats_mut().conn_memory_limit = sc.conn_memory as u64;
         }
+        // The accepting worker's home shard (shard 0) lists the listener.
+        crate::conn_facts::listener(&mut cache.lock(0), &listener, 0);
         let driver_cfg = DriverConfig {
             memory_limit: sc.conn_memory / threads,
             idle_timeout_ms: sc.idle_timeout_ms,
@@ -178,12 +191,18 @@ impl Server {
             listen_disabled: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
             rusage_ms: AtomicU64::new(0),
+            log_rings,
         });
-        let main = Worker::new(shared.clone(), 0, None, Some(Gate::new(sc.conn_limit)))?;
+        let mut main = Worker::new(shared.clone(), 0, None, Some(Gate::new(sc.conn_limit)))?;
+        main.log_bell = log_bells[0].take();
         let others = bells
             .into_iter()
             .enumerate()
-            .map(|(i, bell)| Worker::new(shared.clone(), i + 1, Some(bell), None))
+            .map(|(i, bell)| {
+                let mut w = Worker::new(shared.clone(), i + 1, Some(bell), None)?;
+                w.log_bell = log_bells[i + 1].take();
+                Ok(w)
+            })
             .collect::<io::Result<_>>()?;
         Ok(Server {
             main,
@@ -218,6 +237,7 @@ impl Server {
         let mut passes = 0u32;
         while !stop.load(Ordering::Relaxed) {
             self.main.pass()?;
+            crate::ascii_auth::reload_if_requested(&self.shared.cache);
             // The runner's stop request wakes the poll (see `stop`); a
             // check every few passes costs a busy server next to nothing.
             #[cfg(target_os = "wasi")]
@@ -277,6 +297,8 @@ struct Worker {
     /// Readable when connections were handed to this worker (all but the
     /// first, which polls the listener instead).
     bell: Option<Bell>,
+    /// Readable when a watcher this worker serves has new log lines.
+    log_bell: Option<Bell>,
     sampled_ms: u64,
 }
 
@@ -287,7 +309,11 @@ impl Worker {
         bell: Option<Bell>,
         gate: Option<Gate>,
     ) -> io::Result<Worker> {
-        let driver = Driver::new(shared.driver_cfg.clone(), &shared.cfg);
+        let driver_cfg = DriverConfig {
+            worker: id as u32,
+            ..shared.driver_cfg.clone()
+        };
+        let driver = Driver::new(driver_cfg, &shared.cfg);
         let chunk = shared.driver_cfg.read_chunk;
         Ok(Worker {
             shared,
@@ -302,6 +328,7 @@ impl Worker {
             runnable: Vec::new(),
             shutdown: None,
             bell,
+            log_bell: None,
             sampled_ms: 0,
         })
     }
@@ -332,7 +359,18 @@ impl Worker {
                 }
                 continue;
             }
-            let Some(s) = self.socks.get_mut(ev.token - 1).and_then(Option::as_mut) else {
+            if ev.token == LOG_BELL {
+                // The pump in `process` delivers the lines.
+                if let Some(b) = &self.log_bell {
+                    b.drain();
+                }
+                continue;
+            }
+            let Some(s) = self
+                .socks
+                .get_mut(ev.token - FIRST_CONN)
+                .and_then(Option::as_mut)
+            else {
                 continue;
             };
             let id = s.id;
@@ -391,10 +429,13 @@ impl Worker {
             ),
         };
         self.poller.set(LISTENER, fd, read, false)?;
+        if let Some(b) = &self.log_bell {
+            self.poller.set(LOG_BELL, b.fd(), true, false)?;
+        }
         for s in self.socks.iter().flatten() {
             let Interest { read, write } = self.driver.interest(s.id);
             self.poller
-                .set(s.id.index() + 1, s.stream.as_raw_fd(), read, write)?;
+                .set(s.id.index() + FIRST_CONN, s.stream.as_raw_fd(), read, write)?;
         }
         Ok(())
     }
@@ -427,6 +468,10 @@ impl Worker {
                     shared.loads[to].fetch_add(1, Ordering::Relaxed);
                     if to == self.id {
                         let id = self.driver.open(now_ms);
+                        self.driver.set_log_fd(id, sock.as_raw_fd());
+                        let home = shared.cache.view(self.id).home();
+                        let store = &mut *shared.cache.lock(home);
+                        crate::conn_facts::opened(store, &mut self.driver, id, &sock, now_ms);
                         put(&mut self.socks, id, sock);
                     } else {
                         shared.inboxes[to].hand(sock);
@@ -465,11 +510,20 @@ impl Worker {
             .store(!gate.is_paused(now_ms), Ordering::Relaxed);
     }
 
+    /// The shard that lists this worker's connections for `stats conns`
+    /// and takes their counters that belong to no key.
+    fn home(&self) -> usize {
+        self.shared.cache.view(self.id).home()
+    }
+
     /// Adopts the connections the first worker handed to this one.
     fn take_handed(&mut self, now_ms: u64) {
         let handed = std::mem::take(&mut *lock(&self.shared.inboxes[self.id].queue));
         for sock in handed {
             let id = self.driver.open(now_ms);
+            self.driver.set_log_fd(id, sock.as_raw_fd());
+            let store = &mut *self.shared.cache.lock(self.home());
+            crate::conn_facts::opened(store, &mut self.driver, id, &sock, now_ms);
             put(&mut self.socks, id, sock);
         }
     }
@@ -533,6 +587,10 @@ impl Worker {
             }
         }
         shared.cache.sweep(now);
+        if self.driver.watching() {
+            self.driver.pump_watchers(&mut view);
+        }
+        watch_wake(shared, self.id, shared.cache.take_wakeups());
     }
 
     /// Writes the connection's pending output, gathered into one write; a
@@ -573,7 +631,9 @@ impl Worker {
         let shared = &*self.shared;
         while let Some(id) = self.driver.poll_close() {
             if let Some(s) = self.socks[id.index()].take() {
-                self.poller.remove(id.index() + 1, s.stream.as_raw_fd());
+                crate::conn_facts::closed(&mut shared.cache.lock(self.home()), &s.stream);
+                self.poller
+                    .remove(id.index() + FIRST_CONN, s.stream.as_raw_fd());
                 if shared.verbose > 1 {
                     eprintln!("<{} connection closed.", s.stream.as_raw_fd());
                 }
@@ -759,6 +819,42 @@ impl Bell {
     }
 }
 
+/// Rings the log bell of every other worker whose bit (`worker % 64`) is
+/// in `wake` (see `Store::take_log_wakeups`); this worker pumps its own
+/// watchers in the same pass.
+fn watch_wake(shared: &Shared, me: usize, wake: u64) {
+    if wake == 0 {
+        return;
+    }
+    for (w, ring) in shared.log_rings.iter().enumerate() {
+        if w != me && wake & (1 << (w % 64)) != 0 {
+            if let Some(r) = ring {
+                r.ring();
+            }
+        }
+    }
+}
+
+/// One log bell per worker where there are several (a single worker
+/// pumps its own watchers in the pass that produced the lines).
+/// Each worker's ring and bell, by worker.
+type LogBells = (Vec<Option<Ring>>, Vec<Option<Bell>>);
+
+fn log_bells(threads: usize) -> io::Result<LogBells> {
+    let (mut rings, mut bells) = (Vec::new(), Vec::new());
+    for _ in 0..threads {
+        if threads > 1 {
+            let (ring, bell) = bell_pair()?;
+            rings.push(ring);
+            bells.push(Some(bell));
+        } else {
+            rings.push(None);
+            bells.push(None);
+        }
+    }
+    Ok((rings, bells))
+}
+
 /// Copies the connection and buffer figures into the store (so `stats` is
 /// exact) and samples CPU time every [`SAMPLE_EVERY_MS`].
 fn refresh_host_stats(shared: &Shared, store: &mut Store, now: Clock) {
@@ -843,6 +939,7 @@ fn block_stop_signals() {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }

@@ -1,11 +1,16 @@
 //! Per-client protocol state: framing, pipelining, back-pressure, replies.
 
+mod ascii_auth;
 mod binary;
+mod crawler;
+mod dump;
 mod meta;
+mod observe_cmd;
 mod output;
 mod stats_cmd;
 mod text;
 mod tokens;
+mod watch;
 
 use alloc::vec::Vec;
 
@@ -15,6 +20,9 @@ use crate::shards::{shard_of, Shards};
 use crate::store::SharedValue;
 use output::Output;
 use tokens::Tokens;
+
+pub(crate) use text::{StoreMode, StoreRequest, Stored};
+pub(crate) use watch::WATCH_OUTPUT_MAX;
 
 /// What a [`Connection::process`] call left behind, telling the host what to
 /// do next.
@@ -54,7 +62,8 @@ enum Step {
     Done(usize),
     /// The request is incomplete (a data block is still arriving).
     Incomplete,
-    /// A multiget stopped at the output high-water mark; resume later.
+    /// A multiget or metadump stopped at the output high-water mark;
+    /// resume later.
     Paused,
     /// The connection must close.
     Close,
@@ -139,6 +148,8 @@ pub struct Connection {
     /// Bytes of input still to be discarded after a rejected data block.
     swallow: u64,
     paused: Option<PausedGet>,
+    /// A metadump interrupted by back-pressure.
+    dump: Option<dump::PausedDump>,
     closing: bool,
     /// The current command asked not to be answered.
     noreply: bool,
@@ -158,6 +169,18 @@ pub struct Connection {
     sasl: binary::SaslState,
     /// The clock of the current `process` call, given to every shard taken.
     clock: Clock,
+    /// ASCII authentication state (`-Y`).
+    auth: ascii_auth::AuthPhase,
+    /// The id of this connection in the store's connection table.
+    stats_id: Option<u32>,
+    /// Some command has run (`stats conns` tells new connections apart).
+    ran_any: bool,
+    /// Set once `watch` succeeded: the connection only relays log lines.
+    watch: Option<crate::log::WatchId>,
+    /// The descriptor number log lines print as `cfd`.
+    log_fd: i32,
+    /// The host worker serving this connection, woken for its log lines.
+    log_owner: u32,
 }
 
 impl Default for Connection {
@@ -177,6 +200,7 @@ impl Connection {
             out_of_memory: false,
             swallow: 0,
             paused: None,
+            dump: None,
             closing: false,
             noreply: false,
             unreported_read: 0,
@@ -186,6 +210,12 @@ impl Connection {
             wire: Wire::Undecided,
             sasl: binary::SaslState::default(),
             clock: Clock::new(0, 0),
+            auth: ascii_auth::AuthPhase::default(),
+            stats_id: None,
+            ran_any: false,
+            watch: None,
+            log_fd: -1,
+            log_owner: 0,
         }
     }
 
@@ -318,6 +348,7 @@ impl Connection {
         self.incomplete = false;
         self.swallow = 0;
         self.paused = None;
+        self.dump = None;
         if self.wire == Wire::Binary {
             self.bin_fail(reply);
         } else {
@@ -332,10 +363,11 @@ impl Connection {
     pub fn process<S: Shards>(&mut self, shards: &mut S, clock: Clock) -> Progress {
         self.clock = clock;
         {
-            let mut home = take(shards, shards.home(), clock);
+            let mut home = self.home_shard(shards);
             home.stats.bytes_read += core::mem::take(&mut self.unreported_read);
             home.stats.bytes_written += core::mem::take(&mut self.unreported_written);
         }
+        self.auth.new_batch();
         let hwm = shards.config().output_high_water;
         let budget = shards.config().requests_per_event.max(1);
         let mut done = 0u32;
@@ -343,6 +375,11 @@ impl Connection {
         let progress = loop {
             if self.closing {
                 break Progress::Close;
+            }
+            if self.watch.is_some() {
+                // A watcher runs no more commands; what it sends is dropped.
+                pos = self.input.len();
+                break Progress::NeedInput;
             }
             if self.swallow > 0 {
                 let avail = (self.input.len() - pos) as u64;
@@ -358,7 +395,7 @@ impl Connection {
                 break Progress::Blocked;
             }
             if done >= budget {
-                take(shards, shards.home(), clock).stats.conn_yields += 1;
+                self.home_shard(shards).stats.conn_yields += 1;
                 break Progress::Yielded;
             }
             match self.step_checked(shards, pos) {
@@ -389,6 +426,12 @@ impl Connection {
             self.consumed = 0;
         } else {
             self.consumed = pos;
+        }
+        if self.stats_id.is_some() {
+            let mut home = self.home_shard(shards);
+            self.publish(&mut home, progress, done > 0);
+        } else {
+            self.ran_any |= done > 0;
         }
         progress
     }
@@ -457,23 +500,30 @@ impl Connection {
     /// The shard holding `key`, advanced to this call's clock.
     pub(crate) fn key_shard<'s, S: Shards>(&self, shards: &'s mut S, key: &[u8]) -> S::Shard<'s> {
         let i = shard_of(key, shards.count());
-        take(shards, i, self.clock)
+        take(shards, i, self.clock, self.log_fd)
     }
 
     /// Shard `i`, advanced to this call's clock.
     pub(crate) fn nth_shard<'s, S: Shards>(&self, shards: &'s mut S, i: usize) -> S::Shard<'s> {
-        take(shards, i, self.clock)
+        take(shards, i, self.clock, self.log_fd)
     }
 
     /// The shard for what belongs to no key, advanced to this call's clock.
     pub(crate) fn home_shard<'s, S: Shards>(&self, shards: &'s mut S) -> S::Shard<'s> {
-        take(shards, shards.home(), self.clock)
+        take(shards, shards.home(), self.clock, self.log_fd)
     }
 
     /// Handles the text request starting at `input[pos..]`.
     fn step_text<S: Shards>(&mut self, shards: &mut S, pos: usize) -> Step {
+        if self.must_authenticate(shards.config()) {
+            let mut home = self.home_shard(shards);
+            return self.step_auth(&mut home, pos);
+        }
         if let Some(p) = self.paused.take() {
             return self.resume_get(shards, pos, p);
+        }
+        if let Some(d) = self.dump.take() {
+            return self.resume_dump(shards, d);
         }
         // Only bytes not searched on an earlier call are searched now.
         let avail = self.input.len() - pos;
@@ -560,10 +610,11 @@ impl Connection {
     }
 }
 
-/// Shard `i`, advanced to `clock`.
-fn take<S: Shards>(shards: &mut S, i: usize, clock: Clock) -> S::Shard<'_> {
+/// Shard `i`, advanced to `clock`, its log lines naming `cfd`.
+fn take<S: Shards>(shards: &mut S, i: usize, clock: Clock, cfd: i32) -> S::Shard<'_> {
     let mut shard = shards.shard(i);
     shard.advance(clock);
+    shard.log.set_cfd(cfd);
     shard
 }
 

@@ -2,6 +2,7 @@
 
 use alloc::vec::Vec;
 
+use crate::log::LogStats;
 use crate::num::{push_i64, push_u64};
 use crate::shards::Shards;
 use crate::slab;
@@ -49,6 +50,7 @@ pub(super) struct Totals {
     items: u64,
     /// The memory limit (`-m`, or the last `cache_memlimit`).
     limit: u64,
+    log: LogStats,
 }
 
 impl Connection {
@@ -60,6 +62,7 @@ impl Connection {
             bytes: 0,
             items: 0,
             limit: 0,
+            log: LogStats::default(),
         };
         for i in 0..shards.count() {
             let s = self.nth_shard(shards, i);
@@ -70,6 +73,7 @@ impl Connection {
             t.bytes += s.bytes();
             t.items += s.curr_items() as u64;
             t.limit += s.config().memory_limit;
+            t.log.add(&s.log.stats);
         }
         t
     }
@@ -103,20 +107,16 @@ impl Connection {
                 b"items" => items(&self.totals(shards), &mut out),
                 b"slabs" => slabs(&self.totals(shards), &mut out),
                 b"sizes" => stat(&mut out, b"sizes_status", V::S(b"disabled")),
-                b"conns" | b"extstore" => {}
-                // Key dumps are not implemented; with -X they are refused
-                // as memcached refuses them (before checking arguments).
+                b"extstore" => {}
+                b"conns" => self.stats_conns(shards, &mut out),
+                b"topkeys" => return self.stats_topkeys(shards),
+                // With -X dumps are refused before the arguments are read.
                 b"cachedump" if !shards.config().dump_enabled => {
                     return self.out(b"CLIENT_ERROR stats cachedump not allowed")
                 }
                 b"cachedump" if n < 5 => return self.out(b"CLIENT_ERROR bad command line"),
-                b"detail" => {
-                    return match toks.get(2) {
-                        b"on" | b"off" => self.out(b"OK"),
-                        b"dump" => self.out(b"END"),
-                        _ => self.out(b"CLIENT_ERROR usage: stats detail on|off|dump"),
-                    }
-                }
+                b"cachedump" => return self.cachedump(shards, toks),
+                b"detail" => return self.stats_detail(shards, toks),
                 _ => return self.out(b"ERROR"),
             }
         }
@@ -228,19 +228,17 @@ pub(super) fn general(store: &Store, t: &Totals, out: &mut Vec<u8>) {
         stat(out, name, V::U(0));
     }
     stat(out, b"lru_crawler_starts", V::U(s.lru_crawler_starts));
-    for name in [
-        &b"lru_maintainer_juggles"[..],
-        b"malloc_fails",
-        b"log_worker_dropped",
-        b"log_worker_written",
-        b"log_watcher_skipped",
-        b"log_watcher_sent",
-        b"log_watchers",
-        b"unexpected_napi_ids",
-        b"round_robin_fallback",
-    ] {
-        stat(out, name, V::U(0));
-    }
+    stat(out, b"lru_maintainer_juggles", V::U(0));
+    stat(out, b"malloc_fails", V::U(0));
+    let l = t.log;
+    stat(out, b"log_worker_dropped", V::U(l.worker_dropped));
+    stat(out, b"log_worker_written", V::U(l.worker_written));
+    stat(out, b"log_watcher_skipped", V::U(l.watcher_skipped));
+    stat(out, b"log_watcher_sent", V::U(l.watcher_sent));
+    // Every shard holds every watcher.
+    stat(out, b"log_watchers", V::U(store.log.watcher_count() as u64));
+    stat(out, b"unexpected_napi_ids", V::U(0));
+    stat(out, b"round_robin_fallback", V::U(0));
     stat(out, b"bytes", V::U(t.bytes));
     stat(out, b"curr_items", V::U(t.items));
     stat(out, b"total_items", V::U(s.total_items));
@@ -297,8 +295,16 @@ pub(super) fn settings(store: &Store, t: &Totals, out: &mut Vec<u8>) {
     stat(out, b"chunk_size", V::U(48));
     stat(out, b"num_threads", V::U(u64::from(h.threads)));
     stat(out, b"num_threads_per_udp", V::U(u64::from(h.threads)));
-    stat(out, b"stat_key_prefix", V::S(b":"));
-    stat(out, b"detail_enabled", V::S(b"no"));
+    stat(
+        out,
+        b"stat_key_prefix",
+        V::S(&[store.observe.prefixes.delimiter]),
+    );
+    stat(
+        out,
+        b"detail_enabled",
+        V::S(yes_no(store.observe.prefixes.enabled)),
+    );
     stat(
         out,
         b"reqs_per_event",
@@ -312,7 +318,8 @@ pub(super) fn settings(store: &Store, t: &Totals, out: &mut Vec<u8>) {
         V::S(cfg.binding().name().as_bytes()),
     );
     stat(out, b"auth_enabled_sasl", V::S(yes_no(cfg.sasl.is_some())));
-    stat(out, b"auth_enabled_ascii", V::S(b"no"));
+    let auth = store.ascii_auth.as_ref().map(|f| f.path.as_bytes());
+    stat(out, b"auth_enabled_ascii", V::S(auth.unwrap_or(b"no")));
     stat(out, b"item_size_max", V::U(u64::from(cfg.item_size_max)));
     stat(out, b"maxconns_fast", V::S(b"yes"));
     stat(out, b"hashpower_init", V::U(0));
@@ -321,12 +328,17 @@ pub(super) fn settings(store: &Store, t: &Totals, out: &mut Vec<u8>) {
     stat(out, b"slab_automove_ratio", V::S(b"0.80"));
     stat(out, b"slab_automove_window", V::U(30));
     stat(out, b"slab_chunk_max", V::U(524288));
-    stat(out, b"lru_crawler", V::S(yes_no(true)));
-    stat(out, b"lru_crawler_sleep", V::U(100));
-    stat(out, b"lru_crawler_tocrawl", V::U(0));
+    let crawler = store.crawler();
+    stat(out, b"lru_crawler", V::S(yes_no(crawler.enabled)));
+    stat(out, b"lru_crawler_sleep", V::U(u64::from(crawler.sleep_us)));
+    stat(
+        out,
+        b"lru_crawler_tocrawl",
+        V::U(u64::from(crawler.tocrawl)),
+    );
     stat(out, b"tail_repair_time", V::U(0));
     stat(out, b"flush_enabled", V::S(yes_no(cfg.flush_enabled)));
-    stat(out, b"dump_enabled", V::S(b"no"));
+    stat(out, b"dump_enabled", V::S(yes_no(cfg.dump_enabled)));
     stat(out, b"hash_algorithm", V::S(b"foldhash"));
     stat(out, b"lru_maintainer_thread", V::S(b"no"));
     stat(out, b"lru_segmented", V::S(b"no"));
@@ -414,7 +426,7 @@ pub(super) fn items(t: &Totals, out: &mut Vec<u8>) {
             (b"evicted_unfetched", c.evicted_unfetched),
             (b"evicted_active", c.evicted_active),
             (b"crawler_reclaimed", c.crawler_reclaimed),
-            (b"crawler_items_checked", 0),
+            (b"crawler_items_checked", c.crawler_items_checked),
             (b"lrutail_reflocked", 0),
             (b"moves_to_cold", 0),
             (b"moves_to_warm", 0),

@@ -50,8 +50,14 @@ pub(crate) struct StoreRequest<'a> {
 }
 
 /// Executes a storage request against the store with memcached 1.6.18's
-/// `do_store_item` semantics.
+/// `do_store_item` semantics, and logs it for `watch mutations`.
 pub(crate) fn store_item(store: &mut Store, req: &StoreRequest<'_>) -> Stored {
+    let res = store_item_unlogged(store, req);
+    crate::log::stored(store, req, res);
+    res
+}
+
+fn store_item_unlogged(store: &mut Store, req: &StoreRequest<'_>) -> Stored {
     let old = store.find(req.key);
     let Some(old) = old else {
         return match req.mode {
@@ -253,7 +259,7 @@ pub(crate) fn add_delta(store: &mut Store, key: &[u8], incr: bool, delta: u64, c
             return Delta::NoMemory;
         }
         // Reclaiming expired items may have moved the counter's record.
-        if let Some(idx) = store.find(&key) {
+        if let Some(idx) = store.find_unlogged(&key) {
             store.unlink(idx);
         }
         if store.reserve(key.len(), flags, digits.len()).is_err() {
@@ -401,16 +407,8 @@ impl Connection {
                 self.home_shard(shards).request_shutdown(how);
                 Step::Close
             }
-            b"lru_crawler" if n == 4 && toks.get(1) == b"metadump" => {
-                // Key dumps are not implemented; with -X they are refused
-                // as memcached refuses them.
-                if shards.config().dump_enabled {
-                    self.out(b"ERROR");
-                } else {
-                    self.out(b"ERROR metadump not allowed");
-                }
-                done
-            }
+            b"lru_crawler" => self.lru_crawler_command(shards, toks, consumed),
+            b"watch" => self.watch_command(shards, toks, consumed),
             b"cache_memlimit" => {
                 if n != 3 && n != 4 {
                     self.out(b"ERROR");
@@ -492,6 +490,8 @@ impl Connection {
         // check runs again on every pass until the data block is complete,
         // so it evicts nothing.
         if let Err(e) = store.admit(key.len(), flags, vlen) {
+            store.observe.prefixes.record_set(key);
+            crate::log::refused(store, key, mode, e);
             self.reject_store(store, key, e, mode == StoreMode::Set);
             self.swallow = vlen as u64 + 2;
             return done;
@@ -503,9 +503,11 @@ impl Connection {
             return Step::Incomplete;
         }
         let total = consumed + vlen + 2;
+        store.observe.prefixes.record_set(key);
         // Room is made once, now that the data block is here: a data block
         // trickling in over many passes must not evict on each of them.
         if let Err(e) = store.reserve(key.len(), flags, vlen) {
+            crate::log::refused(store, key, mode, e);
             self.reject_store(store, key, e, mode == StoreMode::Set);
             return Step::Done(total);
         }
@@ -669,6 +671,7 @@ impl Connection {
             store.stats.cmd_get += 1;
         }
         let mut found = store.find(key);
+        store.observe.fetched(key, found.is_some());
         match (found, touch) {
             (Some(idx), Some(exp)) => {
                 let idx = store.set_exptime(idx, exp);
@@ -744,6 +747,7 @@ impl Connection {
             self.out(b"CLIENT_ERROR bad command line format");
             return;
         }
+        store.observe.prefixes.record_delete(key);
         match store.find(key) {
             Some(idx) => {
                 let cls = usize::from(store.item(idx).class());
@@ -805,9 +809,16 @@ impl Connection {
                 }
             }
         }
-        for i in 0..shards.count() {
-            self.nth_shard(shards, i).flush(i64::from(delay));
-        }
+        self.flush_all(shards, i64::from(delay));
         self.out(b"OK");
+    }
+
+    /// Flushes every shard alike: an immediate flush's CAS bound is drawn
+    /// once, as memcached draws one.
+    pub(super) fn flush_all<S: Shards>(&self, shards: &mut S, delay: i64) {
+        let mut cas = None;
+        for i in 0..shards.count() {
+            cas = self.nth_shard(shards, i).flush(delay, cas);
+        }
     }
 }

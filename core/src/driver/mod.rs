@@ -9,6 +9,8 @@
 //! so a simulation exercises the production policy.
 
 mod gate;
+mod stats_id;
+mod watchers;
 
 use alloc::vec::Vec;
 
@@ -56,6 +58,10 @@ pub struct DriverConfig {
     /// Close connections that neither sent nor received anything for this
     /// long (memcached's `idle_timeout`); 0 keeps them forever.
     pub idle_timeout_ms: u64,
+    /// Which of the host's event loops this driver serves (0 for the
+    /// first), so the store can tell whom to wake for a watcher's log
+    /// lines ([`Store::take_log_wakeups`]).
+    pub worker: u32,
 }
 
 impl Default for DriverConfig {
@@ -66,6 +72,7 @@ impl Default for DriverConfig {
             read_chunk: 64 * 1024,
             reads_per_pass: 4,
             idle_timeout_ms: 0,
+            worker: 0,
         }
     }
 }
@@ -150,6 +157,8 @@ struct Slot {
     read_pass: u64,
     reads: u32,
     last_active_ms: u64,
+    /// A watcher whose log lines did not all fit its output.
+    watch_backlog: bool,
 }
 
 /// The connections of one event loop and the policy for serving them.
@@ -200,6 +209,10 @@ pub struct Driver {
     over_soft_since: Option<u64>,
     next_idle_check: u64,
     stats: DriverStats,
+    /// Connections that became watchers (`watch`).
+    watchers: Vec<u32>,
+    /// Watchers closed, to be removed from the store's log.
+    unwatch: Vec<crate::log::WatchId>,
 }
 
 impl Driver {
@@ -221,13 +234,18 @@ impl Driver {
             over_soft_since: None,
             next_idle_check: 0,
             stats: DriverStats::default(),
+            watchers: Vec::new(),
+            unwatch: Vec::new(),
         }
     }
 
     /// Starts serving a new connection.
     pub fn open(&mut self, now_ms: u64) -> ConnId {
+        let mut conn = Connection::new();
+        let idx = self.free.last().copied().unwrap_or(self.slots.len() as u32);
+        conn.set_log_identity(idx as i32, self.cfg.worker);
         let slot = Slot {
-            conn: Connection::new(),
+            conn,
             live: true,
             ready: false,
             queued: false,
@@ -238,6 +256,7 @@ impl Driver {
             read_pass: 0,
             reads: 0,
             last_active_ms: now_ms,
+            watch_backlog: false,
         };
         self.live += 1;
         let idx = match self.free.pop() {
@@ -411,6 +430,8 @@ impl Driver {
         let s = &mut self.slots[i as usize];
         s.ready = false;
         let progress = s.conn.process(cache, clock);
+        self.note_watcher(i);
+        let s = &mut self.slots[i as usize];
         s.blocked = progress == Progress::Blocked;
         if progress == Progress::Yielded {
             self.mark_ready(i);
@@ -459,6 +480,7 @@ impl Driver {
     /// for reuse once returned.
     pub fn poll_close(&mut self) -> Option<ConnId> {
         let idx = self.to_close.pop()?;
+        self.forget_watcher(idx);
         let s = &mut self.slots[idx as usize];
         self.held -= s.held;
         s.held = 0;
@@ -476,7 +498,7 @@ impl Driver {
     /// whichever is first; otherwise never (`None`). An idle server sleeps.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
-        if !self.runnable.is_empty() || !self.to_close.is_empty() {
+        if !self.runnable.is_empty() || !self.to_close.is_empty() || self.watch_due() {
             return Some(self.now_ms);
         }
         let idle = (self.cfg.idle_timeout_ms > 0 && self.live > 0).then_some(self.next_idle_check);
@@ -636,6 +658,7 @@ impl Driver {
     /// Frees a doomed connection's buffers at once (the host closes it at
     /// the end of the pass).
     fn release(&mut self, i: u32) {
+        self.forget_watcher(i);
         let s = &mut self.slots[i as usize];
         s.conn = Connection::new();
         self.held -= s.held;

@@ -1,6 +1,7 @@
 //! The shared item store: hash index, LRU, TTL and CAS bookkeeping.
 
 mod arena;
+mod crawl;
 mod item;
 mod lru;
 pub mod snapshot;
@@ -12,11 +13,13 @@ use hashbrown::HashTable;
 
 pub(crate) use arena::SharedValue;
 use arena::{Arena, Resize};
+pub(crate) use crawl::{ClassSet, CrawlerSettings, DumpPos};
 pub(crate) use item::{bits, ntotal, ItemMut, ItemRef, Rec, Shape, CAS_MAX, NIL};
 use lru::Lru;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::log::{self, Log};
 use crate::slab::MAX_CLASSES;
 use crate::stats::{ClassStats, Classes, HostStats, Stats};
 
@@ -68,6 +71,8 @@ pub struct Store {
     hasher: FixedState,
     lru: Lru,
     last_cas: u64,
+    /// The counter of the cache this store is a shard of, if it is one.
+    shared_cas: Option<crate::shards::CasCounter>,
     bytes: u64,
     ttl_items: usize,
     oldest_live: u32,
@@ -88,8 +93,16 @@ pub struct Store {
     pub(crate) classes: Classes,
     host: HostStats,
     pub(crate) verbosity: u32,
+    /// The event log that `watch` connections read.
+    pub(crate) log: Log,
     /// A `shutdown` not yet taken by the host.
     shutdown: Option<Shutdown>,
+    /// The `lru_crawler` settings.
+    crawler: CrawlerSettings,
+    /// Connection table, per-prefix counters, top keys.
+    pub(crate) observe: crate::observe::Observe,
+    /// The `-Y` users, replaced on reload.
+    pub(crate) ascii_auth: Option<crate::AuthFile>,
 }
 
 /// How a client asked the server to stop (`shutdown`, with `-A`).
@@ -109,6 +122,8 @@ impl Store {
     pub fn new(cfg: Config, clock: Clock) -> Store {
         let hasher = FixedState::with_seed(cfg.hash_seed);
         let verbosity = cfg.host.verbosity;
+        let observe = crate::observe::Observe::new(&cfg);
+        let ascii_auth = cfg.ascii_auth.clone();
         Store {
             cfg,
             arena: Arena::new(),
@@ -116,6 +131,7 @@ impl Store {
             hasher,
             lru: Lru::new(),
             last_cas: 0,
+            shared_cas: None,
             bytes: 0,
             ttl_items: 0,
             oldest_live: 0,
@@ -133,7 +149,11 @@ impl Store {
             classes: [ClassStats::default(); MAX_CLASSES],
             host: HostStats::default(),
             verbosity,
+            log: Log::new(),
             shutdown: None,
+            crawler: CrawlerSettings::default(),
+            observe,
+            ascii_auth,
         }
     }
 
@@ -169,6 +189,9 @@ impl Store {
 
     /// Adopts a new clock reading. Readings that go backwards are ignored.
     pub fn advance(&mut self, clock: Clock) {
+        if clock.mono_ms >= self.now_ms {
+            self.log.set_time(clock.unix_secs, clock.unix_micros);
+        }
         if clock.mono_ms > self.now_ms {
             self.now_ms = clock.mono_ms;
             let secs = (self.now_ms - self.origin_ms) / 1000;
@@ -186,6 +209,11 @@ impl Store {
     /// Unix time as memcached reports it (`time` stat).
     pub(crate) fn unix_now(&self) -> u64 {
         self.process_started + u64::from(self.now)
+    }
+
+    /// The monotonic clock's latest reading, in milliseconds.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.now_ms
     }
 
     /// Whole seconds since the store was created.
@@ -225,21 +253,22 @@ impl Store {
 
     /// Assigns the next CAS value (memcached's `get_cas_id`).
     /// The counter wraps to 1 after [`CAS_MAX`] (56 bits), the width a
-    /// record stores. Shard `i` of `n` issues the values congruent to
-    /// `i + 1` modulo `n`.
+    /// record stores. A shard draws from the cache's shared counter
+    /// ([`Store::share_cas`]).
     /// With CAS values disabled (`-C`) every item's CAS is 0.
     pub(crate) fn next_cas(&mut self) -> u64 {
         if !self.cfg.cas_enabled {
             return 0;
         }
-        let (index, count) = self.cfg.shard;
-        let stride = u64::from(count.max(1));
-        let first = u64::from(index) % stride + 1;
-        // The next value above the last in this shard's residue class (the
-        // last may be another numbering's, after a restore).
-        let next = self.last_cas + 1;
-        let next = next + (first + stride - next % stride) % stride;
-        self.last_cas = if next > CAS_MAX { first } else { next };
+        if let Some(shared) = &self.shared_cas {
+            self.last_cas = shared.next();
+            return self.last_cas;
+        }
+        self.last_cas = if self.last_cas >= CAS_MAX {
+            1
+        } else {
+            self.last_cas + 1
+        };
         self.last_cas
     }
 
@@ -264,8 +293,28 @@ impl Store {
 
     /// Looks `key` up without side effects on the item. Expired or flushed
     /// items are unlinked and counted (`get_expired`/`get_flushed`), exactly
-    /// as memcached's `do_item_get` does for every lookup.
+    /// as memcached's `do_item_get` does for every lookup, and, like it,
+    /// the lookup is logged for `watch fetchers` ([`log`](crate::log)).
+    #[inline]
     pub(crate) fn find(&mut self, key: &[u8]) -> Option<u32> {
+        if self.log.wants(log::flags::FETCHERS) {
+            return log::find_logged(self, key);
+        }
+        self.find_unlogged(key)
+    }
+
+    /// The item under `key`, live or not, without any side effect.
+    pub(crate) fn peek(&self, key: &[u8]) -> Option<u32> {
+        let h = self.hash(key);
+        let arena = &self.arena;
+        self.table
+            .find(h, |&i| ItemRef::new(arena.get(i)).key() == key)
+            .copied()
+    }
+
+    /// [`find`](Store::find) without the log line, for the lookups
+    /// memcached makes without `do_item_get`.
+    pub(crate) fn find_unlogged(&mut self, key: &[u8]) -> Option<u32> {
         let h = self.hash(key);
         let arena = &self.arena;
         let idx = *self
@@ -419,6 +468,12 @@ impl Store {
     /// Removes an item. The handle of one other item may change: the last
     /// record of its size class moves into the freed slot.
     pub(crate) fn unlink(&mut self, idx: u32) {
+        let _ = self.unlink_tracked(idx);
+    }
+
+    /// [`Store::unlink`], returning the handle of the record that moved
+    /// into `idx`'s slot, if one did.
+    pub(crate) fn unlink_tracked(&mut self, idx: u32) -> Option<u32> {
         let (h, nt, cls, had_ttl) = {
             let it = self.item(idx);
             (
@@ -439,9 +494,11 @@ impl Store {
         let c = &mut self.classes[usize::from(cls)];
         c.number -= 1;
         c.mem_requested -= nt;
-        if let Some(from) = self.arena.remove(idx) {
+        let from = self.arena.remove(idx);
+        if let Some(from) = from {
             self.moved(from, idx);
         }
+        from
     }
 
     /// Makes room for `need` more bytes by reclaiming expired items and
@@ -472,6 +529,9 @@ impl Store {
                 self.classes[cls].outofmemory += 1;
                 return Err(AllocError::NoMemory);
             } else {
+                if self.log.wants(log::flags::EVICTIONS) {
+                    self.log.eviction(&log::eviction_line(it, self.now));
+                }
                 self.stats.evictions += 1;
                 let c = &mut self.classes[cls];
                 c.evicted += 1;
@@ -602,21 +662,43 @@ impl Store {
     /// Without CAS values (`-C`) memcached cannot tell an item stored in
     /// the flush's second before the flush from one stored after it, and
     /// hides both: the watermark is the flush's second itself.
-    pub(crate) fn flush(&mut self, delay: i64) {
+    ///
+    /// An immediate flush takes a CAS value as its bound, `cas` or else a
+    /// new one, and returns it: the shards of one cache flush with one.
+    pub(crate) fn flush(&mut self, delay: i64, cas: Option<u64>) -> Option<u64> {
         let new_oldest = if delay > 0 {
             self.realtime_wide(delay)
         } else {
             self.now
         };
-        if self.cfg.cas_enabled {
-            self.oldest_live = new_oldest.wrapping_sub(1);
-            if self.oldest_live <= self.now {
-                self.oldest_cas = self.next_cas();
-            }
-        } else {
-            self.oldest_live = new_oldest;
-        }
         self.flush_pending = true;
+        if !self.cfg.cas_enabled {
+            self.oldest_live = new_oldest;
+            return None;
+        }
+        self.oldest_live = new_oldest.wrapping_sub(1);
+        if self.oldest_live > self.now {
+            return None;
+        }
+        self.oldest_cas = match cas {
+            Some(c) => c,
+            None => self.next_cas(),
+        };
+        Some(self.oldest_cas)
+    }
+
+    /// Makes this store a shard of a cache whose shards share `counter`
+    /// (see [`crate::shards`]): CAS values come from it from now on, and
+    /// it continues after every value this store issued (a restored
+    /// snapshot's included).
+    pub fn share_cas(&mut self, counter: crate::shards::CasCounter) {
+        counter.raise_to(self.last_cas);
+        self.shared_cas = Some(counter);
+    }
+
+    /// The last CAS value issued (the shared counter's, for a shard).
+    pub(crate) fn last_cas(&self) -> u64 {
+        self.shared_cas.as_ref().map_or(self.last_cas, |c| c.last())
     }
 
     /// Records a `shutdown` request (`-A`); the host stops when
@@ -647,6 +729,7 @@ impl Store {
     /// Zeroes the counters (`stats reset`).
     pub(crate) fn reset_stats(&mut self) {
         self.stats = Stats::default();
+        self.observe.reset();
         for c in self.classes.iter_mut() {
             c.reset();
         }

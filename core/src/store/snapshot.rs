@@ -254,24 +254,16 @@ impl Snapshot<'_> {
         self.items
     }
 
-    /// The header: the first shard's settings and clock (every shard
-    /// shares them), the whole cache's memory and item count, and the
-    /// largest CAS value issued by any shard.
-    ///
-    /// An immediate `flush_all` already in effect is kept as its horizon
-    /// only: the items it hid are not written, and its CAS bound belongs to
-    /// one shard's numbering, so a sharded cache writes none.
+    /// The header: the first shard's settings, clock and flush horizon
+    /// (every shard shares them), the whole cache's memory and item count,
+    /// and the last CAS value issued.
     fn header(&self, out: &mut Vec<u8>) {
         let Some(&s) = self.stores.first() else {
             return;
         };
         let sum = |f: fn(&Store) -> u64| self.stores.iter().map(|s| f(s)).sum::<u64>();
-        let last_cas = self.stores.iter().map(|s| s.last_cas).max().unwrap_or(0);
-        let oldest_cas = if self.stores.len() == 1 {
-            s.oldest_cas
-        } else {
-            0
-        };
+        let last_cas = self.stores.iter().map(|s| s.last_cas()).max().unwrap_or(0);
+        let oldest_cas = s.oldest_cas;
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&s.cfg.item_size_max.to_le_bytes());
@@ -367,7 +359,8 @@ impl Restore {
     /// Prepares to restore a cache split into shards, shard `i` created
     /// with `cfgs[i]` (see [`Config::for_shard`]): every item goes to its
     /// key's shard, whatever the number of shards that wrote the snapshot.
-    /// Finish with [`Restore::finish_shards`].
+    /// Finish with [`Restore::finish_shards`], then give the shards their
+    /// shared counter ([`Store::share_cas`]).
     pub fn new_shards(cfgs: Vec<Config>, clock: Clock) -> Restore {
         let full = alloc::vec![false; cfgs.len()];
         Restore {

@@ -215,6 +215,16 @@ pub fn run(
         let pwdb = wasmcached_server::sasl::pwdb_for_guest().map_err(|e| anyhow!("{e}"))?;
         b.env(wasmcached_server::sasl::GUEST_DATA_VAR, pwdb);
     }
+    if let Some(path) = &opts.auth_file {
+        // -Y: the guest gets the auth file's content, not the file (see
+        // `wasmcached_server::ascii_auth`).
+        let content = wasmcached_server::ascii_auth::read_file(path).map_err(|e| anyhow!("{e}"))?;
+        wasmcached_server::ascii_auth::parse(path, &content).map_err(|e| anyhow!("{e}"))?;
+        let text = String::from_utf8(content).map_err(|_| {
+            anyhow!("-Y: the auth file must be UTF-8 text to pass to the wasm server")
+        })?;
+        b.env(wasmcached_server::ascii_auth::GUEST_DATA_VAR, text);
+    }
     if let Some(dir) = &snapshot {
         // The snapshot's directory and nothing else (see `warm`); file I/O
         // runs on the guest's thread, which has nothing else to do then.

@@ -22,9 +22,7 @@ impl Connection {
         } else {
             0
         };
-        for i in 0..shards.count() {
-            self.nth_shard(shards, i).flush(i64::from(delay));
-        }
+        self.flush_all(shards, i64::from(delay));
         self.home_shard(shards).stats.cmd_flush += 1;
         if !req.quiet {
             self.bin_reply(req, 0, b"");
