@@ -4,7 +4,8 @@
 //! A partitioned cache is `count` plain [`Store`]s, each holding the keys
 //! [`shard_of`] sends to it, with its own LRU, memory share and expiry
 //! sweep ([`Config::for_shard`] derives each one's settings); the shards
-//! draw CAS values from one [`CasCounter`], so they run in one sequence.
+//! draw CAS values (and `watch` line numbers) from one [`Sequences`], so
+//! they run in one sequence.
 //! A [`Connection`](crate::Connection) takes one shard at a time through
 //! [`Shards::shard`]: a request on one key holds
 //! only that key's shard, a multiget takes the shards one key at a time,
@@ -84,38 +85,47 @@ impl Shards for Store {
     }
 }
 
-/// The CAS counter the shards of one cache share, so that CAS values run
-/// in one sequence across the cache, as memcached's global counter does
-/// (a cache of one store needs none). Shared by cloning.
+/// The numbers the shards of one cache draw from together, so that they
+/// run in one sequence across the cache as memcached's global counters
+/// do: CAS values, and the `gid` of `watch` lines (a cache of one store
+/// needs neither). Shared by cloning.
 #[derive(Clone, Debug, Default)]
-pub struct CasCounter(Arc<AtomicU64>);
+pub struct Sequences {
+    cas: Arc<AtomicU64>,
+    gid: Arc<AtomicU64>,
+}
 
-impl CasCounter {
-    /// A counter that has issued nothing.
+impl Sequences {
+    /// Sequences that have issued nothing.
     #[must_use]
-    pub fn new() -> CasCounter {
-        CasCounter::default()
+    pub fn new() -> Sequences {
+        Sequences::default()
     }
 
-    /// The next value; after the largest a record holds, 1 again.
-    pub(crate) fn next(&self) -> u64 {
+    /// The next CAS value; after the largest a record holds, 1 again.
+    pub(crate) fn next_cas(&self) -> u64 {
         let step = |last: u64| Some(if last >= CAS_MAX { 1 } else { last + 1 });
         match self
-            .0
+            .cas
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, step)
         {
             Ok(last) | Err(last) => step(last).unwrap_or(1),
         }
     }
 
-    /// The last value issued.
-    pub(crate) fn last(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+    /// The last CAS value issued.
+    pub(crate) fn last_cas(&self) -> u64 {
+        self.cas.load(Ordering::Relaxed)
     }
 
-    /// Continues after `last` if that is ahead.
-    pub(crate) fn raise_to(&self, last: u64) {
-        self.0.fetch_max(last, Ordering::Relaxed);
+    /// Continues CAS values after `last` if that is ahead.
+    pub(crate) fn raise_cas_to(&self, last: u64) {
+        self.cas.fetch_max(last, Ordering::Relaxed);
+    }
+
+    /// The next `gid`.
+    pub(crate) fn next_gid(&self) -> u64 {
+        self.gid.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
     }
 }
 

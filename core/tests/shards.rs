@@ -11,7 +11,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 
 use common::{feed, Rng};
-use wasmcached_core::shards::{shard_count, shard_of, CasCounter};
+use wasmcached_core::shards::{shard_count, shard_of, Sequences};
 use wasmcached_core::{Clock, Config, Connection, Shards, Store};
 
 /// A cache of plain stores, the way a single-threaded host owns shards.
@@ -29,9 +29,9 @@ impl Sharded {
     }
 
     fn of(cfg: &Config, mut shards: Vec<Store>) -> Sharded {
-        let cas = CasCounter::new();
+        let cas = Sequences::new();
         for s in &mut shards {
-            s.share_cas(cas.clone());
+            s.share_sequences(cas.clone());
         }
         Sharded {
             cfg: cfg.clone(),
@@ -343,4 +343,51 @@ fn a_sharded_snapshot_restores_into_any_number_of_shards() {
             );
         }
     }
+}
+
+#[test]
+fn dumps_span_every_shard() {
+    let clock = Clock::new(0, 1_700_000_000);
+    let cfg = Config {
+        output_high_water: 4096,
+        ..Config::default()
+    };
+    let mut cache = Sharded::new(&cfg, 4, clock);
+    let mut conn = Connection::new();
+    for i in 0..3000 {
+        let value = if i % 2 == 0 {
+            "x"
+        } else {
+            "a longer value in another class"
+        };
+        let req = format!("set key{i} 0 0 {}\r\n{value}\r\n", value.len());
+        feed(&mut conn, &mut cache, clock, &[req.as_bytes()]);
+    }
+    // The metadump streams under a 4 KiB high-water mark, class by class.
+    let (out, _) = feed(
+        &mut conn,
+        &mut cache,
+        clock,
+        &[b"lru_crawler metadump all\r\n"],
+    );
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.last(), Some(&"END"));
+    let mut keys = HashSet::new();
+    let mut last_cls = 0;
+    for l in &lines[..lines.len() - 1] {
+        let key = l.split(' ').next().unwrap().strip_prefix("key=").unwrap();
+        assert!(keys.insert(key.to_string()), "{key} listed twice");
+        let cls: u32 = l.rsplit(' ').nth(1).unwrap()[4..].parse().unwrap();
+        assert!(cls >= last_cls, "class order");
+        last_cls = cls;
+    }
+    assert_eq!(keys.len(), 3000);
+    // Most recently stored first across shards.
+    let (out, _) = feed(&mut conn, &mut cache, clock, &[b"stats cachedump 1 3\r\n"]);
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(
+        text,
+        "ITEM key2998 [1 b; 0 s]\r\nITEM key2996 [1 b; 0 s]\r\nITEM key2994 [1 b; 0 s]\r\nEND\r\n"
+    );
 }

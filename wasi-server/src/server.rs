@@ -26,7 +26,7 @@ use crate::poller::{Event, Poller};
 use wasmcached_core::driver::{
     AcceptError, Admission, DriverStats, Interest, TOO_MANY_CONNECTIONS,
 };
-use wasmcached_core::shards::CasCounter;
+use wasmcached_core::shards::Sequences;
 use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Shards, Shutdown, Store};
 
 /// Largest write: a WASI write takes at most 64 KiB, and gathering more
@@ -158,10 +158,10 @@ impl Server {
             None => cfgs.into_iter().map(|c| Store::new(c, clock)).collect(),
         };
         let cache = SharedCache::new(sc.store.clone(), stores);
-        let cas = CasCounter::new();
+        let cas = Sequences::new();
         for i in 0..cache.count() {
             let mut store = cache.lock(i);
-            store.share_cas(cas.clone());
+            store.share_sequences(cas.clone());
             store.host_stats_mut().pid = host_pid();
             store.host_stats_mut().conn_memory_limit = sc.conn_memory as u64;
         }
@@ -449,6 +449,11 @@ impl Worker {
             match shared.listener.accept() {
                 Ok((mut sock, peer)) => {
                     if gate.admit(shared.conns.load(Ordering::Relaxed)) == Admission::Refuse {
+                        // Counted before the client can read its refusal and
+                        // ask another worker for `stats`.
+                        shared
+                            .rejected_conns
+                            .store(gate.rejected(), Ordering::Relaxed);
                         let _ = sock.set_nonblocking(true);
                         let _ = sock.write(TOO_MANY_CONNECTIONS);
                         if shared.verbose > 0 {

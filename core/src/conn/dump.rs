@@ -2,8 +2,9 @@
 //! memcached 1.6.18's line formats.
 //!
 //! A metadump lists every live item of the selected classes (memcached
-//! lists what its crawler happens to visit, capped), shard by shard, in
-//! (class, key hash, key) order within a shard. It is streamed: lines go into the connection's output until
+//! lists what its crawler happens to visit, capped), in (class, key hash,
+//! key) order; in a cache of several shards, class by class and within a
+//! class shard by shard. It is streamed: lines go into the connection's output until
 //! the high-water mark, the request pauses like a multiget, and the next
 //! `process` call goes on from the last item written. A cachedump is
 //! bounded instead, as memcached bounds it: at most 2 MiB of lines.
@@ -31,6 +32,8 @@ const CACHEDUMP_MAX: usize = 2 * 1024 * 1024;
 /// front of the input until the dump completes.
 pub(super) struct PausedDump {
     classes: ClassSet,
+    /// The class being listed (several shards only).
+    class: u8,
     /// The shard being listed.
     shard: usize,
     /// The last item listed (or skipped as expired).
@@ -50,6 +53,7 @@ impl Connection {
         self.home_shard(shards).count_dump_start();
         let d = PausedDump {
             classes,
+            class: 0,
             shard: 0,
             after: None,
             consumed,
@@ -58,31 +62,57 @@ impl Connection {
     }
 
     /// Runs (or continues, after the high-water mark stopped it) a
-    /// metadump: each shard's items in turn, then `END`.
+    /// metadump, then `END`.
     pub(super) fn resume_dump<S: Shards>(&mut self, shards: &mut S, mut d: PausedDump) -> Step {
-        while d.shard < shards.count() {
-            let mut store = self.nth_shard(shards, d.shard);
-            match self.dump_shard(&mut store, &mut d) {
-                Some(step) => return step,
-                None => {
-                    d.shard += 1;
-                    d.after = None;
-                }
+        if shards.count() == 1 {
+            let mut store = self.nth_shard(shards, 0);
+            let classes = d.classes;
+            if let Some(step) = self.dump_shard(&mut store, classes, &mut d) {
+                return step;
             }
+        } else if let Some(step) = self.dump_by_class(shards, &mut d) {
+            return step;
         }
         self.output.extend_from_slice(b"END\r\n");
         Step::Done(d.consumed)
     }
 
-    /// Lists one shard's items from where `d` stopped: `None` once they
-    /// are all listed, or the step that ends the request here (paused, or
-    /// out of memory).
-    fn dump_shard(&mut self, store: &mut Store, d: &mut PausedDump) -> Option<Step> {
+    /// A metadump over several shards: each selected class in turn, and
+    /// within it each shard, so the lines still come in class order.
+    fn dump_by_class<S: Shards>(&mut self, shards: &mut S, d: &mut PausedDump) -> Option<Step> {
+        while usize::from(d.class) < MAX_CLASSES {
+            while d.classes.contains(d.class) && d.shard < shards.count() {
+                let mut store = self.nth_shard(shards, d.shard);
+                if store.classes[usize::from(d.class)].number > 0 {
+                    let only = ClassSet::only(d.class);
+                    if let Some(step) = self.dump_shard(&mut store, only, d) {
+                        return Some(step);
+                    }
+                }
+                d.shard += 1;
+                d.after = None;
+            }
+            d.class += 1;
+            d.shard = 0;
+            d.after = None;
+        }
+        None
+    }
+
+    /// Lists one shard's items of `classes` from where `d` stopped: `None`
+    /// once they are all listed, or the step that ends the request here
+    /// (paused, or out of memory).
+    fn dump_shard(
+        &mut self,
+        store: &mut Store,
+        classes: ClassSet,
+        d: &mut PausedDump,
+    ) -> Option<Step> {
         let hwm = store.config().output_high_water;
         let mut batch = Vec::new();
         loop {
             if store
-                .dump_batch(d.classes, d.after.as_ref(), BATCH, &mut batch)
+                .dump_batch(classes, d.after.as_ref(), BATCH, &mut batch)
                 .is_err()
             {
                 self.output
@@ -138,8 +168,8 @@ impl Connection {
 
     /// `stats cachedump <class> <limit>` once dumps are known to be allowed
     /// and the arguments present: `ITEM <key> [<nbytes> b; <exptime> s]`
-    /// lines for live items of the class, shard by shard, each shard's
-    /// most recently used first, then `END`.
+    /// lines for live items of the class, most recently used first (across
+    /// shards by last access and CAS), then `END`.
     pub(super) fn cachedump<S: Shards>(&mut self, shards: &mut S, toks: &Tokens<'_>) {
         let args = (
             parse_u32_truncating(toks.get(2)),
@@ -154,29 +184,40 @@ impl Connection {
         else {
             return self.out(b"CLIENT_ERROR Illegal slab id");
         };
-        let mut bytes = 0usize;
-        let mut shown = 0u32;
-        let mut full = false;
-        let mut line = Vec::new();
-        for i in 0..shards.count() {
-            if full || (limit != 0 && shown >= limit) {
-                break;
-            }
+        // Each shard's lines, most recently used first, with what orders
+        // them across shards: last access, then CAS (the cache's one
+        // sequence, so the later store of the same second comes first).
+        let n = shards.count();
+        let budget = if n == 1 {
+            CACHEDUMP_MAX
+        } else {
+            2 * CACHEDUMP_MAX / n
+        };
+        let mut lines: Vec<(u32, u64, Vec<u8>)> = Vec::new();
+        for i in 0..n {
             let store = self.nth_shard(shards, i);
-            let out = &mut self.output;
-            let left = if limit == 0 { 0 } else { limit - shown };
-            store.walk_class(cls, left, |it| {
-                line.clear();
+            let mut taken = 0usize;
+            store.walk_class(cls, limit, |it| {
+                let mut line = Vec::new();
                 cachedump_line(&store, it, &mut line);
-                if bytes + line.len() + 6 > CACHEDUMP_MAX {
-                    full = true;
+                taken += line.len();
+                if taken > budget || lines.try_reserve(1).is_err() {
                     return false;
                 }
-                bytes += line.len();
-                shown += 1;
-                out.extend_from_slice(&line);
+                lines.push((it.time(), it.cas(), line));
                 true
             });
+        }
+        if n > 1 {
+            lines.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+        }
+        let mut bytes = 0usize;
+        for (shown, (_, _, line)) in lines.iter().enumerate() {
+            if (limit != 0 && shown >= limit as usize) || bytes + line.len() + 6 > CACHEDUMP_MAX {
+                break;
+            }
+            bytes += line.len();
+            self.output.extend_from_slice(line);
         }
         self.output.extend_from_slice(b"END\r\n");
     }

@@ -17,6 +17,20 @@ use crate::shards::Shards;
 /// this plus its log buffer.
 pub(crate) const WATCH_OUTPUT_MAX: usize = 64 * 1024;
 
+/// The `gid` of a log line (`ts=<t> gid=<n> ...`), or `u64::MAX` for a
+/// line without one.
+fn gid_of(line: &[u8]) -> u64 {
+    let Some(at) = line.windows(5).position(|w| w == b" gid=") else {
+        return u64::MAX;
+    };
+    let digits = &line[at + 5..];
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    crate::num::parse_u64(&digits[..end]).unwrap_or(u64::MAX)
+}
+
 /// The classes `watch` accepts, by name, as memcached 1.6.18 spells them
 /// (`deletions` came later, in 1.6.20).
 fn class(name: &[u8]) -> Option<u16> {
@@ -95,22 +109,53 @@ impl Connection {
         self.log_owner = owner;
     }
 
-    /// Moves log lines waiting for this watcher in one shard's log into
-    /// its output, while less than [`WATCH_OUTPUT_MAX`] is pending.
-    /// Returns whether lines may remain in the log for it.
-    pub(crate) fn pump_watch(&mut self, store: &mut crate::Store) -> bool {
-        let Some(id) = self.watch else {
-            return false;
-        };
-        let room = WATCH_OUTPUT_MAX.saturating_sub(self.pending_len());
-        if room == 0 {
-            return true;
+    /// Room for log lines in this watcher's output: refilled only while
+    /// less than [`WATCH_OUTPUT_MAX`] is pending.
+    pub(crate) fn watch_room(&self) -> usize {
+        WATCH_OUTPUT_MAX.saturating_sub(self.pending_len())
+    }
+
+    /// Takes up to `max` bytes of whole lines waiting for this watcher in
+    /// one shard's log into `out`. Returns whether lines remain there.
+    pub(crate) fn take_watch_lines(
+        &self,
+        store: &mut crate::Store,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        match self.watch {
+            Some(id) if max > 0 => store.log.take(id, out, max),
+            Some(_) => true,
+            None => false,
         }
-        let mut lines = Vec::new();
-        let more = store.log.take(id, &mut lines, room);
-        if !lines.is_empty() {
-            self.output.extend_from_slice(&lines);
+    }
+
+    /// Appends lines taken from every shard's log ([`take_watch_lines`]),
+    /// in `gid` order: each shard's lines are in order already, and the
+    /// cache numbers events in one sequence.
+    ///
+    /// [`take_watch_lines`]: Connection::take_watch_lines
+    pub(crate) fn push_watch_lines(&mut self, parts: &[Vec<u8>]) {
+        let mut lines: Vec<(u64, &[u8])> = Vec::new();
+        for part in parts {
+            let start = lines.len();
+            lines.extend(
+                part.split_inclusive(|&b| b == b'\n')
+                    .map(|l| (gid_of(l), l)),
+            );
+            // A `skipped=` line has no gid: it goes with the line after it.
+            let mut next = u64::MAX;
+            for (gid, _) in lines[start..].iter_mut().rev() {
+                if *gid == u64::MAX {
+                    *gid = next;
+                } else {
+                    next = *gid;
+                }
+            }
         }
-        more
+        lines.sort_by_key(|&(gid, _)| gid);
+        for (_, line) in lines {
+            self.output.extend_from_slice(line);
+        }
     }
 }

@@ -17,6 +17,8 @@
 
 use super::{ConnId, Driver};
 use crate::conn::WATCH_OUTPUT_MAX;
+use alloc::vec::Vec;
+
 use crate::shards::Shards;
 
 impl Driver {
@@ -36,24 +38,33 @@ impl Driver {
     /// turn.
     pub fn pump_watchers<S: Shards>(&mut self, cache: &mut S) {
         let unwatch = core::mem::take(&mut self.unwatch);
-        for k in 0..self.watchers.len() {
-            let s = &mut self.slots[self.watchers[k] as usize];
-            s.watch_backlog = false;
+        let n = cache.count();
+        // Lines per watcher, per shard.
+        let mut parts = alloc::vec![alloc::vec![Vec::new(); n]; self.watchers.len()];
+        for (k, &i) in self.watchers.iter().enumerate() {
+            self.slots[i as usize].watch_backlog = false;
+            let _ = k;
         }
-        for shard in 0..cache.count() {
+        for (shard, _) in (0..n).zip(0..) {
             let mut store = cache.shard(shard);
             for &id in &unwatch {
                 store.log.remove_watcher(id);
             }
-            for k in 0..self.watchers.len() {
-                let s = &mut self.slots[self.watchers[k] as usize];
+            for (k, &i) in self.watchers.iter().enumerate() {
+                let s = &mut self.slots[i as usize];
                 if s.live && !s.doomed {
-                    s.watch_backlog |= s.conn.pump_watch(&mut store);
+                    let room = s.conn.watch_room() / n;
+                    let more = s
+                        .conn
+                        .take_watch_lines(&mut store, room, &mut parts[k][shard]);
+                    s.watch_backlog |= more;
                 }
             }
         }
-        for k in 0..self.watchers.len() {
-            self.after_output_change(self.watchers[k]);
+        for (k, part) in parts.iter().enumerate() {
+            let i = self.watchers[k];
+            self.slots[i as usize].conn.push_watch_lines(part);
+            self.after_output_change(i);
         }
     }
 

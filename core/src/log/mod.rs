@@ -111,6 +111,8 @@ pub(crate) struct Log {
     mask: u16,
     /// memcached's `gid`: numbers every event, watched or not.
     gid: u64,
+    /// The cache's shared numbering, for a shard of one.
+    shared_gid: Option<crate::shards::Sequences>,
     secs: u64,
     micros: u32,
     /// The descriptor number of the connection whose requests run now,
@@ -130,6 +132,7 @@ impl Log {
         Log {
             mask: 0,
             gid: 0,
+            shared_gid: None,
             secs: 0,
             micros: 0,
             cfd: -1,
@@ -139,6 +142,11 @@ impl Log {
             scratch: Vec::new(),
             stats: LogStats::default(),
         }
+    }
+
+    /// Numbers events from the cache's shared sequence (a shard's log).
+    pub(crate) fn share_gid(&mut self, seq: crate::shards::Sequences) {
+        self.shared_gid = Some(seq);
     }
 
     /// Whether events of class `flag` are watched: the request path's
@@ -265,7 +273,10 @@ impl Log {
     /// Records one event of class `flag`, its line (after `ts` and `gid`)
     /// written by `body`. Call only when [`wants`](Log::wants) is true.
     pub(crate) fn emit(&mut self, flag: u16, body: impl FnOnce(&mut Vec<u8>)) {
-        self.gid += 1;
+        self.gid = match &self.shared_gid {
+            Some(seq) => seq.next_gid(),
+            None => self.gid + 1,
+        };
         self.stats.worker_written += 1;
         let mut line = core::mem::take(&mut self.scratch);
         line.clear();

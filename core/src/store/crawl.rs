@@ -45,6 +45,13 @@ impl ClassSet {
     /// Every class.
     pub const ALL: ClassSet = ClassSet(u64::MAX);
 
+    /// Class `cls` alone.
+    pub fn only(cls: u8) -> ClassSet {
+        let mut s = ClassSet::default();
+        s.insert(cls);
+        s
+    }
+
     pub fn insert(&mut self, cls: u8) {
         if usize::from(cls) < MAX_CLASSES {
             self.0 |= 1 << cls;

@@ -71,8 +71,8 @@ pub struct Store {
     hasher: FixedState,
     lru: Lru,
     last_cas: u64,
-    /// The counter of the cache this store is a shard of, if it is one.
-    shared_cas: Option<crate::shards::CasCounter>,
+    /// The sequences of the cache this store is a shard of, if it is one.
+    shared: Option<crate::shards::Sequences>,
     bytes: u64,
     ttl_items: usize,
     oldest_live: u32,
@@ -131,7 +131,7 @@ impl Store {
             hasher,
             lru: Lru::new(),
             last_cas: 0,
-            shared_cas: None,
+            shared: None,
             bytes: 0,
             ttl_items: 0,
             oldest_live: 0,
@@ -254,14 +254,14 @@ impl Store {
     /// Assigns the next CAS value (memcached's `get_cas_id`).
     /// The counter wraps to 1 after [`CAS_MAX`] (56 bits), the width a
     /// record stores. A shard draws from the cache's shared counter
-    /// ([`Store::share_cas`]).
+    /// ([`Store::share_sequences`]).
     /// With CAS values disabled (`-C`) every item's CAS is 0.
     pub(crate) fn next_cas(&mut self) -> u64 {
         if !self.cfg.cas_enabled {
             return 0;
         }
-        if let Some(shared) = &self.shared_cas {
-            self.last_cas = shared.next();
+        if let Some(shared) = &self.shared {
+            self.last_cas = shared.next_cas();
             return self.last_cas;
         }
         self.last_cas = if self.last_cas >= CAS_MAX {
@@ -687,18 +687,19 @@ impl Store {
         Some(self.oldest_cas)
     }
 
-    /// Makes this store a shard of a cache whose shards share `counter`
-    /// (see [`crate::shards`]): CAS values come from it from now on, and
-    /// it continues after every value this store issued (a restored
-    /// snapshot's included).
-    pub fn share_cas(&mut self, counter: crate::shards::CasCounter) {
-        counter.raise_to(self.last_cas);
-        self.shared_cas = Some(counter);
+    /// Makes this store a shard of a cache whose shards share `seq` (see
+    /// [`crate::shards`]): CAS values and `watch` line numbers come from
+    /// it from now on, CAS values after every one this store issued (a
+    /// restored snapshot's included).
+    pub fn share_sequences(&mut self, seq: crate::shards::Sequences) {
+        seq.raise_cas_to(self.last_cas);
+        self.log.share_gid(seq.clone());
+        self.shared = Some(seq);
     }
 
     /// The last CAS value issued (the shared counter's, for a shard).
     pub(crate) fn last_cas(&self) -> u64 {
-        self.shared_cas.as_ref().map_or(self.last_cas, |c| c.last())
+        self.shared.as_ref().map_or(self.last_cas, |c| c.last_cas())
     }
 
     /// Records a `shutdown` request (`-A`); the host stops when

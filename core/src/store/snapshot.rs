@@ -360,7 +360,7 @@ impl Restore {
     /// with `cfgs[i]` (see [`Config::for_shard`]): every item goes to its
     /// key's shard, whatever the number of shards that wrote the snapshot.
     /// Finish with [`Restore::finish_shards`], then give the shards their
-    /// shared counter ([`Store::share_cas`]).
+    /// shared counter ([`Store::share_sequences`]).
     pub fn new_shards(cfgs: Vec<Config>, clock: Clock) -> Restore {
         let full = alloc::vec![false; cfgs.len()];
         Restore {
