@@ -55,6 +55,12 @@ fn config_for(case: &Case) -> Config {
                 cfg.sasl = Some(SaslDb::parse(SASL_USERS));
                 continue;
             }
+            "-D" => {
+                // memcached takes the delimiter's first byte and turns the
+                // per-prefix counters on with it.
+                cfg.prefix_delimiter = v.bytes().next().unwrap_or(b':');
+                cfg.detail_enabled = true;
+            }
             "-B" => {
                 cfg.protocol = match v.as_str() {
                     "ascii" => Protocol::Ascii,
@@ -269,6 +275,11 @@ fn operator_flags_transcript() {
 #[test]
 fn dumps_and_crawler_transcript() {
     run_suite("dumps.transcript");
+}
+
+#[test]
+fn observability_transcript() {
+    run_suite("observability.transcript");
 }
 
 #[test]

@@ -11,8 +11,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+# What a server started with -Y (ASCII authentication) answers an
+# unauthenticated `version`: it is up, and refuses commands until a client
+# authenticates.
+UNAUTHENTICATED = b"CLIENT_ERROR unauthenticated"
+
+
 def wait_ready(port, proc, timeout=20.0):
-    """Polls until the port accepts a connection and answers `version`."""
+    """Polls until the port accepts a connection and answers `version`
+    (with its version, or with -Y's refusal)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -20,7 +27,8 @@ def wait_ready(port, proc, timeout=20.0):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
                 s.sendall(b"version\r\n")
-                if s.recv(64).startswith(b"VERSION"):
+                reply = s.recv(64)
+                if reply.startswith(b"VERSION") or reply.startswith(UNAUTHENTICATED):
                     return
         except OSError:
             time.sleep(0.01)

@@ -68,6 +68,7 @@ fn run_all(kind: Kind) {
         "meta.transcript",
         "operator.transcript",
         "dumps.transcript",
+        "observability.transcript",
     ] {
         let path = format!("{}/../conformance/{file}", env!("CARGO_MANIFEST_DIR"));
         let cases =

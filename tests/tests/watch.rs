@@ -3,7 +3,8 @@
 //! its own: the line formats of `fetchers`, `mutations` and `evictions`,
 //! the replies (`OK`, `ERROR`, `-W`, the watcher limit, pipelining), a
 //! watcher that never reads (bounded memory, skipped lines counted), and
-//! events from connections on other workers (native `-t 4`).
+//! events from connections on other workers (native `-t 4`), and the
+//! `connevents` line for an accepted client.
 
 use std::time::{Duration, Instant};
 
@@ -304,4 +305,22 @@ fn events_on_other_workers_reach_the_watcher() {
     let stats = parse_stats(&clients[0].call(b"stats\r\n", b"END\r\n"));
     assert_eq!(stat(&stats, "log_watchers"), 1);
     assert_eq!(stat(&stats, "log_watcher_sent"), 8);
+}
+
+#[test]
+fn connevents_report_accepted_clients_as_memcached_does() {
+    for kind in [Kind::Memcached, Kind::Native, Kind::Wasm] {
+        let server = start(kind, &[]);
+        let name = kind.name();
+        let mut w = watcher(server.port, "connevents");
+        let mut c = server.connect();
+        assert_eq!(c.call(b"version\r\n", b"\r\n"), b"VERSION 1.6.18\r\n");
+        let port = c.sock.local_addr().expect("local addr").port();
+        let line = normalise(&read_lines(&mut w, 1));
+        assert_eq!(
+            line,
+            format!("type=conn_new rip=127.0.0.1 rport={port} transport=tcp cfd=N\n"),
+            "{name}"
+        );
+    }
 }

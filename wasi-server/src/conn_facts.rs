@@ -1,19 +1,22 @@
 //! What the server tells the core about its sockets for `stats conns`
-//! (see `wasmcached_core::observe::ConnTable` for the contract): each
-//! socket by its descriptor number (natively the kernel's, in the wasm
-//! guest wasi-libc's), with its addresses as memcached prints them.
+//! and `watch connevents` (see `wasmcached_core::observe::ConnTable` for
+//! the contract): each socket by its descriptor number (natively the
+//! kernel's, in the wasm guest wasi-libc's), with its addresses.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use wasmcached_core::{ConnId, Driver, Store};
+use wasmcached_core::observe::addr_text;
+use wasmcached_core::{Clock, ConnId, Driver, Store};
 
-/// memcached's text for a TCP address.
-fn text(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!("tcp:{a}"),
-        SocketAddr::V6(a) => format!("tcp6:{a}"),
-    }
+/// The time an accept or close is logged at: the host's monotonic
+/// milliseconds with the wall clock's reading.
+fn stamp(now_ms: u64) -> Clock {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Clock::new(now_ms, wall.as_secs()).with_micros(wall.subsec_micros())
 }
 
 fn id(fd: i32) -> u32 {
@@ -25,7 +28,7 @@ pub(crate) fn listener(store: &mut Store, l: &TcpListener, now_ms: u64) {
     if let Ok(a) = l.local_addr() {
         store
             .conn_table_mut()
-            .listen(id(l.as_raw_fd()), &text(a), now_ms);
+            .listen(id(l.as_raw_fd()), &addr_text(a), now_ms);
     }
 }
 
@@ -41,9 +44,7 @@ pub(crate) fn opened(
         return;
     };
     let fd = id(s.as_raw_fd());
-    store
-        .conn_table_mut()
-        .open(fd, &text(peer), &text(local), now_ms);
+    store.conn_opened(fd, peer, local, stamp(now_ms));
     driver.set_stats_id(conn, fd);
 }
 

@@ -20,6 +20,7 @@
 //! wake-up mask that the host takes with [`Log::take_wakeups`] and uses to
 //! wake that worker.
 
+mod conn_lines;
 mod events;
 mod line;
 
@@ -38,8 +39,8 @@ pub(crate) const WATCHER_BUF: usize = 256 * 1024;
 const SKIP_ROOM: usize = 128;
 
 /// Event classes a watcher asks for (memcached's `LOG_*` flags). Fetches,
-/// stores and evictions produce lines; the other classes memcached 1.6.18
-/// accepts (`connevents`, `rawcmds`, `sysevents`, `proxyreqs`,
+/// stores, evictions and connections produce lines; the other classes
+/// memcached 1.6.18 accepts (`rawcmds`, `sysevents`, `proxyreqs`,
 /// `proxyevents`, `proxyuser`) are accepted and stay silent.
 pub(crate) mod flags {
     /// `fetchers`: every item lookup (`type=item_get`).
@@ -48,7 +49,8 @@ pub(crate) mod flags {
     pub const MUTATIONS: u16 = 2;
     /// `evictions`: items evicted to make room (`type=eviction`).
     pub const EVICTIONS: u16 = 4;
-    /// `connevents`: accepted; connection lines are not produced yet.
+    /// `connevents`: clients accepted and closed (`type=conn_new`,
+    /// `type=conn_close`), from what the host reports to the store.
     pub const CONNEVENTS: u16 = 8;
     /// The silent classes.
     pub const RAWCMDS: u16 = 16;

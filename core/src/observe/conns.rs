@@ -15,14 +15,20 @@
 //!   (`tcp6:[::1]:11211` for IPv6); at most [`ADDR_MAX`] bytes are kept.
 //! * **Time**: milliseconds on the [`Clock`](crate::Clock)'s monotonic
 //!   clock; `secs_since_last_cmd` is measured from the store's clock.
-//! * **Lifetime**: register a client with [`ConnTable::open`] after
-//!   accepting it and give its [`Connection`](crate::Connection) the same
-//!   id ([`Driver::set_stats_id`](crate::Driver::set_stats_id)); remove it
-//!   with [`ConnTable::close`] when its socket closes. The table holds at
-//!   most [`TABLE_MAX`] entries; later registrations are not listed.
+//! * **Lifetime**: register a client with
+//!   [`Store::conn_opened`](crate::Store::conn_opened) (or
+//!   [`ConnTable::open`], which logs nothing) after accepting it and give
+//!   its [`Connection`](crate::Connection) the same id
+//!   ([`Driver::set_stats_id`](crate::Driver::set_stats_id)); remove it
+//!   with [`Store::conn_closed`](crate::Store::conn_closed) (or
+//!   [`ConnTable::close`]) when its socket closes. The `Store` methods
+//!   also make the `watch connevents` lines, which need the peer's
+//!   address and why the connection ended. The table holds at most
+//!   [`TABLE_MAX`] entries; later registrations are not listed.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+use core::net::SocketAddr;
 
 /// Bytes of an address kept.
 pub const ADDR_MAX: usize = 64;
@@ -67,10 +73,36 @@ impl ConnPhase {
     }
 }
 
+/// Why a client connection ended, as memcached's `conn_close` lines name
+/// it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed its end, or sent `quit` (`normal`).
+    Normal,
+    /// A socket error, a request that ends the connection, or the server
+    /// shedding it for memory (`error`).
+    Error,
+    /// Idle longer than `-o idle_timeout` (`idle_timeout`).
+    IdleTimeout,
+}
+
+impl CloseReason {
+    /// memcached's word for it.
+    pub fn name(self) -> &'static [u8] {
+        match self {
+            CloseReason::Normal => b"normal",
+            CloseReason::Error => b"error",
+            CloseReason::IdleTimeout => b"idle_timeout",
+        }
+    }
+}
+
 /// One socket as `stats conns` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
     pub addr: Vec<u8>,
+    /// The client's address, for `connevents` lines.
+    pub peer: Option<SocketAddr>,
     /// The listener's address, for client connections.
     pub listen_addr: Option<Vec<u8>>,
     pub phase: ConnPhase,
@@ -83,6 +115,15 @@ pub struct ConnTable {
     entries: BTreeMap<u32, Entry>,
 }
 
+/// memcached's text for a TCP address: `tcp:127.0.0.1:11211`,
+/// `tcp6:[::1]:11211`.
+pub fn addr_text(a: SocketAddr) -> alloc::string::String {
+    match a {
+        SocketAddr::V4(a) => alloc::format!("tcp:{a}"),
+        SocketAddr::V6(a) => alloc::format!("tcp6:{a}"),
+    }
+}
+
 fn bounded(addr: &str) -> Vec<u8> {
     let b = addr.as_bytes();
     Vec::from(&b[..b.len().min(ADDR_MAX)])
@@ -92,6 +133,20 @@ impl ConnTable {
     /// Registers a listening socket, listening since `now_ms`.
     pub fn listen(&mut self, id: u32, addr: &str, now_ms: u64) {
         self.insert(id, bounded(addr), None, ConnPhase::Listening, now_ms);
+    }
+
+    /// Registers a client connection from `peer` accepted at `now_ms` on
+    /// the listener at `local`, with memcached's address texts.
+    pub fn open_peer(&mut self, id: u32, peer: SocketAddr, local: SocketAddr, now_ms: u64) {
+        self.open(id, &addr_text(peer), &addr_text(local), now_ms);
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.peer = Some(peer);
+        }
+    }
+
+    /// The client address a connection registered with.
+    pub(crate) fn peer(&self, id: u32) -> Option<SocketAddr> {
+        self.entries.get(&id)?.peer
     }
 
     /// Registers a client connection accepted at `now_ms` from `addr` on
@@ -129,6 +184,7 @@ impl ConnTable {
         }
         let e = Entry {
             addr,
+            peer: None,
             listen_addr: listen,
             phase,
             last_cmd_ms: ms,

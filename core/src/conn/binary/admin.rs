@@ -32,7 +32,8 @@ impl Connection {
     /// stat (memcached's `process_bin_stat`): one packet per statistic,
     /// then an empty packet. The key names the group: none for the general
     /// statistics; `reset`, `settings` and `detail` are matched as
-    /// prefixes, as memcached does, other groups exactly. Unknown groups
+    /// prefixes, as memcached does, other groups exactly; `detail on`,
+    /// `off` and `dump` work as their text forms. Unknown groups
     /// (including the text-only `conns` and `extstore`) are not found.
     pub(super) fn bin_stat<S: Shards>(&mut self, shards: &mut S, req: &Request<'_>) {
         let group = req.key;
@@ -46,11 +47,20 @@ impl Connection {
             let t = self.totals(shards);
             stats_cmd::settings(&self.home_shard(shards), &t, &mut lines);
         } else if let Some(sub) = group.strip_prefix(b"detail") {
+            // As memcached: the words after `detail ` are matched as
+            // prefixes (`dumpx` dumps), and the dump is the text one in a
+            // single `detailed` packet. memcached compares past the end of
+            // a shorter key (`detail`, `detail o`) with whatever its read
+            // buffer held; here those are not found.
             if sub.starts_with(b" dump") {
-                // Per-prefix detail is never collected, so the dump is
-                // memcached's empty one.
-                self.stat_packet(req, b"detailed", b"END\r\n");
-            } else if !sub.starts_with(b" on") && !sub.starts_with(b" off") {
+                let mut dump = Vec::new();
+                store.observe.prefixes.dump(&mut dump);
+                self.stat_packet(req, b"detailed", &dump);
+            } else if sub.starts_with(b" on") {
+                store.observe.prefixes.enabled = true;
+            } else if sub.starts_with(b" off") {
+                store.observe.prefixes.enabled = false;
+            } else {
                 return self.bin_error(req, Status::KeyNotFound);
             }
         } else {

@@ -76,6 +76,9 @@ impl Connection {
         let vlen = match admitted {
             Ok(n) => n,
             Err(e) => {
+                // A refused store counts as a set in `stats detail`, as in
+                // memcached, which counts before allocating.
+                store.observe.prefixes.record_set(req.key);
                 self.reject_bin_store(store, req, e);
                 self.swallow = swallow_len(vlen);
                 return Step::Done(fixed);
@@ -84,6 +87,9 @@ impl Connection {
         if rest.len() < vlen {
             return Step::Incomplete;
         }
+        // Counted once the value is here: an incomplete request runs
+        // again on every pass.
+        store.observe.prefixes.record_set(req.key);
         // Room is made once, when the value is complete (see `admit`).
         if let Err(e) = store.reserve(req.key.len(), flags, vlen) {
             self.reject_bin_store(store, req, e);
@@ -154,6 +160,7 @@ impl Connection {
     /// delete and deleteq (memcached's `process_bin_delete`): a non-zero
     /// CAS must match the item's.
     pub(super) fn bin_delete(&mut self, store: &mut Store, req: &Request<'_>) {
+        store.observe.prefixes.record_delete(req.key);
         let Some(idx) = store.find(req.key) else {
             store.stats.delete_misses += 1;
             return self.bin_error(req, Status::KeyNotFound);
