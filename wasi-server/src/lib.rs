@@ -9,6 +9,7 @@
 pub mod ascii_auth;
 mod conn_facts;
 pub mod extended;
+pub mod host_channel;
 pub mod options;
 mod poller;
 pub mod sasl;
