@@ -7,7 +7,7 @@ mod common;
 
 use common::{feed, Rng};
 use wasmcached_core::transcript::{self, Case, Step};
-use wasmcached_core::{Clock, Config, Connection, Protocol, SaslDb, Store};
+use wasmcached_core::{AuthFile, Clock, Config, Connection, Protocol, SaslDb, Store};
 
 const START: Clock = Clock::new(1_000_000, 1_700_000_000);
 
@@ -60,6 +60,13 @@ fn config_for(case: &Case) -> Config {
                 // per-prefix counters on with it.
                 cfg.prefix_delimiter = v.bytes().next().unwrap_or(b':');
                 cfg.detail_enabled = true;
+            }
+            "-Y" => {
+                // The file's path is relative to the repository's root, as
+                // scripts/capture_transcripts.py resolves it for memcached.
+                let path = format!("{}/../{v}", env!("CARGO_MANIFEST_DIR"));
+                let content = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                cfg.ascii_auth = Some(AuthFile::parse(&v, &content).unwrap());
             }
             "-B" => {
                 cfg.protocol = match v.as_str() {
@@ -280,6 +287,11 @@ fn dumps_and_crawler_transcript() {
 #[test]
 fn observability_transcript() {
     run_suite("observability.transcript");
+}
+
+#[test]
+fn ascii_auth_transcript() {
+    run_suite("ascii_auth.transcript");
 }
 
 #[test]

@@ -7,8 +7,22 @@ use std::time::Duration;
 use wasmcached_core::transcript::{self, Case, Step};
 use wasmcached_tests::{start, Client, Kind};
 
+/// The case's options, with `-Y`'s file resolved from the repository's
+/// root (as scripts/capture_transcripts.py resolves it for memcached).
+fn server_opts(opts: &[String]) -> Vec<String> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut out = opts.to_vec();
+    for i in 1..out.len() {
+        if out[i - 1] == "-Y" {
+            out[i] = format!("{root}/{}", out[i]);
+        }
+    }
+    out
+}
+
 fn run_case(kind: Kind, case: &Case) -> Result<(), String> {
-    let opts: Vec<&str> = case.opts.iter().map(String::as_str).collect();
+    let opts = server_opts(&case.opts);
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
     let server = start(kind, &opts);
     let mut clients: Vec<Option<Client>> = (0..=case.connections()).map(|_| None).collect();
     for (i, step) in case.steps.iter().enumerate() {
@@ -69,6 +83,7 @@ fn run_all(kind: Kind) {
         "operator.transcript",
         "dumps.transcript",
         "observability.transcript",
+        "ascii_auth.transcript",
     ] {
         let path = format!("{}/../conformance/{file}", env!("CARGO_MANIFEST_DIR"));
         let cases =

@@ -4,9 +4,10 @@
 //! users when the new file cannot be read or parsed. The native server
 //! does the same. A wasm guest has no files: the runner reads the file and
 //! passes its content in the `WASMCACHED_AUTH_FILE_DATA` environment
-//! variable ([`GUEST_DATA_VAR`]) at start (a guest does not reload it).
-//! Either way the core gets the content as data
-//! ([`wasmcached_core::AuthFile`]).
+//! variable ([`GUEST_DATA_VAR`]) at start, and on SIGHUP reads it again
+//! and sends the new content over the guest's standard input
+//! ([`crate::host_channel`]), which hands it to [`deliver`]. Either way
+//! the core gets the content as data ([`wasmcached_core::AuthFile`]).
 
 use std::io::Read;
 use std::path::Path;
@@ -18,6 +19,11 @@ use wasmcached_core::{AuthFile, AuthFileError, AUTH_FILE_MAX};
 pub const GUEST_DATA_VAR: &str = "WASMCACHED_AUTH_FILE_DATA";
 
 static RELOAD: AtomicBool = AtomicBool::new(false);
+
+/// A guest's new file content from the runner, until the next pass
+/// applies it (only the latest matters).
+#[cfg(target_os = "wasi")]
+static DELIVERED: std::sync::Mutex<Option<Vec<u8>>> = std::sync::Mutex::new(None);
 
 /// Reads the file, on the host (the native server, or the runner on its
 /// guest's behalf), refusing one over [`AUTH_FILE_MAX`].
@@ -67,6 +73,14 @@ pub fn request_reload() {
     RELOAD.store(true, Ordering::SeqCst);
 }
 
+/// Takes the file's new content from the runner (a wasm guest's SIGHUP)
+/// and asks for it to be applied.
+#[cfg(target_os = "wasi")]
+pub(crate) fn deliver(content: Vec<u8>) {
+    *DELIVERED.lock().unwrap_or_else(|e| e.into_inner()) = Some(content);
+    request_reload();
+}
+
 /// SIGHUP reloads the auth file, as in memcached. The handler only stores
 /// to an atomic.
 #[cfg(not(target_os = "wasi"))]
@@ -80,8 +94,9 @@ pub fn on_sighup() {
     }
 }
 
-/// Re-reads the file if a reload was asked for, and hands the new users
-/// to the store; on failure the old users stay.
+/// Re-reads the file if a reload was asked for (in a guest: takes what
+/// the runner delivered), and hands the new users to every shard; on
+/// failure the old users stay.
 pub(crate) fn reload_if_requested(cache: &crate::cache::SharedCache) {
     if !RELOAD.swap(false, Ordering::SeqCst) {
         return;
@@ -90,7 +105,7 @@ pub(crate) fn reload_if_requested(cache: &crate::cache::SharedCache) {
         return;
     };
     let path = Path::new(&path);
-    match read_file(path).and_then(|c| parse(path, &c)) {
+    match new_content(path).and_then(|c| parse(path, &c)) {
         // Every shard checks logins against its own copy.
         Ok(f) => {
             for i in 0..cache.count() {
@@ -99,4 +114,17 @@ pub(crate) fn reload_if_requested(cache: &crate::cache::SharedCache) {
         }
         Err(e) => eprintln!("{e}; keeping the previous users"),
     }
+}
+
+/// The file's content for a reload: read again natively.
+#[cfg(not(target_os = "wasi"))]
+fn new_content(path: &Path) -> Result<Vec<u8>, String> {
+    read_file(path)
+}
+
+/// The file's content for a reload: what the runner delivered.
+#[cfg(target_os = "wasi")]
+fn new_content(_: &Path) -> Result<Vec<u8>, String> {
+    let delivered = DELIVERED.lock().unwrap_or_else(|e| e.into_inner()).take();
+    delivered.ok_or_else(|| "-Y: no new content from the runner".to_string())
 }

@@ -10,6 +10,7 @@ pub mod ascii_auth;
 mod cache;
 mod conn_facts;
 pub mod extended;
+pub mod host_channel;
 pub mod options;
 mod poller;
 pub mod sasl;

@@ -7,14 +7,9 @@
 //!
 //! Natively the server takes the signals itself ([`on_signals`]). A WASI
 //! guest gets no signals: the runner catches them, ends the process itself
-//! on SIGTERM and SIGINT, and asks the guest for a graceful stop on the
-//! one channel a WASI command has from its host, its standard input. The
-//! runner gives the guest an input stream that stays empty until then and
-//! makes the guest's `wasi:io/poll.poll` return at once, so an idle server
-//! wakes up; the server reads the stream every few loop passes
-//! ([`poll_host`]). Any byte on standard input is a graceful stop request;
-//! a closed or failing standard input is none (a runtime that gives the
-//! guest no input must not stop it).
+//! on SIGTERM and SIGINT, and sends the guest a graceful stop request over
+//! its standard input (see [`crate::host_channel`]); the server reads it
+//! every few loop passes ([`poll_host`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -85,24 +80,10 @@ pub fn on_signals() {
     HANDLED.store(all, Ordering::SeqCst);
 }
 
-/// Checks the host's graceful stop request (see the module
-/// documentation). Called by the event loop; cheap enough for every few
-/// passes (one non-blocking read of an empty stream).
+/// Reads the runner's requests (a graceful stop, a new `-Y` file; see
+/// [`crate::host_channel`]). Called by the event loop; cheap enough for
+/// every few passes (one non-blocking read of an empty stream).
 #[cfg(target_os = "wasi")]
 pub fn poll_host() {
-    use std::cell::Cell;
-    use wasip2::io::streams::InputStream;
-    thread_local! {
-        static STDIN: InputStream = wasip2::cli::stdin::get_stdin();
-        /// Standard input closed or failed: nobody can ask any more.
-        static DEAF: Cell<bool> = const { Cell::new(false) };
-    }
-    if DEAF.get() {
-        return;
-    }
-    match STDIN.with(|s| s.read(1)) {
-        Ok(bytes) if !bytes.is_empty() => request(true),
-        Ok(_) => {}
-        Err(_) => DEAF.set(true),
-    }
+    crate::host_channel::poll();
 }

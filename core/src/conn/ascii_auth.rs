@@ -4,15 +4,16 @@
 //!
 //! As memcached 1.6.18 (`try_read_command_asciiauth`) does it:
 //! * a line that is not `set` with at least 5 tokens and a numeric 5th
-//!   gets `CLIENT_ERROR unauthenticated`; no line ending within 1024
-//!   bytes closes the connection;
+//!   gets `CLIENT_ERROR unauthenticated`; more than 2048 bytes without a
+//!   line ending close the connection;
 //! * the `<n>` + 2 bytes after the line must end in `\r\n` (else
 //!   `CLIENT_ERROR bad command line termination`), and split on spaces
 //!   into at least two words (else `CLIENT_ERROR bad authentication token
 //!   format`); the first two are checked against the auth file: `STORED`
 //!   (even under `noreply`), or `CLIENT_ERROR authentication failure`;
 //! * memcached reads the block into its 16 KiB read buffer: a longer one
-//!   closes the connection once the buffer is full;
+//!   closes the connection once the buffer is full, even when the whole
+//!   block arrived at once;
 //! * replies before authentication share one response object per read:
 //!   of several in one batch of input only the last is sent.
 //!
@@ -23,8 +24,9 @@ use super::tokens::Tokens;
 use super::{Connection, Step};
 use crate::store::Store;
 
-/// memcached waits this long for a line ending before closing.
-const LINE_MAX: usize = 1024;
+/// memcached waits this long for a line ending before closing (1.6.18
+/// closes at 2049 bytes without one, however they arrive).
+const LINE_MAX: usize = 2048;
 /// memcached's read buffer: the largest block (with its `\r\n`) it can
 /// hold.
 const BLOCK_MAX: usize = 16 * 1024;
@@ -59,12 +61,17 @@ impl Connection {
         let Some(need) = self.auth.need else {
             return self.auth_line(pos);
         };
-        if buf.len() < need {
-            return if need > BLOCK_MAX && buf.len() >= BLOCK_MAX {
+        // A block that cannot fit memcached's read buffer is never
+        // checked: the connection closes once the buffer would be full.
+        if need > BLOCK_MAX {
+            return if buf.len() >= BLOCK_MAX {
                 Step::Close
             } else {
                 Step::Incomplete
             };
+        }
+        if buf.len() < need {
+            return Step::Incomplete;
         }
         self.auth.need = None;
         let block = &buf[..need];

@@ -92,22 +92,33 @@ impl Connection {
     pub(super) fn stats_detail<S: Shards>(&mut self, shards: &mut S, toks: &Tokens<'_>) {
         match toks.get(2) {
             w @ (b"on" | b"off") => {
-                for i in 0..shards.count() {
-                    self.nth_shard(shards, i).observe.prefixes.enabled = w == b"on";
-                }
+                self.set_detail(shards, w == b"on");
                 self.out(b"OK");
             }
             b"dump" => {
-                let mut all = self.nth_shard(shards, 0).observe.prefixes.clone();
-                for i in 1..shards.count() {
-                    all.merge(&self.nth_shard(shards, i).observe.prefixes);
-                }
-                let mut out = Vec::new();
-                all.dump(&mut out);
+                let out = self.detail_dump(shards);
                 self.output.extend_from_slice(&out);
             }
             _ => self.out(b"CLIENT_ERROR usage: stats detail on|off|dump"),
         }
+    }
+
+    /// Turns per-prefix counting on or off in every shard.
+    pub(super) fn set_detail<S: Shards>(&self, shards: &mut S, on: bool) {
+        for i in 0..shards.count() {
+            self.nth_shard(shards, i).observe.prefixes.enabled = on;
+        }
+    }
+
+    /// The per-prefix dump: every shard's counters summed.
+    pub(super) fn detail_dump<S: Shards>(&self, shards: &mut S) -> Vec<u8> {
+        let mut all = self.nth_shard(shards, 0).observe.prefixes.clone();
+        for i in 1..shards.count() {
+            all.merge(&self.nth_shard(shards, i).observe.prefixes);
+        }
+        let mut out = Vec::new();
+        all.dump(&mut out);
+        out
     }
 
     /// `stats topkeys`: every shard's summary (of the keys it holds),

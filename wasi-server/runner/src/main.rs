@@ -7,6 +7,7 @@
 //! `--instances N` runs N such guests on consecutive ports.
 
 mod instances;
+mod mailbox;
 mod sandbox;
 mod warm;
 
@@ -79,7 +80,10 @@ fn main() -> ExitCode {
     // `-c` applies to each instance.
     let conns = u64::from(args.server.conn_limit) * u64::from(args.instances);
     wasmcached_server::raise_fd_limit(conns, args.server.verbose);
-    sandbox::stop_on_signals(args.server.memory_file.is_some());
+    sandbox::on_signals(
+        args.server.memory_file.is_some(),
+        args.server.auth_file.clone(),
+    );
     let result =
         sandbox::load(args.component.as_deref()).and_then(|guest| instances::run(guest, each));
     match result {

@@ -2,7 +2,7 @@
 //! memory cap, and how the guest's end is reported.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -14,7 +14,8 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::warm::{self, SnapshotDir, StopInput};
+use crate::mailbox::{self, GuestInput, Mailbox};
+use crate::warm::SnapshotDir;
 
 /// The embedded server component.
 const GUEST: &[u8] = include_bytes!(env!("WASMCACHED_GUEST"));
@@ -28,9 +29,10 @@ struct Host {
     limits: StoreLimits,
     /// Reported at the guest's first poll after its listen was admitted.
     listening: Option<Listening>,
-    /// Whether the guest may be asked to stop gracefully (`-e`): its polls
-    /// then also end when [`warm::GRACEFUL`] is requested.
-    graceful: bool,
+    /// What the runner has to tell the guest (a graceful stop with `-e`,
+    /// a new auth file with `-Y`): its polls also end while a message is
+    /// unread.
+    mailbox: Option<Arc<Mailbox>>,
 }
 
 /// Tells the runner that a guest listens. The address check admits the
@@ -76,24 +78,52 @@ fn listen_addr(opts: &Options) -> anyhow::Result<SocketAddr> {
 /// Exits the process on SIGINT/SIGTERM: a cache may always restart
 /// empty. SIGUSR1 is memcached's graceful stop: with `graceful` (`-e`) the
 /// guests are asked to write their snapshot and exit; without, it exits
-/// like SIGTERM.
-pub fn stop_on_signals(graceful: bool) {
-    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+/// like SIGTERM. With `-Y` (`auth_file`), SIGHUP reloads the users as in
+/// memcached: the runner reads the file again and hands the guests its
+/// content; a file it cannot read or parse leaves the old users.
+pub fn on_signals(graceful: bool, auth_file: Option<PathBuf>) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
     use signal_hook::iterator::Signals;
-    let Ok(mut signals) = Signals::new([SIGINT, SIGTERM, SIGUSR1]) else {
+    let mut wanted = vec![SIGINT, SIGTERM, SIGUSR1];
+    if auth_file.is_some() {
+        wanted.push(SIGHUP);
+    }
+    let Ok(mut signals) = Signals::new(wanted) else {
         return;
     };
     std::thread::spawn(move || {
         for sig in signals.forever() {
             if sig == SIGUSR1 && graceful {
                 eprintln!("wasmcached: received signal {sig}, stopping gracefully");
-                warm::GRACEFUL.request();
+                mailbox::post_graceful_stop();
+                continue;
+            }
+            if sig == SIGHUP {
+                if let Some(path) = &auth_file {
+                    reload_auth_file(path);
+                }
                 continue;
             }
             eprintln!("wasmcached: received signal {sig}, stopping");
             std::process::exit(0);
         }
     });
+}
+
+/// Reads and checks the `-Y` file on SIGHUP and posts its content to the
+/// guests, which parse it again and swap their users.
+fn reload_auth_file(path: &Path) {
+    use wasmcached_server::ascii_auth;
+    let content = ascii_auth::read_file(path)
+        .and_then(|c| ascii_auth::parse(path, &c).map(|_| c))
+        .and_then(|c| {
+            mailbox::post_auth_file(&c)
+                .then_some(())
+                .ok_or_else(|| format!("Authfile [{}] is too large", path.display()))
+        });
+    if let Err(e) = content {
+        eprintln!("{e}; keeping the previous users");
+    }
 }
 
 /// Replaces `wasi:io/poll.poll` with one that first lets the runtime poll
@@ -124,14 +154,14 @@ fn yield_in_poll(linker: &mut Linker<Host>) -> anyhow::Result<()> {
                 {
                     (l.report)();
                 }
-                if !host.graceful {
+                let Some(mailbox) = host.mailbox.clone() else {
                     return Ok((host.table.poll(list).await?,));
-                }
-                // Nothing is ready when a graceful stop was asked for; the
-                // guest then reads its standard input (see `warm`).
+                };
+                // Nothing is ready while a message is unread; the guest
+                // then reads its standard input (see `mailbox`).
                 let ready = tokio::select! {
                     biased;
-                    () = warm::GRACEFUL.requested() => Vec::new(),
+                    () = mailbox.unread() => Vec::new(),
                     ready = host.table.poll(list) => ready?,
                 };
                 Ok((ready,))
@@ -225,13 +255,18 @@ pub fn run(
         })?;
         b.env(wasmcached_server::ascii_auth::GUEST_DATA_VAR, text);
     }
+    // The guest's channel from the runner, when there is anything to say:
+    // a graceful stop (-e), a new auth file (-Y).
+    let mailbox = (snapshot.is_some() || opts.auth_file.is_some()).then(Mailbox::open);
+    if let Some(m) = &mailbox {
+        b.stdin(GuestInput(m.clone()));
+    }
     if let Some(dir) = &snapshot {
         // The snapshot's directory and nothing else (see `warm`); file I/O
         // runs on the guest's thread, which has nothing else to do then.
         b.allow_blocking_current_thread(true)
             .preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
-            .map_err(|e| anyhow!("-e: cannot open {}: {e}", dir.host.display()))?
-            .stdin(StopInput);
+            .map_err(|e| anyhow!("-e: cannot open {}: {e}", dir.host.display()))?;
     }
     b.args(&args)
         .inherit_stdout()
@@ -262,7 +297,7 @@ pub fn run(
             .instances(16)
             .build(),
         listening: Some(listening),
-        graceful: snapshot.is_some(),
+        mailbox,
     };
     let mut store = Store::new(engine, host);
     store.limiter(|h| &mut h.limits);

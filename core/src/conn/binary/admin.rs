@@ -53,13 +53,12 @@ impl Connection {
             // a shorter key (`detail`, `detail o`) with whatever its read
             // buffer held; here those are not found.
             if sub.starts_with(b" dump") {
-                let mut dump = Vec::new();
-                store.observe.prefixes.dump(&mut dump);
+                let dump = self.detail_dump(shards);
                 self.stat_packet(req, b"detailed", &dump);
             } else if sub.starts_with(b" on") {
-                store.observe.prefixes.enabled = true;
+                self.set_detail(shards, true);
             } else if sub.starts_with(b" off") {
-                store.observe.prefixes.enabled = false;
+                self.set_detail(shards, false);
             } else {
                 return self.bin_error(req, Status::KeyNotFound);
             }
