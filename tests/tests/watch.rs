@@ -4,7 +4,7 @@
 //! the replies (`OK`, `ERROR`, `-W`, the watcher limit, pipelining), a
 //! watcher that never reads (bounded memory, skipped lines counted), and
 //! events from connections on other workers (native `-t 4`), and the
-//! `connevents` line for an accepted client.
+//! `connevents` lines for accepted and closed clients.
 
 use std::time::{Duration, Instant};
 
@@ -308,7 +308,7 @@ fn events_on_other_workers_reach_the_watcher() {
 }
 
 #[test]
-fn connevents_report_accepted_clients_as_memcached_does() {
+fn connevents_report_accepted_and_closed_clients_as_memcached_does() {
     for kind in [Kind::Memcached, Kind::Native, Kind::Wasm] {
         let server = start(kind, &[]);
         let name = kind.name();
@@ -320,6 +320,27 @@ fn connevents_report_accepted_clients_as_memcached_does() {
         assert_eq!(
             line,
             format!("type=conn_new rip=127.0.0.1 rport={port} transport=tcp cfd=N\n"),
+            "{name}"
+        );
+        // `quit` and a client hanging up are normal closes. Each line is
+        // read before the next event: memcached's logger thread gathers
+        // its workers' lines in turns, not in gid order.
+        c.send(b"quit\r\n");
+        assert!(c.closed_within(Duration::from_secs(5)), "{name}");
+        let closed = normalise(&read_lines(&mut w, 1));
+        let mut d = server.connect();
+        assert_eq!(d.call(b"version\r\n", b"\r\n"), b"VERSION 1.6.18\r\n");
+        let d_port = d.sock.local_addr().expect("local addr").port();
+        let opened = normalise(&read_lines(&mut w, 1));
+        drop(d);
+        let lines = closed + &opened + &normalise(&read_lines(&mut w, 1));
+        assert_eq!(
+            lines,
+            format!(
+                "type=conn_close rip=127.0.0.1 rport={port} transport=tcp reason=normal cfd=N\n\
+                 type=conn_new rip=127.0.0.1 rport={d_port} transport=tcp cfd=N\n\
+                 type=conn_close rip=127.0.0.1 rport={d_port} transport=tcp reason=normal cfd=N\n"
+            ),
             "{name}"
         );
     }

@@ -5,19 +5,9 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use wasmcached_core::observe::addr_text;
+use wasmcached_core::observe::{addr_text, CloseReason};
 use wasmcached_core::{Clock, ConnId, Driver, Store};
-
-/// The time an accept or close is logged at: the host's monotonic
-/// milliseconds with the wall clock's reading.
-fn stamp(now_ms: u64) -> Clock {
-    let wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Clock::new(now_ms, wall.as_secs()).with_micros(wall.subsec_micros())
-}
 
 fn id(fd: i32) -> u32 {
     u32::try_from(fd).unwrap_or(u32::MAX)
@@ -38,17 +28,18 @@ pub(crate) fn opened(
     driver: &mut Driver,
     conn: ConnId,
     s: &TcpStream,
-    now_ms: u64,
+    now: Clock,
 ) {
     let (Ok(peer), Ok(local)) = (s.peer_addr(), s.local_addr()) else {
         return;
     };
     let fd = id(s.as_raw_fd());
-    store.conn_opened(fd, peer, local, stamp(now_ms));
+    store.conn_opened(fd, peer, local, now);
     driver.set_stats_id(conn, fd);
 }
 
-/// Forgets a client connection whose socket is about to close.
-pub(crate) fn closed(store: &mut Store, s: &TcpStream) {
-    store.conn_table_mut().close(id(s.as_raw_fd()));
+/// Forgets a client connection whose socket is about to close for
+/// `reason` (a `conn_close` line for `watch connevents`).
+pub(crate) fn closed(store: &mut Store, s: &TcpStream, reason: CloseReason, now: Clock) {
+    store.conn_closed(id(s.as_raw_fd()), reason, now);
 }

@@ -299,6 +299,9 @@ struct Worker {
     bell: Option<Bell>,
     /// Readable when a watcher this worker serves has new log lines.
     log_bell: Option<Bell>,
+    /// Log lines for this worker's watchers arrived after its pump: the
+    /// next poll does not wait.
+    log_pending: bool,
     sampled_ms: u64,
 }
 
@@ -329,6 +332,7 @@ impl Worker {
             shutdown: None,
             bell,
             log_bell: None,
+            log_pending: false,
             sampled_ms: 0,
         })
     }
@@ -394,6 +398,7 @@ impl Worker {
             }
         }
         self.close_finished();
+        self.wake_watchers();
         self.sample(now);
         if let Some(graceful) = self.shutdown.take() {
             crate::stop::requested_by_client(graceful);
@@ -401,9 +406,21 @@ impl Worker {
         Ok(())
     }
 
+    /// Wakes the workers whose watchers got log lines since their last
+    /// pump (accepts and closes log after this pass's pump): the others by
+    /// their bells, this one by not sleeping in the next poll.
+    fn wake_watchers(&mut self) {
+        let wake = self.shared.cache.take_wakeups();
+        watch_wake(&self.shared, self.id, wake);
+        self.log_pending = wake & (1 << (self.id % 64)) != 0;
+    }
+
     /// Milliseconds to wait in poll: until the earliest of the driver's,
     /// the gate's and the store's deadlines, or forever (-1).
     fn poll_timeout(&self, now_ms: u64) -> libc::c_int {
+        if self.log_pending {
+            return 0;
+        }
         let due = [
             self.driver.poll_timeout(),
             self.gate.as_ref().and_then(Gate::poll_timeout),
@@ -476,7 +493,13 @@ impl Worker {
                         self.driver.set_log_fd(id, sock.as_raw_fd());
                         let home = shared.cache.view(self.id).home();
                         let store = &mut *shared.cache.lock(home);
-                        crate::conn_facts::opened(store, &mut self.driver, id, &sock, now_ms);
+                        crate::conn_facts::opened(
+                            store,
+                            &mut self.driver,
+                            id,
+                            &sock,
+                            shared.clock(),
+                        );
                         put(&mut self.socks, id, sock);
                     } else {
                         shared.inboxes[to].hand(sock);
@@ -527,8 +550,9 @@ impl Worker {
         for sock in handed {
             let id = self.driver.open(now_ms);
             self.driver.set_log_fd(id, sock.as_raw_fd());
+            let now = self.shared.clock();
             let store = &mut *self.shared.cache.lock(self.home());
-            crate::conn_facts::opened(store, &mut self.driver, id, &sock, now_ms);
+            crate::conn_facts::opened(store, &mut self.driver, id, &sock, now);
             put(&mut self.socks, id, sock);
         }
     }
@@ -557,7 +581,7 @@ impl Worker {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    self.driver.on_closed(id);
+                    self.driver.on_failed(id);
                     break;
                 }
             }
@@ -624,7 +648,7 @@ impl Worker {
                     return;
                 }
                 Err(_) => {
-                    self.driver.on_closed(id);
+                    self.driver.on_failed(id);
                     return;
                 }
             }
@@ -634,9 +658,11 @@ impl Worker {
     /// Closes the sockets of connections the driver is done with.
     fn close_finished(&mut self) {
         let shared = &*self.shared;
-        while let Some(id) = self.driver.poll_close() {
+        let now = shared.clock();
+        while let Some((id, reason)) = self.driver.poll_closed() {
             if let Some(s) = self.socks[id.index()].take() {
-                crate::conn_facts::closed(&mut shared.cache.lock(self.home()), &s.stream);
+                let home = &mut shared.cache.lock(self.home());
+                crate::conn_facts::closed(home, &s.stream, reason, now);
                 self.poller
                     .remove(id.index() + FIRST_CONN, s.stream.as_raw_fd());
                 if shared.verbose > 1 {

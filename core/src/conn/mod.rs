@@ -169,6 +169,8 @@ pub struct Connection {
     sasl: binary::SaslState,
     /// The clock of the current `process` call, given to every shard taken.
     clock: Clock,
+    /// The client said `quit`: its connection ends normally.
+    quit: bool,
     /// ASCII authentication state (`-Y`).
     auth: ascii_auth::AuthPhase,
     /// The id of this connection in the store's connection table.
@@ -210,6 +212,7 @@ impl Connection {
             wire: Wire::Undecided,
             sasl: binary::SaslState::default(),
             clock: Clock::new(0, 0),
+            quit: false,
             auth: ascii_auth::AuthPhase::default(),
             stats_id: None,
             ran_any: false,
@@ -325,6 +328,18 @@ impl Connection {
     #[must_use]
     pub fn is_closing(&self) -> bool {
         self.closing
+    }
+
+    /// Why a connection that [`is_closing`](Connection::is_closing) ends,
+    /// as `watch connevents` reports it: `quit` is normal, anything else
+    /// that made the connection close (a request it cannot survive, a
+    /// [`fail`](Connection::fail)) an error.
+    pub fn close_reason(&self) -> crate::observe::CloseReason {
+        if self.quit {
+            crate::observe::CloseReason::Normal
+        } else {
+            crate::observe::CloseReason::Error
+        }
     }
 
     /// Bytes of input searched for line endings so far. Each byte of a

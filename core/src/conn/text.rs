@@ -371,7 +371,10 @@ impl Connection {
                 self.out(&v);
                 done
             }
-            b"quit" => Step::Close,
+            b"quit" => {
+                self.quit = true;
+                Step::Close
+            }
             b"verbosity" => {
                 if n != 3 && n != 4 {
                     self.out(b"ERROR");

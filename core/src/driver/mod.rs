@@ -17,6 +17,7 @@ use alloc::vec::Vec;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::{Connection, Progress};
+use crate::observe::CloseReason;
 use crate::shards::Shards;
 
 pub use gate::{AcceptError, Admission, Gate, ACCEPT_RETRY_MS, TOO_MANY_CONNECTIONS};
@@ -159,6 +160,8 @@ struct Slot {
     last_active_ms: u64,
     /// A watcher whose log lines did not all fit its output.
     watch_backlog: bool,
+    /// Why it is closed, once doomed.
+    reason: CloseReason,
 }
 
 /// The connections of one event loop and the policy for serving them.
@@ -257,6 +260,7 @@ impl Driver {
             reads: 0,
             last_active_ms: now_ms,
             watch_backlog: false,
+            reason: CloseReason::Normal,
         };
         self.live += 1;
         let idx = match self.free.pop() {
@@ -393,10 +397,16 @@ impl Driver {
         }
     }
 
-    /// The peer closed the connection, or its socket failed: it is closed
-    /// without sending what is pending (memcached does the same).
+    /// The peer closed the connection: it is closed without sending what
+    /// is pending (memcached does the same).
     pub fn on_closed(&mut self, id: ConnId) {
-        self.doom(id.0);
+        self.doom(id.0, CloseReason::Normal);
+    }
+
+    /// The connection's socket failed (a reset, a write error): closed as
+    /// [`on_closed`](Driver::on_closed), reported as an error.
+    pub fn on_failed(&mut self, id: ConnId) {
+        self.doom(id.0, CloseReason::Error);
     }
 
     /// Moves the connections to process this pass into `out` (cleared
@@ -479,7 +489,15 @@ impl Driver {
     /// The next connection the host must close and forget. Its id is free
     /// for reuse once returned.
     pub fn poll_close(&mut self) -> Option<ConnId> {
+        self.poll_closed().map(|(id, _)| id)
+    }
+
+    /// [`poll_close`](Driver::poll_close), with why the connection ends
+    /// (for `watch connevents`: the host tells the store through
+    /// [`Store::conn_closed`](crate::Store::conn_closed)).
+    pub fn poll_closed(&mut self) -> Option<(ConnId, CloseReason)> {
         let idx = self.to_close.pop()?;
+        let reason = self.slots[idx as usize].reason;
         self.forget_watcher(idx);
         let s = &mut self.slots[idx as usize];
         self.held -= s.held;
@@ -488,7 +506,7 @@ impl Driver {
         s.conn = Connection::new();
         self.live -= 1;
         self.free.push(idx);
-        Some(ConnId(idx))
+        Some((ConnId(idx), reason))
     }
 
     /// When the driver needs the host back without readiness, in the
@@ -554,7 +572,8 @@ impl Driver {
         let s = &mut self.slots[i as usize];
         let empty = s.conn.pending_len() == 0;
         if empty && s.conn.is_closing() {
-            self.doom(i);
+            let reason = s.conn.close_reason();
+            self.doom(i, reason);
             return;
         }
         if empty && !s.ready {
@@ -573,10 +592,11 @@ impl Driver {
         s.held = now;
     }
 
-    fn doom(&mut self, i: u32) {
+    fn doom(&mut self, i: u32, reason: CloseReason) {
         let s = &mut self.slots[i as usize];
         if s.live && !s.doomed {
             s.doomed = true;
+            s.reason = reason;
             self.to_close.push(i);
         }
     }
@@ -649,7 +669,7 @@ impl Driver {
             s.ready = false;
             self.remeasure(i);
         } else {
-            self.doom(i);
+            self.doom(i, CloseReason::Error);
             self.release(i);
         }
         true
@@ -672,7 +692,7 @@ impl Driver {
             let s = &self.slots[i];
             if s.live && !s.doomed && now.saturating_sub(s.last_active_ms) >= limit {
                 self.stats.closed_idle += 1;
-                self.doom(i as u32);
+                self.doom(i as u32, CloseReason::IdleTimeout);
             }
         }
     }

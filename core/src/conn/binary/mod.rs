@@ -276,6 +276,7 @@ impl Connection {
                 done
             }
             op::QUIT if bare => {
+                self.quit = true;
                 if !req.quiet {
                     self.bin_reply(req, 0, b"");
                 }
