@@ -87,12 +87,13 @@ impl Shards for Store {
 
 /// The numbers the shards of one cache draw from together, so that they
 /// run in one sequence across the cache as memcached's global counters
-/// do: CAS values, and the `gid` of `watch` lines (a cache of one store
-/// needs neither). Shared by cloning.
+/// do: CAS values, the `gid` of `watch` lines and the age of `stats
+/// detail` prefixes (a cache of one store needs none). Shared by cloning.
 #[derive(Clone, Debug, Default)]
 pub struct Sequences {
     cas: Arc<AtomicU64>,
     gid: Arc<AtomicU64>,
+    prefix: Arc<AtomicU64>,
 }
 
 impl Sequences {
@@ -126,6 +127,12 @@ impl Sequences {
     /// The next `gid`.
     pub(crate) fn next_gid(&self) -> u64 {
         self.gid.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
+    }
+
+    /// The next number for a prefix `stats detail` starts counting (its
+    /// dump lists newer prefixes first).
+    pub(crate) fn next_prefix(&self) -> u64 {
+        self.prefix.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
     }
 }
 

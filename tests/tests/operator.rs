@@ -202,3 +202,30 @@ fn bad_extended_options_are_memcached_errors() {
         }
     }
 }
+
+/// SIGHUP reloads a `-Y` file where there is one and otherwise does
+/// nothing: memcached keeps serving, and so must both servers.
+#[test]
+fn sighup_does_not_stop_the_server() {
+    for kind in [Kind::Memcached, Kind::Native, Kind::Wasm] {
+        let mut server = start(kind, &[]);
+        let mut c = server.connect();
+        assert_eq!(c.call(b"set k 0 0 1\r\nv\r\n", b"\r\n"), b"STORED\r\n");
+        // SAFETY: signalling the child this test started.
+        unsafe {
+            libc::kill(server.pid() as libc::pid_t, libc::SIGHUP);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            server.exit_status().is_none(),
+            "{}: exited on SIGHUP",
+            kind.name()
+        );
+        assert_eq!(
+            c.call(b"get k\r\n", b"END\r\n"),
+            b"VALUE k 0 1\r\nv\r\nEND\r\n",
+            "{}",
+            kind.name()
+        );
+    }
+}

@@ -81,8 +81,9 @@ pub(crate) fn deliver(content: Vec<u8>) {
     request_reload();
 }
 
-/// SIGHUP reloads the auth file, as in memcached. The handler only stores
-/// to an atomic.
+/// SIGHUP reloads the auth file, as in memcached (without one it does
+/// nothing, and never stops the server). The handler only stores to an
+/// atomic.
 #[cfg(not(target_os = "wasi"))]
 pub fn on_sighup() {
     // SAFETY: the handler only stores to a static atomic, which is

@@ -61,9 +61,10 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
                 return 1;
             }
         }
-        #[cfg(not(target_os = "wasi"))]
-        ascii_auth::on_sighup();
     }
+    // SIGHUP reloads a -Y file and never stops the server, as in memcached.
+    #[cfg(not(target_os = "wasi"))]
+    ascii_auth::on_sighup();
     let addr = format!("{}:{}", opts.listen, opts.port);
     #[cfg(not(target_os = "wasi"))]
     raise_fd_limit(u64::from(opts.conn_limit), opts.verbose);

@@ -631,28 +631,18 @@ impl Connection {
         step
     }
 
-    /// The keys of a multiget, each under its own shard only.
+    /// The keys of a multiget, each under its own shard only (a cache of
+    /// one shard is taken once for them all).
     fn run_get<S: Shards>(&mut self, shards: &mut S, line: &[u8], mut p: PausedGet) -> Step {
         let hwm = shards.config().output_high_water;
+        if shards.count() == 1 {
+            let mut store = self.nth_shard(shards, 0);
+            return self.get_keys(&mut store, line, p, hwm);
+        }
         while let Some((off, key)) = words(&line[p.cursor..]).next() {
             p.cursor += off + key.len();
             let mut guard = self.key_shard(shards, key);
-            let store = &mut *guard;
-            if let Some(idx) = self.lookup_one(store, key, p.touch) {
-                let it = store.item(idx);
-                self.output.extend_from_slice(b"VALUE ");
-                self.output.extend_from_slice(it.key());
-                self.output.push(b' ');
-                push_u64(&mut self.output, u64::from(it.flags()));
-                self.output.push(b' ');
-                push_u64(&mut self.output, it.value().len() as u64);
-                if p.cas {
-                    self.output.push(b' ');
-                    push_u64(&mut self.output, it.cas());
-                }
-                self.output.extend_from_slice(b"\r\n");
-                self.push_value(it.value(), || store.shared_value(idx));
-            }
+            self.get_key(&mut guard, key, &p);
             if self.pending_len() >= hwm && words(&line[p.cursor..]).next().is_some() {
                 self.paused = Some(p);
                 return Step::Paused;
@@ -660,6 +650,40 @@ impl Connection {
         }
         self.output.extend_from_slice(b"END\r\n");
         Step::Done(p.consumed)
+    }
+
+    /// [`run_get`](Connection::run_get) over one store, held throughout.
+    fn get_keys(&mut self, store: &mut Store, line: &[u8], mut p: PausedGet, hwm: usize) -> Step {
+        while let Some((off, key)) = words(&line[p.cursor..]).next() {
+            p.cursor += off + key.len();
+            self.get_key(store, key, &p);
+            if self.pending_len() >= hwm && words(&line[p.cursor..]).next().is_some() {
+                self.paused = Some(p);
+                return Step::Paused;
+            }
+        }
+        self.output.extend_from_slice(b"END\r\n");
+        Step::Done(p.consumed)
+    }
+
+    /// One key of a get-family command: its `VALUE` lines, if it is there.
+    fn get_key(&mut self, store: &mut Store, key: &[u8], p: &PausedGet) {
+        let Some(idx) = self.lookup_one(store, key, p.touch) else {
+            return;
+        };
+        let it = store.item(idx);
+        self.output.extend_from_slice(b"VALUE ");
+        self.output.extend_from_slice(it.key());
+        self.output.push(b' ');
+        push_u64(&mut self.output, u64::from(it.flags()));
+        self.output.push(b' ');
+        push_u64(&mut self.output, it.value().len() as u64);
+        if p.cas {
+            self.output.push(b' ');
+            push_u64(&mut self.output, it.cas());
+        }
+        self.output.extend_from_slice(b"\r\n");
+        self.push_value(it.value(), || store.shared_value(idx));
     }
 
     /// One key of a get-family command: lookup, touch, bump and counters.

@@ -43,6 +43,9 @@ pub struct PrefixStats {
     pub(crate) delimiter: u8,
     prefixes: BTreeMap<Vec<u8>, Counts>,
     next_seq: u64,
+    /// The cache's numbering of new prefixes, for a shard of one: the
+    /// merged dump then orders them as one store would.
+    shared: Option<crate::shards::Sequences>,
 }
 
 impl PrefixStats {
@@ -64,9 +67,8 @@ impl PrefixStats {
             if self.prefixes.len() >= PREFIXES_MAX {
                 return None;
             }
-            self.next_seq += 1;
             let c = Counts {
-                seq: self.next_seq,
+                seq: self.new_seq(),
                 ..Counts::default()
             };
             self.prefixes.insert(Vec::from(prefix), c);
@@ -74,22 +76,34 @@ impl PrefixStats {
         self.prefixes.get_mut(prefix)
     }
 
+    /// Numbers prefixes from the cache's sequence (a shard's counters).
+    pub(crate) fn share_seq(&mut self, seq: crate::shards::Sequences) {
+        self.shared = Some(seq);
+    }
+
+    fn new_seq(&mut self) -> u64 {
+        match &self.shared {
+            Some(seq) => seq.next_prefix(),
+            None => {
+                self.next_seq += 1;
+                self.next_seq
+            }
+        }
+    }
+
     /// Adds another shard's counters: a prefix known to both sums its
-    /// counts; one new here comes after the ones already here (newer), in
-    /// the other's order, while there is room.
+    /// counts and dates from the first of them (shards number prefixes
+    /// from one sequence), while there is room.
     pub(crate) fn merge(&mut self, other: &PrefixStats) {
-        let mut theirs: Vec<(&Vec<u8>, &Counts)> = other.prefixes.iter().collect();
-        theirs.sort_by_key(|(_, c)| c.seq);
-        for (p, c) in theirs {
+        for (p, c) in &other.prefixes {
             if let Some(mine) = self.prefixes.get_mut(p) {
+                mine.seq = mine.seq.min(c.seq);
                 mine.get += c.get;
                 mine.hit += c.hit;
                 mine.set += c.set;
                 mine.del += c.del;
             } else if self.prefixes.len() < PREFIXES_MAX {
-                self.next_seq += 1;
-                let seq = self.next_seq;
-                self.prefixes.insert(p.clone(), Counts { seq, ..*c });
+                self.prefixes.insert(p.clone(), *c);
             }
         }
     }

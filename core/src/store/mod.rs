@@ -694,6 +694,7 @@ impl Store {
     pub fn share_sequences(&mut self, seq: crate::shards::Sequences) {
         seq.raise_cas_to(self.last_cas);
         self.log.share_gid(seq.clone());
+        self.observe.prefixes.share_seq(seq.clone());
         self.shared = Some(seq);
     }
 

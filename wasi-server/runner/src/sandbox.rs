@@ -78,16 +78,14 @@ fn listen_addr(opts: &Options) -> anyhow::Result<SocketAddr> {
 /// Exits the process on SIGINT/SIGTERM: a cache may always restart
 /// empty. SIGUSR1 is memcached's graceful stop: with `graceful` (`-e`) the
 /// guests are asked to write their snapshot and exit; without, it exits
-/// like SIGTERM. With `-Y` (`auth_file`), SIGHUP reloads the users as in
-/// memcached: the runner reads the file again and hands the guests its
-/// content; a file it cannot read or parse leaves the old users.
+/// like SIGTERM. SIGHUP never stops it, as it never stops memcached; with
+/// `-Y` (`auth_file`) it reloads the users as in memcached: the runner
+/// reads the file again and hands the guests its content; a file it
+/// cannot read or parse leaves the old users.
 pub fn on_signals(graceful: bool, auth_file: Option<PathBuf>) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
     use signal_hook::iterator::Signals;
-    let mut wanted = vec![SIGINT, SIGTERM, SIGUSR1];
-    if auth_file.is_some() {
-        wanted.push(SIGHUP);
-    }
+    let wanted = vec![SIGINT, SIGTERM, SIGUSR1, SIGHUP];
     let Ok(mut signals) = Signals::new(wanted) else {
         return;
     };
