@@ -363,7 +363,7 @@ fn topkeys_lists_the_hottest_keys_first() {
             &server,
             "s = c.stats(\"topkeys\")\nprint(s[b\"sample_every\"], list(s)[2].decode())\n",
         );
-        assert_eq!(py.trim(), "4 key:hot:0", "{name}");
+        assert_eq!(py.trim(), "16 key:hot:0", "{name}");
         // `stats reset` empties it.
         assert_eq!(c.call(b"stats reset\r\n", b"\r\n"), b"RESET\r\n");
         assert!(topkeys(&mut c).is_empty(), "{name}");

@@ -13,24 +13,61 @@
 //! when clients cycle through a fixed set of keys. Memory is bounded by
 //! [`TRACKED`] keys of at most 250 bytes. `stats reset` clears it.
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+use core::hash::BuildHasher;
+
+use foldhash::fast::FixedState;
 
 use crate::num::push_u64;
 
 /// Keys tracked (and listed at most).
 pub const TRACKED: usize = 64;
 /// One fetch in this many is sampled.
-pub const SAMPLE_EVERY: u64 = 4;
+pub const SAMPLE_EVERY: u64 = 16;
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Longest key (memcached's `KEY_MAX_LENGTH`).
+const KEY_MAX: usize = 250;
+
+/// One tracked key. Keys are kept inline and found by their hash first:
+/// a sampled fetch costs a scan of [`TRACKED`] hashes, never an
+/// allocation, so the summary can stay on for every request.
+#[derive(Clone, Debug)]
+struct Entry {
+    hash: u64,
+    count: u64,
+    len: u8,
+    key: [u8; KEY_MAX],
+}
+
+impl Entry {
+    fn new(key: &[u8], hash: u64, count: u64) -> Entry {
+        let len = key.len().min(KEY_MAX);
+        let mut e = Entry {
+            hash,
+            count,
+            len: len as u8,
+            key: [0; KEY_MAX],
+        };
+        e.key[..len].copy_from_slice(&key[..len]);
+        e
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.key[..usize::from(self.len)]
+    }
+}
 
 /// The space-saving summary of sampled fetches.
 #[derive(Clone, Debug)]
 pub struct TopKeys {
     state: u64,
     sampled: u64,
-    /// Sampled count per tracked key.
-    counts: BTreeMap<Vec<u8>, u64>,
+    /// The tracked keys with their sampled counts (at most [`TRACKED`]).
+    entries: Vec<Entry>,
+    /// `entries[i].hash` and `entries[i].count`, apart: a lookup and the
+    /// search for the least counted scan 512 bytes each, not the keys.
+    hashes: Vec<u64>,
+    counts: Vec<u64>,
 }
 
 impl Default for TopKeys {
@@ -38,9 +75,15 @@ impl Default for TopKeys {
         TopKeys {
             state: SEED,
             sampled: 0,
-            counts: BTreeMap::new(),
+            entries: Vec::new(),
+            hashes: Vec::new(),
+            counts: Vec::new(),
         }
     }
+}
+
+fn hash(key: &[u8]) -> u64 {
+    FixedState::with_seed(SEED).hash_one(key)
 }
 
 impl TopKeys {
@@ -55,24 +98,46 @@ impl TopKeys {
             return;
         }
         self.sampled += 1;
-        if let Some(c) = self.counts.get_mut(key) {
-            *c += 1;
-            return;
-        }
-        let mut base = 0;
-        if self.counts.len() >= TRACKED {
-            let Some((victim, min)) = self.least() else {
-                return;
-            };
-            self.counts.remove(&victim);
-            base = min;
-        }
-        self.counts.insert(Vec::from(key), base + 1);
+        self.add(key, hash(key), 1);
     }
 
-    fn least(&self) -> Option<(Vec<u8>, u64)> {
-        let (k, &c) = self.counts.iter().min_by_key(|(_, &c)| c)?;
-        Some((k.clone(), c))
+    /// Counts `n` sampled fetches of `key`: a tracked key gains them; an
+    /// untracked one takes a free place, or the place of the key with the
+    /// lowest count and that count on top.
+    fn add(&mut self, key: &[u8], h: u64, n: u64) {
+        let found = self
+            .hashes
+            .iter()
+            .zip(&self.entries)
+            .position(|(&x, e)| x == h && e.key() == key);
+        if let Some(i) = found {
+            self.entries[i].count += n;
+            self.counts[i] += n;
+            return;
+        }
+        if self.entries.len() < TRACKED {
+            let room = self.entries.try_reserve(1).is_ok()
+                && self.hashes.try_reserve(1).is_ok()
+                && self.counts.try_reserve(1).is_ok();
+            if room {
+                self.entries.push(Entry::new(key, h, n));
+                self.hashes.push(h);
+                self.counts.push(n);
+            }
+            return;
+        }
+        let Some((i, min)) = self
+            .counts
+            .iter()
+            .enumerate()
+            .min_by_key(|&(_, &c)| c)
+            .map(|(i, &c)| (i, c))
+        else {
+            return;
+        };
+        self.entries[i] = Entry::new(key, h, min + n);
+        self.hashes[i] = h;
+        self.counts[i] = min + n;
     }
 
     /// `stats reset`.
@@ -84,15 +149,13 @@ impl TopKeys {
     /// lives in one shard), keeping the [`TRACKED`] most fetched.
     pub(crate) fn merge(&mut self, other: &TopKeys) {
         self.sampled += other.sampled;
-        for (k, &c) in &other.counts {
-            *self.counts.entry(k.clone()).or_insert(0) += c;
-        }
-        while self.counts.len() > TRACKED {
-            let Some((victim, _)) = self.least() else {
-                break;
-            };
-            self.counts.remove(&victim);
-        }
+        let _ = self.entries.try_reserve(other.entries.len());
+        self.entries.extend(other.entries.iter().cloned());
+        self.entries
+            .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key().cmp(b.key())));
+        self.entries.truncate(TRACKED);
+        self.hashes = self.entries.iter().map(|e| e.hash).collect();
+        self.counts = self.entries.iter().map(|e| e.count).collect();
     }
 
     /// The report: the sampling rate and sample count, then one
@@ -109,10 +172,10 @@ impl TopKeys {
         };
         line(out, b"sample_every", b"", SAMPLE_EVERY);
         line(out, b"sampled", b"", self.sampled);
-        let mut keys: Vec<(&Vec<u8>, u64)> = self.counts.iter().map(|(k, &c)| (k, c)).collect();
-        keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        for (k, c) in keys {
-            line(out, b"key:", k, c * SAMPLE_EVERY);
+        let mut keys: Vec<&Entry> = self.entries.iter().collect();
+        keys.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key().cmp(b.key())));
+        for e in keys {
+            line(out, b"key:", e.key(), e.count * SAMPLE_EVERY);
         }
         out.extend_from_slice(b"END\r\n");
     }
@@ -134,7 +197,7 @@ mod tests {
             push_u64(&mut cold, u64::from(i));
             t.record(&cold);
         }
-        assert!(t.counts.len() <= TRACKED);
+        assert!(t.entries.len() <= TRACKED);
         let mut out = Vec::new();
         t.report(&mut out);
         let text = core::str::from_utf8(&out).unwrap();
