@@ -9,7 +9,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use wasmcached_core::shards::shard_count;
 use wasmcached_core::{Clock, Config, Shards, Store};
@@ -65,9 +65,7 @@ impl SharedCache {
     /// Shard `i`, held until the guard drops.
     pub(crate) fn lock(&self, i: usize) -> ShardGuard<'_> {
         ShardGuard {
-            store: self.shards[i]
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            store: take(&self.shards[i]),
             due: &self.due[i],
             earliest: &self.earliest,
             wake: &self.wake,
@@ -125,6 +123,28 @@ impl SharedCache {
     }
 }
 
+/// Waits for a shard. A shard is held for one request, a microsecond or
+/// less, so a holder that is running releases it before a sleeping waiter
+/// could be woken; when the holder is not running (preempted: workers and
+/// clients sharing cores), giving it the core is what frees the shard. So
+/// a waiter first yields its core a few times, then sleeps in the kernel
+/// (a bounded wait, never a spin). A worker that panicked holding a shard
+/// cannot have left it half-updated by an input-driven path (those do not
+/// panic), so a poisoned lock is taken over.
+fn take(m: &Mutex<Store>) -> MutexGuard<'_, Store> {
+    for _ in 0..YIELDS {
+        match m.try_lock() {
+            Ok(g) => return g,
+            Err(TryLockError::Poisoned(e)) => return e.into_inner(),
+            Err(TryLockError::WouldBlock) => std::thread::yield_now(),
+        }
+    }
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Times a waiter yields its core before it sleeps (see [`take`]).
+const YIELDS: usize = 4;
+
 /// One shard, held; publishes the shard's next expiry deadline and the
 /// log wake-ups it raised on drop.
 pub(crate) struct ShardGuard<'a> {
@@ -150,9 +170,15 @@ impl DerefMut for ShardGuard<'_> {
 
 impl Drop for ShardGuard<'_> {
     fn drop(&mut self) {
+        // Written only when it changed, which is seldom: a shared
+        // deadline written on every unlock would bounce its cache line
+        // between the workers' cores on every request.
         let due = self.store.poll_timeout().unwrap_or(NEVER);
-        if self.due.swap(due, Ordering::Relaxed) != due {
-            self.earliest.fetch_min(due, Ordering::Relaxed);
+        if self.due.load(Ordering::Relaxed) != due {
+            self.due.store(due, Ordering::Relaxed);
+            if self.earliest.load(Ordering::Relaxed) > due {
+                self.earliest.fetch_min(due, Ordering::Relaxed);
+            }
         }
         let wake = self.store.take_log_wakeups();
         if wake != 0 {
