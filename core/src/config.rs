@@ -2,6 +2,7 @@
 
 use crate::authfile::AuthFile;
 use crate::sasl::SaslDb;
+use crate::store::CrawlerSettings;
 
 /// Memory a shard costs beyond its items (see [`Config::for_shard`]).
 pub const SHARD_OVERHEAD: u64 = 768 * 1024;
@@ -90,6 +91,11 @@ pub struct Config {
     /// what byte-level protocol tests of eviction expect; the server uses
     /// a few percent.
     pub reserve_per_mille: u32,
+    /// The LRU crawler's settings at start (memcached's `-o lru_crawler`,
+    /// `no_lru_crawler`, `lru_crawler_sleep`, `lru_crawler_tocrawl`); every
+    /// shard starts with them, and `lru_crawler enable|disable|sleep|
+    /// tocrawl` changes them at run time.
+    pub crawler: CrawlerSettings,
     /// Settings that only the host knows, reported by `stats settings`.
     pub host: HostSettings,
 }
@@ -219,6 +225,7 @@ impl Default for Config {
             detail_enabled: false,
             prefix_delimiter: b':',
             reserve_per_mille: 0,
+            crawler: CrawlerSettings::default(),
             host: HostSettings::default(),
         }
     }

@@ -59,4 +59,4 @@ pub use shards::Shards;
 pub use stats::{HostStats, Stats};
 pub use store::snapshot;
 pub use store::snapshot::{Restore, Restored, Snapshot, SnapshotError};
-pub use store::{Shutdown, Store};
+pub use store::{CrawlerSettings, Shutdown, Store};

@@ -1,7 +1,8 @@
 //! Operator flags end to end, against the wasm and the native server (and
 //! memcached where the behaviour is compared): `-A` with `shutdown` and
 //! `shutdown graceful` (exit codes, the `-e` snapshot), `-o idle_timeout`
-//! (idle clients closed, `idle_kicks`, `stats settings`), memcached's
+//! (idle clients closed, `idle_kicks`, `stats settings`), the crawler's
+//! `-o` suboptions (`stats settings` compared with memcached's), memcached's
 //! error and exit code for a bad `-o`, and `stats settings` for `-C`,
 //! `-A`, `-X`. The replies themselves are in conformance/operator.cases.
 
@@ -155,6 +156,51 @@ fn settings_report_the_flags() {
     }
 }
 
+/// The `stats settings` lines of the LRU crawler, as sent.
+fn crawler_lines(server: &Server) -> Vec<String> {
+    let mut c = server.connect();
+    let reply = c.call(b"stats settings\r\n", b"END\r\n");
+    String::from_utf8_lossy(&reply)
+        .split("\r\n")
+        .filter(|l| l.starts_with("STAT lru_crawler"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn crawler_suboptions_set_what_memcached_reports() {
+    for o in [
+        None,
+        Some("no_lru_crawler"),
+        Some("no_lru_crawler,lru_crawler=5"),
+        Some("lru_crawler_sleep=1000000,lru_crawler_tocrawl=4294967297"),
+        Some("no_lru_crawler,lru_crawler_sleep=50x,lru_crawler_tocrawl= 7"),
+        Some("lru_crawler_sleep=,lru_crawler_tocrawl=18446744073709551615"),
+    ] {
+        let args: Vec<&str> = o.map_or(vec![], |o| vec!["-o", o]);
+        let memcached = crawler_lines(&start(Kind::Memcached, &args));
+        assert_eq!(memcached.len(), 3, "memcached -o {o:?}: {memcached:?}");
+        for kind in SERVERS {
+            let server = start(kind, &args);
+            assert_eq!(
+                crawler_lines(&server),
+                memcached,
+                "{} -o {o:?}",
+                kind.name()
+            );
+            // The setting is the crawler's: disabled, it refuses crawls.
+            let mut c = server.connect();
+            let crawl = c.call(b"lru_crawler crawl all\r\n", b"\r\n");
+            let expected: &[u8] = if memcached[0].ends_with(" no") {
+                b"CLIENT_ERROR lru crawler disabled\r\n"
+            } else {
+                b"OK\r\n"
+            };
+            assert_eq!(crawl, expected, "{} -o {o:?}", kind.name());
+        }
+    }
+}
+
 #[test]
 fn bad_extended_options_are_memcached_errors() {
     // memcached's own suboptions that this server does not have are
@@ -169,6 +215,42 @@ fn bad_extended_options_are_memcached_errors() {
         (
             "idle_timeout",
             "Missing numeric argument for idle_timeout",
+            true,
+        ),
+        (
+            "lru_crawler_sleep=2000000",
+            "LRU crawler sleep must be between 0 and 1 second",
+            true,
+        ),
+        (
+            "lru_crawler_sleep=-1",
+            "LRU crawler sleep must be between 0 and 1 second",
+            true,
+        ),
+        ("lru_crawler_sleep", "Missing lru_crawler_sleep value", true),
+        (
+            "lru_crawler_tocrawl=7x",
+            "lru_crawler_tocrawl takes a numeric 32bit value",
+            true,
+        ),
+        (
+            "lru_crawler_tocrawl=-1",
+            "lru_crawler_tocrawl takes a numeric 32bit value",
+            true,
+        ),
+        (
+            "lru_crawler_tocrawl=18446744073709551616",
+            "lru_crawler_tocrawl takes a numeric 32bit value",
+            true,
+        ),
+        (
+            "lru_crawler_tocrawl",
+            "Missing lru_crawler_tocrawl value",
+            true,
+        ),
+        (
+            "no_lru_crawler,lru_crawler_sleep=5,bogus",
+            "Illegal suboption \"bogus\"",
             true,
         ),
         (

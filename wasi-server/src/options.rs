@@ -91,7 +91,8 @@ pub struct Options {
     /// Disable `watch` (the event log).
     #[arg(short = 'W', long = "disable-watch")]
     pub disable_watch: bool,
-    /// Extended options, comma separated: idle_timeout=SECONDS.
+    /// Extended options, comma separated: idle_timeout=SECONDS, lru_crawler,
+    /// no_lru_crawler, lru_crawler_sleep=US, lru_crawler_tocrawl=N.
     #[arg(short = 'o', long = "extended", action = clap::ArgAction::Append)]
     pub extended: Vec<String>,
     /// Print help.
@@ -196,6 +197,8 @@ impl Options {
     /// The core configuration these options describe. With `-S` the host
     /// adds the credentials (`Config::sasl`, see [`crate::sasl`]).
     pub fn config(&self, hash_seed: u64) -> Config {
+        // Checked at start; an invalid -o never gets this far.
+        let extended = self.extended().unwrap_or_default();
         Config {
             memory_limit: self.memory_limit_mb * 1024 * 1024,
             // A guest's linear memory is capped for -m (see the runner), so
@@ -220,6 +223,7 @@ impl Options {
             // the item bytes; keeping that inside -m keeps memory below
             // 1.1 x -m with margin.
             reserve_per_mille: 40,
+            crawler: extended.crawler,
             detail_enabled: self.prefix_delimiter.is_some(),
             prefix_delimiter: self.prefix_delimiter.map_or(b':', |c| c as u8),
             host: HostSettings {
@@ -229,8 +233,7 @@ impl Options {
                 verbosity: u32::from(self.verbose),
                 tcp_backlog: self.backlog,
                 threads: self.worker_threads(),
-                // Checked at start; an invalid -o never gets this far.
-                idle_timeout: self.extended().unwrap_or_default().idle_timeout,
+                idle_timeout: extended.idle_timeout,
                 memory_file: self.memory_file.as_ref().map(|p| p.display().to_string()),
             },
             ..Config::default()
@@ -383,6 +386,19 @@ mod tests {
         assert_eq!(c.host.idle_timeout, 30);
         let d = Options::try_parse_from(["x"]).unwrap().config(0);
         assert!(d.cas_enabled && !d.shutdown_enabled && d.dump_enabled);
+        assert_eq!(d.crawler, wasmcached_core::CrawlerSettings::default());
+        let o = Options::try_parse_from([
+            "x",
+            "-o",
+            "no_lru_crawler,lru_crawler_sleep=20",
+            "-o",
+            "lru_crawler_tocrawl=7",
+        ])
+        .unwrap();
+        let c = o.config(0).crawler;
+        assert_eq!((c.enabled, c.sleep_us, c.tocrawl), (false, 20, 7));
+        // Every shard starts with them.
+        assert_eq!(o.config(0).for_shard(4).crawler, c);
         let bad = Options::try_parse_from(["x", "-o", "idle_timeout=1,hashpower=20"]).unwrap();
         assert_eq!(
             bad.extended(),

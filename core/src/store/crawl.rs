@@ -13,10 +13,14 @@ use super::item::{bits, ItemRef, NIL};
 use super::Store;
 use crate::slab::MAX_CLASSES;
 
-/// The crawler's tunables, changed at run time by `lru_crawler
-/// enable|disable|sleep|tocrawl` and reported by `stats settings`.
+/// The crawler's tunables: set at start ([`Config::crawler`], memcached's
+/// `-o lru_crawler|no_lru_crawler|lru_crawler_sleep|lru_crawler_tocrawl`),
+/// changed at run time by `lru_crawler enable|disable|sleep|tocrawl` and
+/// reported by `stats settings`. The default is memcached's.
+///
+/// [`Config::crawler`]: crate::Config::crawler
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct CrawlerSettings {
+pub struct CrawlerSettings {
     /// `lru_crawler enable`/`disable`: crawls and metadumps are refused
     /// while disabled.
     pub enabled: bool,

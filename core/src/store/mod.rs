@@ -13,7 +13,8 @@ use hashbrown::HashTable;
 
 pub(crate) use arena::SharedValue;
 use arena::{Arena, Resize};
-pub(crate) use crawl::{ClassSet, CrawlerSettings, DumpPos};
+pub use crawl::CrawlerSettings;
+pub(crate) use crawl::{ClassSet, DumpPos};
 pub(crate) use item::{bits, ntotal, ItemMut, ItemRef, Rec, Shape, CAS_MAX, NIL};
 use lru::Lru;
 
@@ -124,6 +125,7 @@ impl Store {
         let verbosity = cfg.host.verbosity;
         let observe = crate::observe::Observe::new(&cfg);
         let ascii_auth = cfg.ascii_auth.clone();
+        let crawler = cfg.crawler;
         Store {
             cfg,
             arena: Arena::new(),
@@ -151,7 +153,7 @@ impl Store {
             verbosity,
             log: Log::new(),
             shutdown: None,
-            crawler: CrawlerSettings::default(),
+            crawler,
             observe,
             ascii_auth,
         }
