@@ -299,6 +299,27 @@ fn expiry_sweeps_without_traffic_on_any_worker() {
     assert_eq!(stat(&stats, "curr_items"), 0);
 }
 
+/// The expiry sweep examines a bounded batch per step: a store with many
+/// more items than one batch is swept to the end, step after step, with
+/// no traffic (one shard natively at `-t 1`, and the wasm guest's).
+#[test]
+fn expiry_sweeps_large_stores_to_the_end() {
+    for kind in [Kind::Native, Kind::Wasm] {
+        let server = start(kind, &["-t", "1"]);
+        let mut c = server.connect();
+        let mut batch = Vec::new();
+        for i in 0..3000 {
+            batch.extend_from_slice(format!("set ttl{i} 0 1 1 noreply\r\nx\r\n").as_bytes());
+        }
+        c.send(&batch);
+        assert_eq!(c.call(b"mn\r\n", b"\r\n"), b"MN\r\n");
+        std::thread::sleep(Duration::from_millis(4000));
+        let stats = parse_stats(&c.call(b"stats\r\n", b"END\r\n"));
+        assert_eq!(stat(&stats, "reclaimed"), 3000, "{}", kind.name());
+        assert_eq!(stat(&stats, "curr_items"), 0, "{}", kind.name());
+    }
+}
+
 /// Native workers (`-t`) each accept their own connections but share one
 /// store: 64 clients increment one counter and set keys that every other
 /// client reads back; nothing is lost and `stats` counts every connection.

@@ -94,31 +94,36 @@ impl SharedCache {
 
     /// Runs the expiry step of every shard that is due and not held by
     /// another worker (that one is tried again at the next due time).
+    ///
+    /// A step examines a bounded number of items, so a shard with more
+    /// stays due (same deadline) and is stepped again on the next pass.
+    /// The earliest deadline is then recomputed from every shard's, and
+    /// each is offered again after the store: a deadline a worker
+    /// published meanwhile is never lost.
     pub(crate) fn sweep(&self, now: Clock) {
-        if self.earliest.load(Ordering::Relaxed) > now.mono_ms {
+        if self.earliest.load(Ordering::SeqCst) > now.mono_ms {
             return;
         }
-        self.earliest.store(NEVER, Ordering::Relaxed);
         for (i, due) in self.due.iter().enumerate() {
-            let d = due.load(Ordering::Relaxed);
-            if d > now.mono_ms {
-                self.earliest.fetch_min(d, Ordering::Relaxed);
+            if due.load(Ordering::SeqCst) > now.mono_ms {
                 continue;
             }
-            match self.shards[i].try_lock() {
-                Ok(store) => {
-                    let mut g = ShardGuard {
-                        store,
-                        due,
-                        earliest: &self.earliest,
-                        wake: &self.wake,
-                    };
-                    g.handle_timeout(now);
-                }
-                Err(_) => {
-                    self.earliest.fetch_min(d, Ordering::Relaxed);
-                }
+            if let Ok(store) = self.shards[i].try_lock() {
+                let mut g = ShardGuard {
+                    store,
+                    due,
+                    earliest: &self.earliest,
+                    wake: &self.wake,
+                };
+                g.handle_timeout(now);
             }
+        }
+        let earliest = self.due.iter().map(|d| d.load(Ordering::SeqCst)).min();
+        self.earliest
+            .store(earliest.unwrap_or(NEVER), Ordering::SeqCst);
+        for due in &self.due {
+            self.earliest
+                .fetch_min(due.load(Ordering::SeqCst), Ordering::SeqCst);
         }
     }
 }
@@ -175,9 +180,9 @@ impl Drop for ShardGuard<'_> {
         // between the workers' cores on every request.
         let due = self.store.poll_timeout().unwrap_or(NEVER);
         if self.due.load(Ordering::Relaxed) != due {
-            self.due.store(due, Ordering::Relaxed);
-            if self.earliest.load(Ordering::Relaxed) > due {
-                self.earliest.fetch_min(due, Ordering::Relaxed);
+            self.due.store(due, Ordering::SeqCst);
+            if self.earliest.load(Ordering::SeqCst) > due {
+                self.earliest.fetch_min(due, Ordering::SeqCst);
             }
         }
         let wake = self.store.take_log_wakeups();

@@ -71,11 +71,51 @@ struct Shared {
     accepting: AtomicBool,
     /// Monotonic millisecond of the last CPU-time sample.
     rusage_ms: AtomicU64,
+    /// The last sample (see [`Shared::sample`]).
+    sampled: [AtomicU64; 6],
     /// Each worker's log bell (several workers only; see `watch_wake`).
     log_rings: Vec<Option<Ring>>,
 }
 
 impl Shared {
+    /// CPU time and the connections' buffer figures, for `stats`: sampled
+    /// at most every [`SAMPLE_EVERY_MS`] by whichever worker asks first,
+    /// and kept here so every worker's home shard reports the same.
+    /// Returns user and system CPU µs, input and output bytes held,
+    /// connections closed for memory, idle kicks.
+    fn sample(&self, now: Clock) -> [u64; 6] {
+        let last = self.rusage_ms.load(Ordering::Relaxed);
+        let due = now.mono_ms >= last + SAMPLE_EVERY_MS;
+        let claimed = due
+            && self
+                .rusage_ms
+                .compare_exchange(last, now.mono_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        if claimed {
+            let (user, sys) = rusage_us();
+            let (mut input, mut output, mut oom, mut idle) = (0u64, 0u64, 0u64, 0u64);
+            for w in &self.worker_stats {
+                let s = lock(w);
+                input += s.input_bytes as u64;
+                output += s.output_bytes as u64;
+                oom += s.closed_for_memory;
+                idle += s.closed_idle;
+            }
+            for (slot, v) in self
+                .sampled
+                .iter()
+                .zip([user, sys, input, output, oom, idle])
+            {
+                slot.store(v, Ordering::Relaxed);
+            }
+        }
+        let mut out = [0u64; 6];
+        for (o, slot) in out.iter_mut().zip(&self.sampled) {
+            *o = slot.load(Ordering::Relaxed);
+        }
+        out
+    }
+
     fn clock(&self) -> Clock {
         let el = self.started.elapsed();
         Clock::new(el.as_millis() as u64, self.unix_at_start + el.as_secs())
@@ -191,6 +231,7 @@ impl Server {
             listen_disabled: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
             rusage_ms: AtomicU64::new(0),
+            sampled: Default::default(),
             log_rings,
         });
         let mut main = Worker::new(shared.clone(), 0, None, Some(Gate::new(sc.conn_limit)))?;
@@ -347,6 +388,8 @@ impl Worker {
     fn pass(&mut self) -> io::Result<()> {
         let now = self.shared.clock();
         let timeout = self.poll_timeout(now.mono_ms);
+        // This pass pumps whatever made the poll not wait.
+        self.log_pending = false;
         self.update_interest(now.mono_ms)?;
         self.poller.wait(timeout, &mut self.events)?;
         let now = self.shared.clock();
@@ -412,7 +455,7 @@ impl Worker {
     fn wake_watchers(&mut self) {
         let wake = self.shared.cache.take_wakeups();
         watch_wake(&self.shared, self.id, wake);
-        self.log_pending = wake & (1 << (self.id % 64)) != 0;
+        self.log_pending |= wake & (1 << (self.id % 64)) != 0;
     }
 
     /// Milliseconds to wait in poll: until the earliest of the driver's,
@@ -619,7 +662,7 @@ impl Worker {
         if self.driver.watching() {
             self.driver.pump_watchers(&mut view);
         }
-        watch_wake(shared, self.id, shared.cache.take_wakeups());
+        self.wake_watchers();
     }
 
     /// Writes the connection's pending output, gathered into one write; a
@@ -890,7 +933,6 @@ fn log_bells(threads: usize) -> io::Result<LogBells> {
 /// exact) and samples CPU time every [`SAMPLE_EVERY_MS`].
 fn refresh_host_stats(shared: &Shared, store: &mut Store, now: Clock) {
     let n = shared.conns.load(Ordering::Relaxed) as u64;
-    let sample = now.mono_ms >= shared.rusage_ms.load(Ordering::Relaxed) + SAMPLE_EVERY_MS;
     let h = store.host_stats_mut();
     h.curr_connections = n;
     h.connection_structures = h.connection_structures.max(n);
@@ -898,25 +940,13 @@ fn refresh_host_stats(shared: &Shared, store: &mut Store, now: Clock) {
     h.rejected_connections = shared.rejected_conns.load(Ordering::Relaxed);
     h.listen_disabled_num = shared.listen_disabled.load(Ordering::Relaxed);
     h.accepting_conns = shared.accepting.load(Ordering::Relaxed);
-    if !sample {
-        return;
-    }
-    shared.rusage_ms.store(now.mono_ms, Ordering::Relaxed);
-    let (user, sys) = rusage_us();
-    h.rusage_user_us = user;
-    h.rusage_system_us = sys;
-    let (mut input, mut output, mut oom, mut idle) = (0u64, 0u64, 0u64, 0u64);
-    for w in &shared.worker_stats {
-        let s = lock(w);
-        input += s.input_bytes as u64;
-        output += s.output_bytes as u64;
-        oom += s.closed_for_memory;
-        idle += s.closed_idle;
-    }
-    h.conn_input_bytes = input;
-    h.conn_output_bytes = output;
-    h.conn_closed_for_memory = oom;
-    h.idle_kicks = idle;
+    let s = shared.sample(now);
+    h.rusage_user_us = s[0];
+    h.rusage_system_us = s[1];
+    h.conn_input_bytes = s[2];
+    h.conn_output_bytes = s[3];
+    h.conn_closed_for_memory = s[4];
+    h.idle_kicks = s[5];
 }
 
 /// The process id to report: the runner passes its own (a wasm guest has

@@ -167,13 +167,18 @@ fn preparse(
     }
 }
 
-/// The key a meta request names, as its shard is chosen: decoded when a
-/// `b` flag says it is base64 (an undecodable key picks any shard; the
-/// request fails before touching it).
-fn shard_key(toks: &Tokens<'_>) -> Key {
+/// The key a meta request names, as its shard is chosen: decoded when it
+/// is base64, as the command itself reads it (`me <key> b`; for the others
+/// a flag token starting with `b`). An undecodable key picks any shard:
+/// the request fails before touching it.
+fn shard_key(toks: &Tokens<'_>, me: bool) -> Key {
     let raw = toks.get(1);
     let mut key = Key::from(raw);
-    let binary = toks.iter_from(2).any(|t| t.first() == Some(&b'b'));
+    let binary = if me {
+        toks.ntokens() >= 4 && toks.get(2) == b"b"
+    } else {
+        toks.iter_from(2).any(|t| t.first() == Some(&b'b'))
+    };
     if binary && raw.len() <= KEY_MAX {
         let mut out = [0u8; KEY_MAX];
         if let Some(n) = decode_key(raw, &mut out) {
@@ -304,7 +309,7 @@ impl Connection {
             self.out(if cmd == b'n' { b"MN" } else { b"ERROR" });
             return done;
         }
-        let key = shard_key(toks);
+        let key = shard_key(toks, cmd == b'e');
         let mut guard = self.key_shard(shards, key.as_slice());
         let store = &mut *guard;
         match cmd {
