@@ -3,12 +3,13 @@
 //! run exercises the same read/process/write/close decisions as the WASI
 //! server.
 //!
-//! One event-loop task owns the [`Store`], the `Driver`, the `Gate` and
-//! every accepted socket, and runs passes in the order documented on
+//! One event-loop task owns the cache (a [`Cache`]: one [`Store`], or
+//! several shards of one, as the native server splits it), the `Driver`,
+//! the `Gate` and every accepted socket, and runs passes in the order documented on
 //! [`Driver`]: `begin_pass` → accept (asking the gate) → read what the
 //! driver allows → `take_runnable` + `process` → write what it wants
 //! written → `on_written` → `poll_close` → sleep until the next readiness
-//! event or the earliest of the driver's, the store's and the gate's
+//! event or the earliest of the driver's, the shards' and the gate's
 //! deadlines.
 //!
 //! turmoil sockets are async; readiness is bridged to the loop the way an
@@ -46,7 +47,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use turmoil::net::{TcpListener, TcpStream};
 use wasmcached_core::driver::{AcceptError, Admission, DriverStats, TOO_MANY_CONNECTIONS};
-use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Store};
+use wasmcached_core::shards::MAX_SHARDS;
+use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate};
+
+use crate::cache::Cache;
+
+#[cfg(doc)]
+use wasmcached_core::Store;
 
 use crate::plant::{Plant, Planted};
 use crate::trace::{now, Shared};
@@ -115,8 +122,12 @@ pub type Probe = Rc<RefCell<HostProbe>>;
 /// How a server host is set up.
 #[derive(Clone, Debug)]
 pub struct HostConfig {
-    /// The store's settings.
+    /// The whole cache's settings (each shard gets its share, see
+    /// [`Config::for_shard`]).
     pub store: Config,
+    /// Shards the cache is split into, 1 to [`MAX_SHARDS`] (others are
+    /// taken as the nearest): 1 is one plain store.
+    pub shards: usize,
     /// The driver's settings (connection memory, read sizes, idle timeout).
     pub driver: DriverConfig,
     /// Most connections served at once (`-c`).
@@ -149,6 +160,7 @@ impl HostConfig {
                 memory_limit: 64 << 20,
                 ..Config::default()
             },
+            shards: 1,
             driver: DriverConfig::default(),
             max_connections: 1024,
             plant,
@@ -249,11 +261,11 @@ struct Sock {
     peer: Option<std::net::SocketAddr>,
 }
 
-/// The server's one event loop: the store, the driver, the gate and the
+/// The server's one event loop: the cache, the driver, the gate and the
 /// socket table, run one pass at a time (see the module documentation).
 struct EventLoop {
     cfg: HostConfig,
-    store: Store,
+    cache: Cache,
     driver: Driver,
     gate: Gate,
     ready: Arc<Readiness>,
@@ -286,12 +298,15 @@ impl EventLoop {
         rec: Shared,
     ) -> EventLoop {
         let unix_offset = cfg.clock_offset.as_ref().map_or(0, |o| o.get());
-        let mut store = match &cfg.disk {
-            Some(disk) => disk.restore(cfg.store.clone(), clock(unix_offset)),
-            None => Store::new(cfg.store.clone(), clock(unix_offset)),
+        let shards = cfg.shards.clamp(1, MAX_SHARDS);
+        let mut cache = match &cfg.disk {
+            Some(disk) => disk.restore(cfg.store.clone(), shards, clock(unix_offset)),
+            None => Cache::new(cfg.store.clone(), shards, clock(unix_offset)),
         };
-        store.host_stats_mut().conn_memory_limit = cfg.driver.memory_limit as u64;
-        let driver = Driver::new(cfg.driver.clone(), store.config());
+        for s in cache.stores_mut() {
+            s.host_stats_mut().conn_memory_limit = cfg.driver.memory_limit as u64;
+        }
+        let driver = Driver::new(cfg.driver.clone(), &cfg.store);
         let gate = Gate::new(cfg.max_connections);
         let chunk = cfg.driver.read_chunk.max(cfg.driver.first_read);
         if let Some(p) = &cfg.probe {
@@ -301,7 +316,7 @@ impl EventLoop {
             };
         }
         EventLoop {
-            store,
+            cache,
             driver,
             gate,
             ready,
@@ -327,7 +342,7 @@ impl EventLoop {
             let now = clock(self.unix_offset);
             if let Some(disk) = &self.cfg.disk {
                 if disk.stop_requested() {
-                    disk.save(&mut self.store, now);
+                    disk.save(&mut self.cache, now);
                     let line = format!("{} wrote its snapshot", self.name);
                     self.rec.borrow_mut().event(crate::trace::now(), &line);
                     // Stopped: nothing more is served until the scenario
@@ -371,11 +386,11 @@ impl EventLoop {
         }
     }
 
-    /// The earliest of the driver's, the store's and the gate's deadlines.
+    /// The earliest of the driver's, the shards' and the gate's deadlines.
     fn deadline(&self) -> Option<u64> {
         [
             self.driver.poll_timeout(),
-            self.store.poll_timeout(),
+            self.cache.poll_timeout(),
             self.gate.poll_timeout(),
             self.planted.as_ref().and_then(Planted::poll_timeout),
         ]
@@ -549,7 +564,7 @@ impl EventLoop {
                             let bytes = p.frame(
                                 pending,
                                 &self.buf[..n],
-                                &mut self.store,
+                                &mut self.cache,
                                 clock(self.unix_offset),
                             );
                             if !bytes.is_empty() {
@@ -572,7 +587,7 @@ impl EventLoop {
     }
 
     /// Runs the core for every connection the driver lists, then the
-    /// store's expiry step when it is due.
+    /// expiry step of each shard that is due.
     fn process(&mut self, now: Clock) -> bool {
         self.driver.take_runnable(&mut self.runnable);
         let any = !self.runnable.is_empty();
@@ -580,27 +595,24 @@ impl EventLoop {
             self.refresh_host_stats(now);
         }
         for &id in &self.runnable {
-            self.driver.process(id, &mut self.store, now);
+            self.driver.process(id, &mut self.cache, now);
         }
-        // One loop, one store: watchers are served in the pass that
-        // produced their lines, so the wake-up mask is not needed.
+        // One loop owns every shard: watchers are served in the pass that
+        // produced their lines, so the wake-up masks are not needed.
         if self.driver.watching() {
-            self.driver.pump_watchers(&mut self.store);
-            let _ = self.store.take_log_wakeups();
+            self.driver.pump_watchers(&mut self.cache);
+            self.cache.clear_log_wakeups();
         }
         let mut any = any;
         if let Some(p) = self.planted.as_mut() {
             if p.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
-                any |= p.handle_timeout(&mut self.store, now);
+                any |= p.handle_timeout(&mut self.cache, now);
             }
         }
-        if self.store.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
-            self.store.handle_timeout(now);
-            any = true;
-        }
-        // Evictions make any item of this server vanish legally: the
-        // checkers learn when.
-        let evicted = self.store.stats().evictions;
+        any |= self.cache.handle_timeout(now);
+        // Evictions (in any shard) make any item of this server vanish
+        // legally: the checkers learn when.
+        let evicted = self.cache.evictions();
         if evicted > self.evictions {
             self.evictions = evicted;
             let mut rec = self.rec.borrow_mut();
@@ -666,20 +678,24 @@ impl EventLoop {
         any
     }
 
-    /// Copies the connection figures into the store, so `stats` is exact.
+    /// Copies the connection figures into every shard, so `stats` is
+    /// exact whichever shard reports them.
     fn refresh_host_stats(&mut self, now: Clock) {
         let d = self.driver.stats();
         let open = d.connections as u64;
-        let h = self.store.host_stats_mut();
-        h.curr_connections = open;
-        h.connection_structures = h.connection_structures.max(open);
-        h.total_connections = self.gate.accepted();
-        h.rejected_connections = self.gate.rejected();
-        h.listen_disabled_num = self.gate.listen_disabled_num();
-        h.accepting_conns = !self.gate.is_paused(now.mono_ms);
-        h.conn_input_bytes = d.input_bytes as u64;
-        h.conn_output_bytes = d.output_bytes as u64;
-        h.conn_closed_for_memory = d.closed_for_memory;
+        let accepting = !self.gate.is_paused(now.mono_ms);
+        for s in self.cache.stores_mut() {
+            let h = s.host_stats_mut();
+            h.curr_connections = open;
+            h.connection_structures = h.connection_structures.max(open);
+            h.total_connections = self.gate.accepted();
+            h.rejected_connections = self.gate.rejected();
+            h.listen_disabled_num = self.gate.listen_disabled_num();
+            h.accepting_conns = accepting;
+            h.conn_input_bytes = d.input_bytes as u64;
+            h.conn_output_bytes = d.output_bytes as u64;
+            h.conn_closed_for_memory = d.closed_for_memory;
+        }
     }
 
     /// Publishes the pass's figures; `samples` are the driver's held bytes

@@ -10,6 +10,7 @@
 //! the fixed simulated epoch, the workload and the fault schedule. The same
 //! seed gives a byte-identical trace (its hash is in every report).
 
+pub mod cache;
 pub mod check;
 pub mod client;
 pub mod cluster;

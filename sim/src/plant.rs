@@ -7,10 +7,16 @@
 //! through a private side [`Connection`] of its own. The core itself is
 //! never modified, so a correct run and a planted run differ only by the
 //! wrapper.
+//!
+//! The side connection works on the whole cache, whatever its number of
+//! shards: like a client's connection it takes each key's shard through
+//! [`Shards`], so a plant reads and writes the shard of the key it
+//! touches (a shadow key may live in another shard than its original;
+//! nothing depends on that).
 
 use std::collections::BTreeMap;
 
-use wasmcached_core::{Clock, Connection, Store};
+use wasmcached_core::{Clock, Connection, Shards};
 
 /// A deliberately broken server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,7 +137,7 @@ impl Planted {
     }
 
     /// Runs due early deletions.
-    pub fn handle_timeout(&mut self, store: &mut Store, clock: Clock) -> bool {
+    pub fn handle_timeout(&mut self, store: &mut impl Shards, clock: Clock) -> bool {
         let now = clock.mono_ms;
         let due: Vec<Vec<u8>> = self
             .expiries
@@ -151,7 +157,7 @@ impl Planted {
     }
 
     /// Runs `req` on the side connection; its reply.
-    fn call(&mut self, store: &mut Store, clock: Clock, req: &[u8]) -> Vec<u8> {
+    fn call(&mut self, store: &mut impl Shards, clock: Clock, req: &[u8]) -> Vec<u8> {
         self.side.receive(req);
         let _ = self.side.process(store, clock);
         let out: Vec<u8> = self.side.output_chunks().flatten().copied().collect();
@@ -160,7 +166,12 @@ impl Planted {
     }
 
     /// The item under `key`: value, flags and CAS value.
-    fn peek(&mut self, store: &mut Store, clock: Clock, key: &[u8]) -> Option<(Vec<u8>, u32, u64)> {
+    fn peek(
+        &mut self,
+        store: &mut impl Shards,
+        clock: Clock,
+        key: &[u8],
+    ) -> Option<(Vec<u8>, u32, u64)> {
         let mut req = b"mg ".to_vec();
         req.extend_from_slice(key);
         req.extend_from_slice(b" v f c\r\n");
@@ -184,7 +195,7 @@ impl Planted {
     }
 
     /// Stores `value` under `key` through the side connection.
-    fn put(&mut self, store: &mut Store, clock: Clock, key: &[u8], value: &[u8], flags: u32) {
+    fn put(&mut self, store: &mut impl Shards, clock: Clock, key: &[u8], value: &[u8], flags: u32) {
         let mut req = b"ms ".to_vec();
         req.extend_from_slice(key);
         req.extend_from_slice(format!(" {} F{flags} q\r\n", value.len()).as_bytes());
@@ -200,7 +211,7 @@ impl Planted {
         &mut self,
         pending: &mut Vec<u8>,
         bytes: &[u8],
-        store: &mut Store,
+        store: &mut impl Shards,
         clock: Clock,
     ) -> Vec<u8> {
         pending.extend_from_slice(bytes);
@@ -217,7 +228,7 @@ impl Planted {
     }
 
     /// One whole request: its replacement, if the bug changes it.
-    fn request(&mut self, req: &[u8], store: &mut Store, clock: Clock) -> Option<Vec<u8>> {
+    fn request(&mut self, req: &[u8], store: &mut impl Shards, clock: Clock) -> Option<Vec<u8>> {
         let nl = req.iter().position(|&b| b == b'\n').unwrap_or(req.len());
         let line = String::from_utf8_lossy(&req[..nl]).trim_end().to_string();
         let words: Vec<&str> = line.split(' ').filter(|w| !w.is_empty()).collect();
@@ -312,7 +323,7 @@ impl Planted {
         req: &[u8],
         words: &[&str],
         key: &[u8],
-        store: &mut Store,
+        store: &mut impl Shards,
         clock: Clock,
     ) -> Option<Vec<u8>> {
         let token: u64 = match words[0] {

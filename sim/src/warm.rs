@@ -7,15 +7,19 @@
 //! its snapshot and stopped serving ([`Disk::is_written`]), then bounces
 //! the host. The new host restores the snapshot and empties the disk, as
 //! the server does with `-e PATH`, through the same core API
-//! (`Store::snapshot`, `Restore`). A bounce without the stop is a crash: the
-//! disk is empty and the host starts cold.
+//! (`Snapshot::of_shards`, `Restore::new_shards`): a cache of several
+//! shards is written as one snapshot and restored into the shards again.
+//! A bounce without the stop is a crash: the disk is empty and the host
+//! starts cold.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
 
 use tokio::sync::Notify;
-use wasmcached_core::{Clock, Config, Restore, Store};
+use wasmcached_core::{Clock, Config};
+
+use crate::cache::Cache;
 
 /// A server's persistent storage; clones share it.
 #[derive(Clone, Default)]
@@ -68,10 +72,10 @@ impl Disk {
         self.0.restored.get()
     }
 
-    /// Writes the whole store to the disk. Called by the host when a stop
-    /// is asked for; it serves no request afterwards.
-    pub fn save(&self, store: &mut Store, clock: Clock) {
-        let mut snap = store.snapshot(clock);
+    /// Writes the whole cache (every shard) to the disk. Called by the
+    /// host when a stop is asked for; it serves no request afterwards.
+    pub fn save(&self, cache: &mut Cache, clock: Clock) {
+        let mut snap = cache.snapshot(clock);
         let mut bytes = Vec::new();
         while snap.next_chunk(&mut bytes) {}
         *self.0.snapshot.borrow_mut() = Some(bytes);
@@ -79,22 +83,21 @@ impl Disk {
         self.0.written.set(true);
     }
 
-    /// The store a starting host serves: the snapshot on the disk, taken
-    /// off it, or an empty store (after a crash, or a snapshot the core
-    /// refuses).
-    pub fn restore(&self, cfg: Config, clock: Clock) -> Store {
+    /// The cache of `shards` shards a starting host serves: the snapshot
+    /// on the disk, taken off it, or an empty cache (after a crash, or a
+    /// snapshot the core refuses).
+    pub fn restore(&self, cfg: Config, shards: usize, clock: Clock) -> Cache {
         self.0.written.set(false);
         self.0.restored.set(0);
         let Some(bytes) = self.0.snapshot.borrow_mut().take() else {
-            return Store::new(cfg, clock);
+            return Cache::new(cfg, shards, clock);
         };
-        let mut r = Restore::new(cfg.clone(), clock);
-        match r.receive(&bytes).and_then(|()| r.finish()) {
-            Ok((store, report)) => {
-                self.0.restored.set(report.items);
-                store
+        match crate::cache::restore(&cfg, shards, &bytes, clock) {
+            Some((cache, items)) => {
+                self.0.restored.set(items);
+                cache
             }
-            Err(_) => Store::new(cfg, clock),
+            None => Cache::new(cfg, shards, clock),
         }
     }
 }

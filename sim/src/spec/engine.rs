@@ -24,6 +24,15 @@ use crate::scenario::cas_counter::count_of;
 use crate::scenario::hostile::{self, Population};
 use crate::scenario::{builder, herd, percentile, RunConfig};
 use crate::trace::{now, Mode, Outcome, Recorder, Shared};
+use crate::warm::Disk;
+use wasmcached_core::shards::MAX_SHARDS;
+
+/// What a fault can reach inside a server host: its wall clock's offset,
+/// and its disk when the scenario does warm restarts.
+struct Knobs {
+    offset: ClockOffset,
+    disk: Option<Disk>,
+}
 
 /// Commands a `random` mix may weigh.
 const MIX: &[&str] = &[
@@ -39,7 +48,11 @@ const KINDS: &[&str] = &[
     "latency",
     "lossy",
     "clock-jump",
+    "warm-restart",
 ];
+/// How long a `warm-restart` waits for the server's snapshot before it
+/// bounces the server anyway (a crash: it was not serving), ms.
+const WARM_STOP_WAIT_MS: u32 = 1000;
 
 /// A host name that lives as long as the program (turmoil and the client
 /// keep `&'static str` names); each distinct name is leaked once.
@@ -73,9 +86,15 @@ pub(super) fn validate(spec: &Spec) -> Result<(), String> {
     if servers.is_empty() {
         return Err("no servers".into());
     }
+    for s in &spec.servers {
+        check_shards(s)?;
+    }
     let known = |s: &str| servers.iter().any(|n| n == s);
     let groups: BTreeSet<&str> = spec.clients.iter().map(|g| g.name.as_str()).collect();
     for g in &spec.clients {
+        if known(&g.name) || engine_host(spec, &g.name) {
+            return Err(format!("client group {}: the name is taken", g.name));
+        }
         for s in g.servers.iter().chain(g.fallback.iter()) {
             if !known(s) {
                 return Err(format!("client group {}: no server {s}", g.name));
@@ -148,6 +167,44 @@ pub(super) fn validate(spec: &Spec) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether the engine adds a host named `host` to `spec`'s simulation: the
+/// reader of final counts, the operator that flushes a healed partition
+/// (any partition may, by a variant), the database.
+fn engine_host(spec: &Spec, host: &str) -> bool {
+    let counters = !spec.expect.final_counts.is_empty()
+        || spec
+            .clients
+            .iter()
+            .any(|g| matches!(g.pattern, Pattern::Naive | Pattern::Cas | Pattern::Incr));
+    let partitions = spec.faults.iter().any(|f| f.kind == "partition")
+        || spec
+            .random_faults
+            .iter()
+            .any(|r| r.kinds.iter().any(|k| k == "partition"));
+    match host {
+        "reader" => counters,
+        "operator" => partitions,
+        "db" => spec.database.is_some(),
+        _ => false,
+    }
+}
+
+/// A server's `shards`: each choice 1 to [`MAX_SHARDS`].
+fn check_shards(s: &super::Server) -> Result<(), String> {
+    let choices: &[usize] = match &s.shards {
+        None => &[],
+        Some(OneOf::One(n)) => std::slice::from_ref(n),
+        Some(OneOf::Any(v)) => v,
+    };
+    match choices.iter().find(|n| !(1..=MAX_SHARDS).contains(n)) {
+        Some(n) => Err(format!(
+            "server {}: shards {n}? (1 to {MAX_SHARDS})",
+            s.name
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Runs every variant of `spec` for the seed; one report.
@@ -822,7 +879,8 @@ fn simulate(spec: &Spec, variant: Option<&Variant>, cfg: &RunConfig) -> Sim1 {
     // Servers.
     let names = server_names(spec);
     let servers: Vec<&'static str> = names.iter().map(|n| name(n)).collect();
-    let mut offsets: BTreeMap<&'static str, ClockOffset> = BTreeMap::new();
+    let mut offsets: BTreeMap<&'static str, Knobs> = BTreeMap::new();
+    let warm = uses_warm_restarts(spec);
     let mut probes: BTreeMap<&'static str, Probe> = BTreeMap::new();
     let hostile_group = spec.clients.iter().find(|g| g.pattern == Pattern::Hostile);
     let population = hostile_group.map(|g| {
@@ -855,6 +913,9 @@ fn simulate(spec: &Spec, variant: Option<&Variant>, cfg: &RunConfig) -> Sim1 {
             if let Some(mb) = s.memory_mb.as_ref().and_then(|m| m.pick(|n| rng.below(n))) {
                 hc.store.memory_limit = mb << 20;
             }
+            if let Some(n) = s.shards.as_ref().and_then(|n| n.pick(|k| rng.below(k))) {
+                hc.shards = n;
+            }
             if let Some(c) = s.max_connections {
                 hc.max_connections = c;
             }
@@ -872,7 +933,9 @@ fn simulate(spec: &Spec, variant: Option<&Variant>, cfg: &RunConfig) -> Sim1 {
             let offset: ClockOffset = Rc::new(Cell::new(skew));
             hc.clock_offset = Some(offset.clone());
             hc.probe = Some(probe.clone());
-            offsets.insert(host_name, offset);
+            hc.disk = warm.then(Disk::default);
+            let disk = hc.disk.clone();
+            offsets.insert(host_name, Knobs { offset, disk });
             probes.insert(host_name, probe);
             let r = rec.clone();
             sim.host(host_name, move || {
@@ -1196,6 +1259,9 @@ enum Action {
     Start(Fault, &'static str, bool),
     /// The server restarts after a crash.
     Restart(&'static str),
+    /// A warm restart's bounce, once the server has written its snapshot
+    /// (checked every millisecond, this many more times).
+    WarmBounce(&'static str, u32),
     /// A network fault ends.
     Heal(Fault, &'static str, bool),
 }
@@ -1230,7 +1296,7 @@ fn act(
     sim: &mut turmoil::Sim<'_>,
     rec: &Shared,
     w: &World,
-    offsets: &BTreeMap<&'static str, ClockOffset>,
+    offsets: &BTreeMap<&'static str, Knobs>,
     client_hosts: &[String],
     a: Action,
     t: Duration,
@@ -1240,6 +1306,10 @@ fn act(
             rec.borrow_mut().event(t, &format!("{server} restarting"));
             sim.bounce(*server);
             return None;
+        }
+        Action::WarmBounce(server, left) => {
+            let disk = offsets.get(server).and_then(|k| k.disk.as_ref());
+            return warm_bounce(sim, rec, disk, server, *left, t);
         }
         Action::Start(f, ..) | Action::Heal(f, ..) => f,
     };
@@ -1264,6 +1334,13 @@ fn act(
                 "restart" => {
                     sim.bounce(server);
                     None
+                }
+                "warm-restart" => {
+                    if let Some(d) = offsets.get(server).and_then(|k| k.disk.as_ref()) {
+                        d.request_stop();
+                    }
+                    let next = t + Duration::from_millis(1);
+                    Some((next, Action::WarmBounce(server, WARM_STOP_WAIT_MS)))
                 }
                 "partition" => {
                     for h in &hosts {
@@ -1295,8 +1372,8 @@ fn act(
                     Some((end, Action::Heal(f, server, flush)))
                 }
                 "clock-jump" => {
-                    if let Some(o) = offsets.get(server) {
-                        o.set(o.get() + f.seconds.unwrap_or(60));
+                    if let Some(k) = offsets.get(server) {
+                        k.offset.set(k.offset.get() + f.seconds.unwrap_or(60));
                     }
                     None
                 }
@@ -1319,6 +1396,40 @@ fn act(
             }
             None
         }
-        Action::Restart(_) => None,
+        Action::Restart(_) | Action::WarmBounce(..) => None,
     }
+}
+
+/// Whether any fault of `spec` (fixed or drawn) is a warm restart: its
+/// servers then get disks.
+fn uses_warm_restarts(spec: &Spec) -> bool {
+    let fixed = spec.faults.iter().map(|f| f.kind.as_str());
+    let drawn = spec
+        .random_faults
+        .iter()
+        .flat_map(|r| r.kinds.iter().map(String::as_str));
+    fixed.chain(drawn).any(|k| k == "warm-restart")
+}
+
+/// A warm restart's second half: bounces `server` once its snapshot is
+/// written (it restores it as it starts), or after `left` more
+/// milliseconds without (then it starts cold, as after a crash).
+fn warm_bounce(
+    sim: &mut turmoil::Sim<'_>,
+    rec: &Shared,
+    disk: Option<&Disk>,
+    server: &'static str,
+    left: u32,
+    t: Duration,
+) -> Option<(Duration, Action)> {
+    let written = disk.is_some_and(Disk::is_written);
+    if !written && left > 0 {
+        let next = t + Duration::from_millis(1);
+        return Some((next, Action::WarmBounce(server, left - 1)));
+    }
+    let how = if written { "warm" } else { "cold" };
+    rec.borrow_mut()
+        .event(t, &format!("{server} restarting ({how})"));
+    sim.bounce(server);
+    None
 }

@@ -139,6 +139,9 @@ pub struct Server {
     pub count: Option<usize>,
     /// `-m`, megabytes (default 64).
     pub memory_mb: Option<OneOf<u64>>,
+    /// Shards the cache is split into, 1 to 64 (default 1: one store),
+    /// per seed.
+    pub shards: Option<OneOf<usize>>,
     /// `-c` (default 1024).
     pub max_connections: Option<usize>,
     /// Memory all connections may hold, KiB (default the driver's).
@@ -337,7 +340,7 @@ pub struct Fault {
     /// When, ms.
     pub at_ms: u64,
     /// `crash`, `restart`, `partition`, `hold`, `latency`, `lossy`,
-    /// `clock-jump`.
+    /// `clock-jump`, `warm-restart`.
     pub kind: String,
     /// The server (or list: one drawn per seed, a different one from
     /// servers earlier faults drew).
