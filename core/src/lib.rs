@@ -17,7 +17,9 @@
 //!
 //! The API, in the style of a sans-io protocol library:
 //!
-//! * [`Store`]: the items, one per server (or per partition);
+//! * [`Store`]: the items, one per server, or one per shard where a host
+//!   splits its cache so that threads do not share one lock ([`shards`]:
+//!   the [`Shards`] trait a connection takes them through, one at a time);
 //! * [`Connection`]: one client's protocol state and buffers;
 //! * [`Driver`] and [`Gate`] ([`driver`]): the policy of a socket host:
 //!   which connections to read, run and write and how much, when to sleep,
