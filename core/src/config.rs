@@ -106,7 +106,7 @@ impl Config {
     ///
     /// Where memory is reserved for what items cost beyond their sizes
     /// (`reserve_per_mille` above 0), each shard beyond the first also
-    /// reserves [`SHARD_OVERHEAD`] of the cache's memory: its own index and
+    /// reserves `SHARD_OVERHEAD` of the cache's memory: its own index and
     /// its partly filled pages, one per size class in use, cost about that
     /// much (64 MB in 8 shards under writes of every size took 6 MB more
     /// than one store).

@@ -148,7 +148,7 @@ pub fn shard_of(key: &[u8], count: usize) -> usize {
 
 /// How many shards a cache served by `threads` workers is split into: one
 /// for a single worker (exactly one store, as in the guest), otherwise a
-/// power of two near [`SHARDS_PER_THREAD`] per worker, fewer where a shard's
+/// power of two near `SHARDS_PER_THREAD` per worker, fewer where a shard's
 /// memory share would drop below four of the largest items (so an item
 /// that fits the cache still fits its shard).
 #[must_use]

@@ -110,7 +110,7 @@ struct PausedGet {
 /// The protocol state of one client connection.
 ///
 /// A `Connection` owns no socket and no store: the host feeds it received
-/// bytes, lets it execute complete requests against the shared [`Store`],
+/// bytes, lets it execute complete requests against the shared [`Store`](crate::Store),
 /// and transmits the reply bytes it produces. Any split of the input into
 /// `receive` calls produces the same replies. The connection's first byte
 /// fixes its protocol for good, as memcached's `-B auto` does: `0x80`

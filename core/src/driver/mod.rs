@@ -61,7 +61,7 @@ pub struct DriverConfig {
     pub idle_timeout_ms: u64,
     /// Which of the host's event loops this driver serves (0 for the
     /// first), so the store can tell whom to wake for a watcher's log
-    /// lines ([`Store::take_log_wakeups`]).
+    /// lines ([`Store::take_log_wakeups`](crate::Store::take_log_wakeups)).
     pub worker: u32,
 }
 

@@ -10,7 +10,7 @@
 //! * a host with several event loops gives each driver its own
 //!   [`DriverConfig::worker`](super::DriverConfig::worker), and after
 //!   running requests (store still held) takes
-//!   [`Store::take_log_wakeups`] and wakes every other loop whose bit is
+//!   [`Store::take_log_wakeups`](crate::Store::take_log_wakeups) and wakes every other loop whose bit is
 //!   set, so that its next pass pumps its watchers. Lines are recorded
 //!   under the store, so a wake-up is never lost: a watcher's buffer that
 //!   was empty when its loop last pumped raises the bit again.
