@@ -36,21 +36,17 @@ same users are written to a pwdb file too, for servers that read it.
 Needs saslpasswd2 (Debian: sasl2-bin).
 """
 import os
-import select
 import shlex
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIR = os.path.join(ROOT, "conformance")
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
-from capture_transcripts import escape, unescape, read_reply  # noqa: E402
-from mcutil import free_port, stop  # noqa: E402
+from capture_transcripts import escape, parse_cases, run_case, unescape  # noqa: E402
 
 # The users every `-S` case can authenticate as (user, password). The core's
 # transcript harness configures the same ones.
@@ -181,26 +177,11 @@ def fmt_packets(data):
     return " ; ".join(parts)
 
 
-def parse_cases(text):
-    cases = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("=== "):
-            cases.append({"name": line[4:].strip(), "opts": [], "steps": []})
-        elif line.startswith("opts "):
-            cases[-1]["opts"] = line[5:].split()
-        elif line.startswith("sleep "):
-            cases[-1]["steps"].append(("sleep", float(line[6:])))
-        else:
-            n = 0
-            while line[n].isdigit():
-                n += 1
-            conn = int(line[:n]) if n else 1
-            assert line[n] == ">", line
-            src = line[n + 1:].strip()
-            cases[-1]["steps"].append(("send", conn, src, build_step(src)))
-    return cases
+def binary_step(conn, rest):
+    """A `>` line of binary.cases: the packets it builds, and its source
+    line as the comment."""
+    src = rest.strip()
+    return ("send", conn, build_step(src), src)
 
 
 def sasl_env(tmp):
@@ -218,84 +199,17 @@ def sasl_env(tmp):
     return dict(os.environ, SASL_CONF_PATH=tmp, MEMCACHED_SASL_PWDB=pwdb)
 
 
-VERSION_REQ = HEADER.pack(0x80, 0x0B, 0, 0, 0, 0, 0, 0, 0)
-
-
-def ready(port, opts):
-    """Whether the server answers `version` (binary when text is off)."""
-    binary = "-S" in opts or "binary" in opts
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(VERSION_REQ if binary else b"version\r\n")
-            return s.recv(64)[:1] in (b"\x81", b"V")
-    except OSError:
-        return False
-
-
-def start_memcached(opts, env):
-    for _ in range(5):
-        port = free_port()
-        args = ["memcached", "-p", str(port), "-U", "0", "-l", "127.0.0.1"]
-        if os.geteuid() == 0:
-            args += ["-u", "root"]
-        proc = subprocess.Popen(args + opts, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            if ready(port, opts):
-                return proc, port
-            time.sleep(0.01)
-        stop(proc)
-    raise RuntimeError("could not start memcached %s" % opts)
-
-
-def run_case(case, env):
-    proc, port = start_memcached(case["opts"], env)
-    out = ["=== " + case["name"]]
-    if case["opts"]:
-        out.append("opts " + " ".join(case["opts"]))
-    socks = {}
-    try:
-        for step in case["steps"]:
-            if step[0] == "sleep":
-                time.sleep(step[1])
-                out.append("sleep %d" % step[1])
-                continue
-            _, conn, src, req = step
-            if conn not in socks:
-                socks[conn] = socket.create_connection(("127.0.0.1", port))
-            s = socks[conn]
-            out.append("# " + src)
-            out.append("%d> %s" % (conn, fmt_packets(req)))
-            try:
-                s.sendall(req)
-            except OSError:
-                pass
-            reply, closed = read_reply(s)
-            if reply:
-                out.append("%d< %s" % (conn, fmt_packets(reply)))
-            if closed:
-                out.append("%d! closed" % conn)
-                s.close()
-                del socks[conn]
-    finally:
-        for s in socks.values():
-            s.close()
-        stop(proc)
-    return out
-
-
 def main():
     suite = "binary"
     with open(os.path.join(DIR, suite + ".cases")) as f:
-        cases = parse_cases(f.read())
+        cases = parse_cases(f.read(), binary_step)
     if len(sys.argv) > 1:
         # Explore: print the named cases' transcripts, write nothing.
         with tempfile.TemporaryDirectory() as tmp:
             env = sasl_env(tmp)
             for c in cases:
                 if c["name"] in sys.argv[1:]:
-                    print("\n".join(run_case(c, env)))
+                    print("\n".join(run_case(c, fmt_packets, env)))
         return
     ver = subprocess.run(["memcached", "-V"], capture_output=True, text=True).stdout.strip()
     lines = ["# Captured from %s by scripts/capture_binary_transcripts.py; do not edit." % ver,
@@ -304,7 +218,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         env = sasl_env(tmp)
         for c in cases:
-            lines += run_case(c, env)
+            lines += run_case(c, fmt_packets, env)
             lines.append("")
     with open(os.path.join(DIR, suite + ".transcript"), "w") as f:
         f.write("\n".join(lines))

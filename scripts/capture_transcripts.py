@@ -94,7 +94,16 @@ def read_reply(sock, first_wait=0.25, idle=0.04):
         deadline = idle
 
 
-def parse_cases(text):
+def text_step(conn, body):
+    """A `>` line of a text suite: the request in escape notation."""
+    if body.startswith(" "):
+        body = body[1:]
+    return ("send", conn, unescape(body), None)
+
+
+def parse_cases(text, step=text_step):
+    """The cases of a .cases file; `step(conn, rest)` reads what follows the
+    `N>` of a request line into ("send", conn, bytes, comment or None)."""
     cases = []
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -111,10 +120,7 @@ def parse_cases(text):
                 n += 1
             conn = int(line[:n]) if n else 1
             assert line[n] == ">", line
-            body = line[n + 1:]
-            if body.startswith(" "):
-                body = body[1:]
-            cases[-1]["steps"].append(("send", conn, unescape(body)))
+            cases[-1]["steps"].append(step(conn, line[n + 1:]))
     return cases
 
 
@@ -128,8 +134,11 @@ def server_opts(opts):
     return out
 
 
-def run_case(case):
-    proc, port = start_memcached(server_opts(case["opts"]))
+def run_case(case, fmt=escape, env=None):
+    """Runs a case against a fresh memcached; the transcript's lines, with
+    requests and replies written by `fmt` and each step's comment (if any)
+    above its request."""
+    proc, port = start_memcached(server_opts(case["opts"]), env=env)
     out = ["=== " + case["name"]]
     if case["opts"]:
         out.append("opts " + " ".join(case["opts"]))
@@ -140,18 +149,20 @@ def run_case(case):
                 time.sleep(step[1])
                 out.append("sleep %d" % step[1])
                 continue
-            _, conn, req = step
+            _, conn, req, comment = step
             if conn not in socks:
                 socks[conn] = socket.create_connection(("127.0.0.1", port))
             s = socks[conn]
-            out.append("%d> %s" % (conn, escape(req)))
+            if comment is not None:
+                out.append("# " + comment)
+            out.append("%d> %s" % (conn, fmt(req)))
             try:
                 s.sendall(req)
             except OSError:
                 pass
             reply, closed = read_reply(s)
             if reply:
-                out.append("%d< %s" % (conn, escape(reply)))
+                out.append("%d< %s" % (conn, fmt(reply)))
             if closed:
                 out.append("%d! closed" % conn)
                 s.close()

@@ -5,7 +5,11 @@ Usage: article.py PORT_A PORT_B
 Exits non-zero (with a traceback) on the first failed check. PORT_B is a
 second, separate server used as the "new" cache in the FallbackClient
 migration.
+
+The checks take `connect`, a picklable factory of clients (see `client_for`),
+so that hashing.py runs the same patterns through a HashClient pool.
 """
+import functools
 import multiprocessing
 import sys
 import time
@@ -18,14 +22,19 @@ def do_some_query():
     return 42
 
 
-def check_set_get(port):
-    client = base.Client(("127.0.0.1", port))
+def client_for(port):
+    """A factory of plain clients of the server on `port`."""
+    return functools.partial(base.Client, ("127.0.0.1", port))
+
+
+def check_set_get(connect):
+    client = connect()
     client.set("some_key", "some value")
     assert client.get("some_key") == b"some value"
 
 
-def check_get_or_compute(port):
-    client = base.Client(("127.0.0.1", port))
+def check_get_or_compute(connect):
+    client = connect()
     client.delete("cc_key")
     queries = 0
     for _ in range(3):
@@ -38,8 +47,8 @@ def check_get_or_compute(port):
     assert queries == 1, queries
 
 
-def check_expiry(port):
-    client = base.Client(("127.0.0.1", port))
+def check_expiry(connect):
+    client = connect()
     client.set("short", "lived", expire=1)
     assert client.get("short") == b"lived"
     deadline = time.monotonic() + 5
@@ -50,9 +59,9 @@ def check_expiry(port):
     assert client.get("long") == b"lived"
 
 
-def check_fallback(old_port, new_port):
+def check_fallback(old_port, connect_new):
     old_cache = base.Client(("127.0.0.1", old_port), ignore_exc=True)
-    new_cache = base.Client(("127.0.0.1", new_port))
+    new_cache = connect_new()
     old_cache.set("warm_key", "from old")
     new_cache.delete("warm_key")
     client = fallback.FallbackClient((new_cache, old_cache))
@@ -83,23 +92,23 @@ def on_visit(client):
 
 
 def visitor(args):
-    port, visits = args
-    client = base.Client(("127.0.0.1", port))
+    connect, visits = args
+    client = connect()
     for _ in range(visits):
         on_visit(client)
     return visits
 
 
-def check_cas_counter(port, procs=4, visits=250):
-    client = base.Client(("127.0.0.1", port))
+def check_cas_counter(connect, procs=4, visits=250):
+    client = connect()
     client.delete("visitors")
     with multiprocessing.Pool(procs) as pool:
-        done = sum(pool.map(visitor, [(port, visits)] * procs))
+        done = sum(pool.map(visitor, [(connect, visits)] * procs))
     assert int(client.get("visitors")) == done == procs * visits, client.get("visitors")
 
 
-def check_incr_decr(port):
-    client = base.Client(("127.0.0.1", port))
+def check_incr_decr(connect):
+    client = connect()
     client.set("counter", "10")
     assert client.incr("counter", 5) == 15
     assert client.decr("counter", 20) == 0
@@ -113,8 +122,8 @@ def check_incr_decr(port):
         raise AssertionError("incr on text must fail")
 
 
-def check_many_and_stats(port):
-    client = base.Client(("127.0.0.1", port))
+def check_many_and_stats(connect):
+    client = connect()
     client.set_many({"m%d" % i: "v%d" % i for i in range(100)})
     got = client.get_many(["m%d" % i for i in range(100)])
     assert len(got) == 100 and got["m7"] == b"v7"
@@ -125,12 +134,13 @@ def check_many_and_stats(port):
 
 
 def main():
-    a, b = int(sys.argv[1]), int(sys.argv[2])
+    port_a, port_b = int(sys.argv[1]), int(sys.argv[2])
+    a, b = client_for(port_a), client_for(port_b)
     checks = [
         ("set/get", lambda: check_set_get(a)),
         ("get-or-compute", lambda: check_get_or_compute(a)),
         ("expiry", lambda: check_expiry(a)),
-        ("FallbackClient migration", lambda: check_fallback(a, b)),
+        ("FallbackClient migration", lambda: check_fallback(port_a, b)),
         ("gets/cas counter, 4 processes", lambda: check_cas_counter(a)),
         ("incr/decr", lambda: check_incr_decr(a)),
         ("get_many/stats", lambda: check_many_and_stats(a)),

@@ -40,6 +40,35 @@ pub fn bin_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release")
 }
 
+/// Builds the sandbox probe (tests/sandbox-probe), a guest component that
+/// tries everything the server must not be able to do and prints one
+/// `name: allowed|denied ...` line a try; returns the path of its `.wasm`.
+pub fn build_sandbox_probe() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target_dir = root.join("target/sandbox-probe");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "wasmcached-sandbox-probe",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("run cargo");
+    assert!(
+        status.success(),
+        "building the probe failed (rustup target add wasm32-wasip2)"
+    );
+    target_dir.join("wasm32-wasip2/release/wasmcached-sandbox-probe.wasm")
+}
+
 fn binary(kind: Kind) -> PathBuf {
     match kind {
         Kind::Wasm => bin_dir().join("wasmcached"),

@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wasmcached_tests::instances::{free_ports, start_instances, Instances};
-use wasmcached_tests::{bin_dir, free_port, parse_stats, start, stat, Client, Kind};
+use wasmcached_tests::{
+    bin_dir, build_sandbox_probe, free_port, parse_stats, start, stat, Client, Kind,
+};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -333,33 +335,9 @@ fn bad_instance_options_exit_64() {
     }
 }
 
-/// Builds the sandbox probe (tests/sandbox-probe), a guest that tries
-/// everything the server must not be able to do.
-fn build_probe() -> PathBuf {
-    let target_dir = root().join("target/sandbox-probe");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(root())
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "wasmcached-sandbox-probe",
-            "--target-dir",
-        ])
-        .arg(&target_dir)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building the probe failed");
-    target_dir.join("wasm32-wasip2/release/wasmcached-sandbox-probe.wasm")
-}
-
 #[test]
 fn each_instance_may_bind_only_its_own_port() {
-    let probe = build_probe();
+    let probe = build_sandbox_probe();
     let run = || {
         Command::new(bin_dir().join("wasmcached"))
             .args(["-p", &free_ports(2).to_string(), "-m", "16"])
@@ -399,7 +377,7 @@ fn each_instance_may_bind_only_its_own_port() {
 
 #[test]
 fn a_trap_in_one_instance_ends_the_runner() {
-    let probe = build_probe();
+    let probe = build_sandbox_probe();
     let base = free_port();
     let out = Command::new(bin_dir().join("wasmcached"))
         .args(["-p", &base.to_string(), "-F", "--instances", "2"])

@@ -1,40 +1,13 @@
 //! The runner's least privilege, proven with a guest that tries everything
 //! the server must not be able to do (tests/sandbox-probe).
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use wasmcached_tests::{bin_dir, free_port};
-
-fn build_probe() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target_dir = root.join("target/sandbox-probe");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "wasmcached-sandbox-probe",
-            "--target-dir",
-        ])
-        .arg(&target_dir)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .expect("run cargo");
-    assert!(
-        status.success(),
-        "building the probe failed (rustup target add wasm32-wasip2)"
-    );
-    target_dir.join("wasm32-wasip2/release/wasmcached-sandbox-probe.wasm")
-}
+use wasmcached_tests::{bin_dir, build_sandbox_probe, free_port};
 
 #[test]
 fn guest_gets_only_its_listening_socket() {
-    let probe = build_probe();
+    let probe = build_sandbox_probe();
     let runner = bin_dir().join("wasmcached");
     assert!(
         runner.exists(),
@@ -88,7 +61,7 @@ fn guest_gets_only_its_listening_socket() {
 
 #[test]
 fn sasl_guest_gets_the_password_data_and_nothing_more() {
-    let probe = build_probe();
+    let probe = build_sandbox_probe();
     let pwdb = std::env::temp_dir().join(format!("wasmcached-pwdb-{}", std::process::id()));
     std::fs::write(&pwdb, "alice:secret\n").expect("write");
     let out = Command::new(bin_dir().join("wasmcached"))
@@ -113,7 +86,7 @@ fn sasl_guest_gets_the_password_data_and_nothing_more() {
 
 #[test]
 fn guest_trap_is_reported_with_an_error_exit() {
-    let probe = build_probe();
+    let probe = build_sandbox_probe();
     let out = Command::new(bin_dir().join("wasmcached"))
         .args(["-p", &free_port().to_string(), "-F", "--component"])
         .arg(&probe)

@@ -182,6 +182,40 @@ impl Measure {
         let i = ((self.lat_us.len() - 1) as f64 * p).round() as usize;
         f64::from(self.lat_us[i]) / 1000.0
     }
+    /// Server CPU µs per operation.
+    fn server_us_per_op(&self) -> f64 {
+        self.server_cpu * 1e6 / self.ops.max(1) as f64
+    }
+    /// Load generator CPU µs per operation.
+    fn client_us_per_op(&self) -> f64 {
+        self.client_cpu * 1e6 / self.ops.max(1) as f64
+    }
+}
+
+/// Runs `each(at)` for every one of `n` subjects in each of `rounds`
+/// rounds, each round starting one subject later, so that none always
+/// runs first.
+fn alternate(n: usize, rounds: usize, mut each: impl FnMut(usize)) {
+    for r in 0..rounds {
+        for i in 0..n {
+            each((i + r) % n);
+        }
+    }
+}
+
+/// One subject's measurements over the rounds: the mean ops/s, and all of
+/// them merged into one (latencies sorted, operations and CPU summed).
+fn summarize(ms: Vec<Measure>) -> (f64, Measure) {
+    let ops = ms.iter().map(Measure::ops_per_sec).sum::<f64>() / ms.len().max(1) as f64;
+    let mut all = Measure::default();
+    for m in ms {
+        all.lat_us.extend(m.lat_us);
+        all.ops += m.ops;
+        all.server_cpu += m.server_cpu;
+        all.client_cpu += m.client_cpu;
+    }
+    all.lat_us.sort_unstable();
+    (ops, all)
 }
 
 fn key(i: usize) -> String {
@@ -742,29 +776,12 @@ fn compare(rounds: usize, secs: u64, only: &str, memaslap: bool) {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (name, w) in workloads.iter().filter(|(n, _)| n.contains(only)) {
         let mut results: Vec<Vec<Measure>> = SUBJECTS.iter().map(|_| Vec::new()).collect();
-        for r in 0..rounds {
-            for i in 0..SUBJECTS.len() {
-                let at = (i + r) % SUBJECTS.len();
-                let sub = &SUBJECTS[at];
-                let server = start(sub.kind, sub.opts);
-                results[at].push(load(&[server.port], w, Some(server.pid())));
-            }
-        }
-        let summary: Vec<(f64, Measure)> = results
-            .into_iter()
-            .map(|ms| {
-                let ops = ms.iter().map(Measure::ops_per_sec).sum::<f64>() / ms.len().max(1) as f64;
-                let mut all = Measure::default();
-                for m in ms {
-                    all.lat_us.extend(m.lat_us);
-                    all.ops += m.ops;
-                    all.server_cpu += m.server_cpu;
-                    all.client_cpu += m.client_cpu;
-                }
-                all.lat_us.sort_unstable();
-                (ops, all)
-            })
-            .collect();
+        alternate(SUBJECTS.len(), rounds, |at| {
+            let sub = &SUBJECTS[at];
+            let server = start(sub.kind, sub.opts);
+            results[at].push(load(&[server.port], w, Some(server.pid())));
+        });
+        let summary: Vec<(f64, Measure)> = results.into_iter().map(summarize).collect();
         let (mc_ops, mc_p99) = (summary[0].0.max(1.0), summary[0].1.pct(0.99).max(0.001));
         for (sub, (ops, m)) in SUBJECTS.iter().zip(&summary) {
             println!(
@@ -774,8 +791,8 @@ fn compare(rounds: usize, secs: u64, only: &str, memaslap: bool) {
                 m.pct(0.5),
                 m.pct(0.99),
                 m.pct(0.999),
-                m.server_cpu * 1e6 / m.ops.max(1) as f64,
-                m.client_cpu * 1e6 / m.ops.max(1) as f64,
+                m.server_us_per_op(),
+                m.client_us_per_op(),
                 ops / mc_ops,
                 m.pct(0.99) / mc_p99
             );
@@ -788,14 +805,11 @@ fn compare(rounds: usize, secs: u64, only: &str, memaslap: bool) {
     // a cross-check of this load generator.
     for binary in [false, true] {
         let mut tps = [0.0f64; SUBJECTS.len()];
-        for r in 0..rounds {
-            for i in 0..SUBJECTS.len() {
-                let at = (i + r) % SUBJECTS.len();
-                let sub = &SUBJECTS[at];
-                let server = start(sub.kind, sub.opts);
-                tps[at] += memcaslap(server.port, secs, binary).unwrap_or(0.0) / rounds as f64;
-            }
-        }
+        alternate(SUBJECTS.len(), rounds, |at| {
+            let sub = &SUBJECTS[at];
+            let server = start(sub.kind, sub.opts);
+            tps[at] += memcaslap(server.port, secs, binary).unwrap_or(0.0) / rounds as f64;
+        });
         let proto = if binary { ", binary" } else { "" };
         for (sub, t) in SUBJECTS.iter().zip(tps) {
             println!(
@@ -870,24 +884,13 @@ fn scale(ns: &[u16], rounds: usize, w: &Workload) {
     for &n in ns {
         let subjects = scale_subjects(n);
         let mut results: Vec<Vec<Measure>> = subjects.iter().map(|_| Vec::new()).collect();
-        for r in 0..rounds {
-            for i in 0..subjects.len() {
-                let at = (i + r) % subjects.len();
-                let server = (subjects[at].1)();
-                results[at].push(load(&server.ports(), w, Some(server.pid())));
-            }
-        }
+        alternate(subjects.len(), rounds, |at| {
+            let server = (subjects[at].1)();
+            results[at].push(load(&server.ports(), w, Some(server.pid())));
+        });
         let mut base = 0.0;
         for ((name, _), ms) in subjects.iter().zip(results) {
-            let ops = ms.iter().map(Measure::ops_per_sec).sum::<f64>() / ms.len().max(1) as f64;
-            let mut all = Measure::default();
-            for m in ms {
-                all.lat_us.extend(m.lat_us);
-                all.ops += m.ops;
-                all.server_cpu += m.server_cpu;
-                all.client_cpu += m.client_cpu;
-            }
-            all.lat_us.sort_unstable();
+            let (ops, all) = summarize(ms);
             if base == 0.0 {
                 base = ops.max(1.0);
             }
@@ -895,8 +898,8 @@ fn scale(ns: &[u16], rounds: usize, w: &Workload) {
                 "| {n} | {name} | {ops:.0} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2}x |",
                 all.pct(0.5),
                 all.pct(0.99),
-                all.server_cpu * 1e6 / all.ops.max(1) as f64,
-                all.client_cpu * 1e6 / all.ops.max(1) as f64,
+                all.server_us_per_op(),
+                all.client_us_per_op(),
                 ops / base
             );
         }
