@@ -17,7 +17,7 @@ use turmoil::net::TcpStream;
 
 use crate::host::PORT;
 use crate::rng::Rng;
-use crate::trace::{now, Cmd, Hit, Mode, Op, Outcome, Shared};
+use crate::trace::{now, Cause, Cmd, Hit, Mode, Op, Outcome, Shared};
 
 /// A meta reply: code, returned flags, value.
 #[derive(Clone, Debug, Default)]
@@ -56,6 +56,8 @@ pub struct Request {
     pub key: String,
     /// What it asks, for the history.
     pub cmd: Cmd,
+    /// Every key of a multi-key `get`/`gets` (empty for one key).
+    pub keys: Vec<String>,
     wire: Vec<u8>,
     shape: Shape,
 }
@@ -75,9 +77,33 @@ impl Request {
         Request {
             key: key.into(),
             cmd: Cmd::Get,
+            keys: Vec::new(),
             wire: format!("{cmd} {key}\r\n").into_bytes(),
             shape: Shape::Get,
         }
+    }
+
+    /// A multi-key `get` (or `gets` with `with_cas`): recorded as one read
+    /// per key, each a hit or a miss of that key.
+    pub fn get_multi(keys: &[String], with_cas: bool) -> Request {
+        let cmd = if with_cas { "gets" } else { "get" };
+        Request {
+            key: keys.first().cloned().unwrap_or_default(),
+            cmd: Cmd::Get,
+            keys: keys.to_vec(),
+            wire: format!("{cmd} {}\r\n", keys.join(" ")).into_bytes(),
+            shape: Shape::Get,
+        }
+    }
+
+    /// Whether this is a multi-key read.
+    pub fn is_multi(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Whether a read asks for CAS values (`gets`).
+    pub fn with_cas(&self) -> bool {
+        self.wire.starts_with(b"gets ")
     }
 
     /// A text storage command (`cas` when `mode` is [`Mode::Cas`]).
@@ -113,6 +139,7 @@ impl Request {
                 ttl,
                 cas: cas.filter(|_| mode == Mode::Cas),
             },
+            keys: Vec::new(),
             wire,
             shape: Shape::Line,
         }
@@ -123,6 +150,7 @@ impl Request {
         Request {
             key: key.into(),
             cmd: Cmd::Delete { cas: None },
+            keys: Vec::new(),
             wire: format!("delete {key}\r\n").into_bytes(),
             shape: Shape::Line,
         }
@@ -134,6 +162,7 @@ impl Request {
         Request {
             key: key.into(),
             cmd: Cmd::Incr { delta, decr },
+            keys: Vec::new(),
             wire: format!("{verb} {key} {delta}\r\n").into_bytes(),
             shape: Shape::Line,
         }
@@ -144,6 +173,7 @@ impl Request {
         Request {
             key: key.into(),
             cmd: Cmd::Touch { ttl },
+            keys: Vec::new(),
             wire: format!("touch {key} {ttl}\r\n").into_bytes(),
             shape: Shape::Line,
         }
@@ -161,6 +191,7 @@ impl Request {
         Request {
             key: key.into(),
             cmd: meta_cmd(line, data),
+            keys: Vec::new(),
             wire,
             shape: Shape::Meta,
         }
@@ -231,11 +262,14 @@ fn meta_cmd(line: &str, data: Option<&[u8]>) -> Cmd {
     }
 }
 
+/// One `VALUE` of a `get` reply: key, data, flags, CAS value.
+type Value = (String, Vec<u8>, u32, Option<u64>);
+
 /// A parsed reply.
 #[derive(Clone, Debug)]
 enum Reply {
     Line(String),
-    Values(Vec<(Vec<u8>, u32, Option<u64>)>),
+    Values(Vec<Value>),
     Meta(Meta),
 }
 
@@ -406,7 +440,7 @@ impl Client {
                     let len: usize = w[3].parse().map_err(|_| Failed)?;
                     let cas = w.get(4).and_then(|c| c.parse().ok());
                     let v = self.block(len).await?;
-                    values.push((v, flags, cas));
+                    values.push((w[1].to_string(), v, flags, cas));
                 }
             }
             Shape::Meta => {
@@ -463,26 +497,27 @@ impl Client {
         }
         let mut out = Vec::with_capacity(reqs.len());
         for (i, r) in reqs.iter().enumerate() {
-            let (outcome, complete) = match replies.get(i) {
-                Some(reply) => (outcome(&r.cmd, reply), completes[i]),
-                None => (Outcome::Indeterminate, now()),
-            };
-            self.rec.borrow_mut().op(Op {
-                client: self.name.clone(),
-                server: self.server,
-                key: r.key.clone(),
-                cmd: r.cmd.clone(),
-                invoke,
-                complete,
-                first,
-                last: 0,
-                conn,
-                outcome: outcome.clone(),
-            });
-            out.push(match (&outcome, replies.get(i)) {
-                (Outcome::Indeterminate, _) => Err(Failed),
-                _ => Ok(outcome),
-            });
+            let reply = replies.get(i);
+            let complete = completes.get(i).copied().unwrap_or_else(now);
+            let mut result = Err(Failed);
+            for (n, (key, outcome)) in per_key(r, reply).into_iter().enumerate() {
+                if n == 0 && outcome != Outcome::Indeterminate {
+                    result = Ok(outcome.clone());
+                }
+                self.rec.borrow_mut().op(Op {
+                    client: self.name.clone(),
+                    server: self.server,
+                    key,
+                    cmd: r.cmd.clone(),
+                    invoke,
+                    complete,
+                    first,
+                    last: 0,
+                    conn,
+                    outcome,
+                });
+            }
+            out.push(result);
         }
         out
     }
@@ -612,24 +647,40 @@ impl Client {
     /// `flush_all`, recorded as a window in which every item of this
     /// server may vanish.
     pub async fn flush_all(&mut self) -> Result<(), Failed> {
+        self.admin(b"flush_all\r\n", Cause::Flush).await
+    }
+
+    /// `cache_memlimit <mb>`: the server evicts down to the new limit (and
+    /// later stores evict under it), so it is recorded as a window in
+    /// which every item of this server may be evicted. A refusal
+    /// (`MEMLIMIT_TOO_SMALL`) is an error.
+    pub async fn cache_memlimit(&mut self, mb: u64) -> Result<(), Failed> {
+        let line = format!("cache_memlimit {mb}\r\n");
+        self.admin(line.as_bytes(), Cause::Eviction).await
+    }
+
+    /// A command for the whole server that answers `OK`, recorded as a
+    /// disruption of `cause` over its window; unanswered, it may have run
+    /// any time from its sending on.
+    async fn admin(&mut self, wire: &[u8], cause: Cause) -> Result<(), Failed> {
         let invoke = now();
         let first = self.rec.borrow_mut().seq();
         let timeout = self.timeout;
         let got = tokio::time::timeout(timeout, async {
-            self.send(b"flush_all\r\n").await?;
+            self.send(wire).await?;
             self.line().await
         })
         .await;
+        let answered = matches!(&got, Ok(Ok(_)));
         let ok = matches!(&got, Ok(Ok(l)) if l == "OK");
-        if !ok {
+        if !answered {
             self.disconnect();
         }
-        // Even unanswered, it may have run: any time from now on.
         let mut rec = self.rec.borrow_mut();
-        if ok {
-            rec.disrupt(self.server, invoke, first, crate::trace::Cause::Flush);
+        if answered {
+            rec.disrupt(self.server, invoke, first, cause);
         } else {
-            rec.disrupt_open(self.server, invoke, first, crate::trace::Cause::Flush);
+            rec.disrupt_open(self.server, invoke, first, cause);
         }
         drop(rec);
         if ok {
@@ -640,11 +691,61 @@ impl Client {
     }
 }
 
+/// What `r` did to each of its keys, given its reply (`None`: no reply).
+/// A multi-key read gives one read per key asked: the `VALUE` of that key
+/// (the first not yet taken, so a key asked twice takes its two values in
+/// turn) or a miss; a `VALUE` of a key not asked is recorded as a read of
+/// that key, so the checkers judge it too.
+fn per_key(r: &Request, reply: Option<&Reply>) -> Vec<(String, Outcome)> {
+    let Some(reply) = reply else {
+        let keys = if r.is_multi() {
+            &r.keys[..]
+        } else {
+            std::slice::from_ref(&r.key)
+        };
+        return keys
+            .iter()
+            .map(|k| (k.clone(), Outcome::Indeterminate))
+            .collect();
+    };
+    match reply {
+        Reply::Values(values) if r.is_multi() => split_values(&r.keys, values),
+        Reply::Line(_) | Reply::Meta(_) if r.is_multi() => {
+            let o = outcome(&r.cmd, reply);
+            r.keys.iter().map(|k| (k.clone(), o.clone())).collect()
+        }
+        _ => vec![(r.key.clone(), outcome(&r.cmd, reply))],
+    }
+}
+
+/// A multi-key `get` reply as one read per key (see [`per_key`]).
+fn split_values(keys: &[String], values: &[Value]) -> Vec<(String, Outcome)> {
+    let mut out: Vec<(String, Outcome)> = keys.iter().map(|k| (k.clone(), Outcome::Miss)).collect();
+    for (key, value, flags, cas) in values {
+        let hit = Outcome::Value(Hit {
+            value: value.clone(),
+            flags: Some(*flags),
+            cas: *cas,
+            win: false,
+            sent: false,
+            stale: false,
+        });
+        match out
+            .iter_mut()
+            .find(|(k, o)| k == key && *o == Outcome::Miss)
+        {
+            Some(slot) => slot.1 = hit,
+            None => out.push((key.clone(), hit)),
+        }
+    }
+    out
+}
+
 /// The outcome of `cmd` given its parsed reply.
 fn outcome(cmd: &Cmd, reply: &Reply) -> Outcome {
     match reply {
         Reply::Values(v) => match v.last() {
-            Some((value, flags, cas)) => Outcome::Value(Hit {
+            Some((_, value, flags, cas)) => Outcome::Value(Hit {
                 value: value.clone(),
                 flags: Some(*flags),
                 cas: *cas,

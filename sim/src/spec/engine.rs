@@ -36,9 +36,28 @@ struct Knobs {
 
 /// Commands a `random` mix may weigh.
 const MIX: &[&str] = &[
-    "get", "gets", "mg", "set", "add", "replace", "append", "prepend", "cas", "delete", "touch",
-    "incr", "decr",
+    "get",
+    "gets",
+    "multiget",
+    "multigets",
+    "mg",
+    "set",
+    "add",
+    "replace",
+    "append",
+    "prepend",
+    "cas",
+    "delete",
+    "touch",
+    "incr",
+    "decr",
+    "flush_all",
+    "cache_memlimit",
 ];
+/// Mix commands for the whole server: one server only, sent on their own.
+const ADMIN: &[&str] = &["flush_all", "cache_memlimit"];
+/// Most keys one `multiget` may ask for.
+const MULTIGET_MAX: u64 = 20;
 /// Fault kinds.
 const KINDS: &[&str] = &[
     "crash",
@@ -116,14 +135,7 @@ pub(super) fn validate(spec: &Spec) -> Result<(), String> {
         if g.pattern == Pattern::Hostile && !known("server") {
             return Err("the hostile pattern needs a server named `server`".into());
         }
-        if let Some(mix) = &g.mix {
-            if let Some(bad) = mix.keys().find(|k| !MIX.contains(&k.as_str())) {
-                return Err(format!(
-                    "client group {}: unknown command {bad} in mix",
-                    g.name
-                ));
-            }
-        }
+        check_mix(g).map_err(|e| format!("client group {}: {e}", g.name))?;
         if let Some(w) = &g.wait_for {
             if !groups.contains(w.as_str()) {
                 return Err(format!("client group {}: no group {w} to wait for", g.name));
@@ -165,6 +177,39 @@ pub(super) fn validate(spec: &Spec) -> Result<(), String> {
             }
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// A `random` group's mix and the parameters of its commands.
+fn check_mix(g: &Group) -> Result<(), String> {
+    let Some(mix) = &g.mix else { return Ok(()) };
+    if let Some(bad) = mix.keys().find(|k| !MIX.contains(&k.as_str())) {
+        return Err(format!("unknown command {bad} in mix"));
+    }
+    let admin = mix
+        .iter()
+        .any(|(k, w)| *w > 0 && ADMIN.contains(&k.as_str()));
+    if admin && g.servers.len() > 1 {
+        return Err("flush_all and cache_memlimit need one server".into());
+    }
+    if let Some([lo, hi]) = g.multiget_keys {
+        if lo < 1 || lo > hi || hi > MULTIGET_MAX {
+            return Err(format!(
+                "multiget_keys [{lo}, {hi}]: 1 <= low <= high <= {MULTIGET_MAX}"
+            ));
+        }
+    }
+    if let Some(bad) = g
+        .memlimit_mb
+        .iter()
+        .flatten()
+        .find(|m| !(8..=65536).contains(*m))
+    {
+        return Err(format!("memlimit_mb {bad}: 8 to 65536"));
+    }
+    if g.memlimit_mb.as_ref().is_some_and(Vec::is_empty) {
+        return Err("memlimit_mb: empty".into());
     }
     Ok(())
 }
@@ -346,6 +391,18 @@ impl Conn {
     async fn call(&mut self, req: Request) -> Result<Outcome, Failed> {
         match self {
             Conn::One(c) => c.call(req).await,
+            // A multi-key read over a cluster: one read per key, each on
+            // its key's server.
+            Conn::Many(_) if req.is_multi() => {
+                let mut first = Err(Failed);
+                for (i, key) in req.keys.iter().enumerate() {
+                    let got = Box::pin(self.call(Request::get(key, req.with_cas()))).await;
+                    if i == 0 {
+                        first = got;
+                    }
+                }
+                first
+            }
             Conn::Many(p) => {
                 let read = req.cmd.is_read();
                 match p.run(req).await {
@@ -438,6 +495,21 @@ impl Member<'_> {
         let mut v = format!("{}:", self.unique()).into_bytes();
         v.extend((0..len).map(|i| b'a' + (i % 26) as u8));
         v
+    }
+
+    /// The keys of one multi-key read: `multiget_keys` draws of the key
+    /// space (a key may come twice).
+    fn multi_keys(&mut self) -> Vec<String> {
+        let [lo, hi] = self.g.multiget_keys.unwrap_or([2, 10]);
+        let n = lo + self.rng.below(hi.saturating_sub(lo) + 1);
+        (0..n.max(1)).map(|_| self.key()).collect()
+    }
+
+    /// A limit for `cache_memlimit`, MB, from `memlimit_mb`.
+    fn memlimit(&mut self) -> u64 {
+        let sizes = self.g.memlimit_mb.as_deref().unwrap_or(&[8, 64]);
+        let i = self.rng.below(sizes.len().max(1) as u64) as usize;
+        sizes.get(i).copied().unwrap_or(64)
     }
 
     async fn pause(&mut self) {
@@ -763,6 +835,23 @@ async fn get_or_compute(
     herd::read(s, key, cache, old, db).await
 }
 
+/// A mix command for the whole server, sent after its batch.
+#[derive(Clone, Copy, Debug)]
+enum Admin {
+    Flush,
+    Memlimit(u64),
+}
+
+/// Sends `cmd` to the member's server (validation keeps these mixes to
+/// one server).
+async fn admin_op(m: &mut Member<'_>, cmd: Admin) -> Result<(), Failed> {
+    let c = m.conn.single().ok_or(Failed)?;
+    match cmd {
+        Admin::Flush => c.flush_all().await,
+        Admin::Memlimit(mb) => c.cache_memlimit(mb).await,
+    }
+}
+
 /// One pipelined batch of `n` random commands; whether any failed.
 async fn random_batch(m: &mut Member<'_>, n: u64) -> bool {
     let default: BTreeMap<String, u64> = [("get", 3), ("gets", 2), ("set", 3), ("delete", 1)]
@@ -773,6 +862,7 @@ async fn random_batch(m: &mut Member<'_>, n: u64) -> bool {
     let total: u64 = mix.values().sum();
     let mut reqs = Vec::new();
     let mut cas_keys = Vec::new();
+    let mut admin = Vec::new();
     for _ in 0..n {
         let mut pick = m.rng.below(total.max(1));
         let mut cmd = "get";
@@ -790,6 +880,15 @@ async fn random_batch(m: &mut Member<'_>, n: u64) -> bool {
             "get" => Request::get(&key, false),
             "gets" => Request::get(&key, true),
             "mg" => Request::meta(&key, &format!("mg {key} v f c"), None),
+            "multiget" | "multigets" => Request::get_multi(&m.multi_keys(), cmd == "multigets"),
+            "flush_all" | "cache_memlimit" => {
+                admin.push(if cmd == "flush_all" {
+                    Admin::Flush
+                } else {
+                    Admin::Memlimit(m.memlimit())
+                });
+                continue;
+            }
             "set" | "add" | "replace" => {
                 let mode = match cmd {
                     "set" => Mode::Set,
@@ -827,6 +926,9 @@ async fn random_batch(m: &mut Member<'_>, n: u64) -> bool {
         reqs.push(req);
     }
     let mut failed = m.conn.pipeline(&reqs).await.iter().any(Result::is_err);
+    for cmd in admin {
+        failed |= admin_op(m, cmd).await.is_err();
+    }
     // A CAS needs its token first: gets, then cas, not pipelined.
     for key in cas_keys {
         let ttl = m.ttl();

@@ -248,6 +248,12 @@ pub struct Group {
     pub pipeline: Option<[u64; 2]>,
     /// Command weights (`random`).
     pub mix: Option<BTreeMap<String, u64>>,
+    /// Keys per `multiget`/`multigets`, drawn from [low, high] (`random`;
+    /// default [2, 10]).
+    pub multiget_keys: Option<[u64; 2]>,
+    /// Limits a `cache_memlimit` sets, MB, one drawn per command
+    /// (`random`; default [8, 64]).
+    pub memlimit_mb: Option<Vec<u64>>,
     /// Writer: invalidate every key once at this time, ms (instead of
     /// updating rows continually).
     pub invalidate_at_ms: Option<u64>,
