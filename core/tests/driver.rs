@@ -396,3 +396,61 @@ fn equal_hogs_that_hang_up_are_all_closed() {
     assert_eq!(h.driver.held_bytes(), 0);
     assert_eq!(h.driver.poll_timeout(), None);
 }
+
+/// Replies that do not fit the limit are shed by the `process` call that
+/// produced them, not at the next pass: the limit holds after every call.
+#[test]
+fn replies_that_do_not_fit_are_shed_at_once() {
+    let limit = 64 * 1024;
+    let dcfg = DriverConfig {
+        memory_limit: limit,
+        ..DriverConfig::default()
+    };
+    let mut h = Host::new(dcfg, Config::default());
+    let writer = h.connect(1 << 20);
+    let value = vec![b'v'; 10_000];
+    let mut set = b"set big 0 0 10000\r\n".to_vec();
+    set.extend_from_slice(&value);
+    set.extend_from_slice(b"\r\n");
+    h.send(writer, &set);
+    h.settle();
+    assert_eq!(h.take_reply(writer), b"STORED\r\n");
+    // A reader that never reads pipelines 20 gets of the 10 KB value:
+    // 200 KB of replies from one `process` call, over a 64 KB limit.
+    let reader = h.connect(0);
+    h.send(reader, &b"get big\r\n".repeat(20));
+    let mut shed = false;
+    for _ in 0..10 {
+        h.driver.begin_pass(h.now_ms);
+        for s in h.socks.iter().filter(|s| !s.closed) {
+            let want = h.driver.read_len(s.id).min(s.inbound.len());
+            if want > 0 {
+                let bytes = s.inbound[..want].to_vec();
+                h.driver.on_read(s.id, &bytes);
+            }
+        }
+        for s in h.socks.iter_mut() {
+            let n = s.inbound.len().min(64 * 1024);
+            s.inbound.drain(..n);
+        }
+        h.driver.take_runnable(&mut h.runnable);
+        let clock = h.clock();
+        for &id in &h.runnable.clone() {
+            h.driver.process(id, &mut h.store, clock);
+            assert!(
+                h.driver.held_bytes() <= limit,
+                "{} held",
+                h.driver.held_bytes()
+            );
+        }
+        while let Some(id) = h.driver.poll_close() {
+            shed |= id == h.socks[reader].id;
+        }
+    }
+    assert!(shed, "the reader was closed for memory");
+    assert!(h.driver.stats().closed_for_memory >= 1);
+    // The item is untouched.
+    h.send(writer, b"mg big s\r\n");
+    h.settle();
+    assert_eq!(h.take_reply(writer), b"HD s10000\r\n");
+}

@@ -447,6 +447,11 @@ impl Driver {
             self.mark_ready(i);
         }
         self.after_output_change(i);
+        // The replies just produced may not fit: the limit holds after
+        // every call, not only from the next pass on.
+        if self.held > self.cfg.memory_limit {
+            self.shed_over_limit();
+        }
     }
 
     /// Whether the host should write the connection's output now. Output
@@ -629,11 +634,7 @@ impl Driver {
     /// would otherwise hold their memory, and hide their clients' hang-ups,
     /// for ever).
     fn enforce_limit(&mut self) {
-        while self.held > self.cfg.memory_limit {
-            if !self.shed_heaviest() {
-                break;
-            }
-        }
+        self.shed_over_limit();
         if !self.over_soft() {
             self.over_soft_since = None;
             return;
@@ -645,6 +646,16 @@ impl Driver {
                 self.over_soft_since = Some(self.now_ms);
             }
             Some(_) => {}
+        }
+    }
+
+    /// Closes the heaviest connections until the driver is within its
+    /// limit.
+    fn shed_over_limit(&mut self) {
+        while self.held > self.cfg.memory_limit {
+            if !self.shed_heaviest() {
+                break;
+            }
         }
     }
 

@@ -830,13 +830,12 @@ pub(crate) fn judge(
     if stalled > 0 {
         violations.push(format!("{stalled} good requests got no reply"));
     }
-    // The driver enforces its limit when a pass begins; processing within
-    // a pass may go over until the next pass sheds (reported below as
-    // `over_limit_samples`: a reply that does not fit is not refused).
-    if p.over_limit_at_start > 0 {
+    // The driver keeps its limit at a pass's start and after every
+    // connection it runs (a reply that does not fit sheds at once).
+    if p.over_limit_at_start > 0 || p.over_limit > 0 {
         violations.push(format!(
-            "driver held up to {} bytes, over its {} byte limit, in {} samples at a pass's start",
-            p.peak_held, p.memory_limit, p.over_limit_at_start
+            "driver held up to {} bytes, over its {} byte limit, in {} samples at a pass's start and {} after processing",
+            p.peak_held, p.memory_limit, p.over_limit_at_start, p.over_limit
         ));
     }
     let flood = pop.flood;
