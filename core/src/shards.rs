@@ -17,6 +17,7 @@
 //! A single [`Store`] is itself a one-shard cache.
 
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::hash::BuildHasher;
 use core::ops::DerefMut;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -165,4 +166,108 @@ pub fn shard_count(cfg: &Config, threads: usize) -> usize {
         n /= 2;
     }
     n
+}
+
+/// The settings of each of the `count` shards (at least one) of a cache
+/// whose whole settings are `cfg`.
+#[must_use]
+pub fn shard_configs(cfg: &Config, count: usize) -> Vec<Config> {
+    let n = count.max(1);
+    alloc::vec![cfg.for_shard(n); n]
+}
+
+/// Makes `stores` the shards of one cache: with more than one they share
+/// one [`Sequences`]; a single store keeps its own numbering, unchanged.
+pub fn join(stores: &mut [Store]) {
+    if stores.len() > 1 {
+        let seq = Sequences::new();
+        for s in stores {
+            s.share_sequences(seq.clone());
+        }
+    }
+}
+
+/// A cache whose shards one thread owns (a single-threaded host, a
+/// test): plain [`Store`]s lent out by `&mut`, no locks.
+pub struct Owned {
+    /// The whole cache's settings (what a connection sees).
+    cfg: Config,
+    shards: Vec<Store>,
+}
+
+impl Owned {
+    /// An empty cache of `count` shards (at least one).
+    #[must_use]
+    pub fn new(cfg: Config, count: usize, clock: crate::Clock) -> Owned {
+        let stores = shard_configs(&cfg, count)
+            .into_iter()
+            .map(|c| Store::new(c, clock))
+            .collect();
+        Owned::of(cfg, stores)
+    }
+
+    /// A cache of `stores` (made with [`shard_configs`], at least one:
+    /// an empty list gets one empty store), joined ([`join`]).
+    #[must_use]
+    pub fn of(cfg: Config, mut stores: Vec<Store>) -> Owned {
+        if stores.is_empty() {
+            stores.push(Store::new(cfg.clone(), crate::Clock::new(0, 0)));
+        }
+        join(&mut stores);
+        Owned {
+            cfg,
+            shards: stores,
+        }
+    }
+
+    /// Every shard, in order.
+    pub fn stores(&self) -> impl Iterator<Item = &Store> {
+        self.shards.iter()
+    }
+
+    /// Every shard, in order.
+    pub fn stores_mut(&mut self) -> impl Iterator<Item = &mut Store> {
+        self.shards.iter_mut()
+    }
+
+    /// When the next expiry step of any shard is due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.shards.iter().filter_map(Store::poll_timeout).min()
+    }
+
+    /// Runs the expiry step of every shard that is due at `now`; whether
+    /// any was.
+    pub fn handle_timeout(&mut self, now: crate::Clock) -> bool {
+        let mut any = false;
+        for s in &mut self.shards {
+            if s.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
+                s.handle_timeout(now);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// The whole cache as one snapshot, as of `clock`.
+    pub fn snapshot(&mut self, clock: crate::Clock) -> crate::Snapshot<'_> {
+        crate::Snapshot::of_shards(self.shards.iter_mut().collect(), clock)
+    }
+}
+
+impl Shards for Owned {
+    type Shard<'a> = &'a mut Store;
+
+    fn count(&self) -> usize {
+        self.shards.len()
+    }
+
+    fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn shard(&mut self, i: usize) -> &mut Store {
+        let last = self.shards.len().saturating_sub(1);
+        &mut self.shards[i.min(last)]
+    }
 }

@@ -11,49 +11,15 @@ mod common;
 use std::collections::{HashMap, HashSet};
 
 use common::{feed, Rng};
-use wasmcached_core::shards::{shard_count, shard_of, Sequences};
-use wasmcached_core::{Clock, Config, Connection, Shards, Store};
+use wasmcached_core::shards::{shard_configs, shard_count, shard_of, Owned};
+use wasmcached_core::{Clock, Config, Connection, Store};
 
 /// A cache of plain stores, the way a single-threaded host owns shards.
-struct Sharded {
-    cfg: Config,
-    shards: Vec<Store>,
-}
+type Sharded = Owned;
 
-impl Sharded {
-    fn new(cfg: &Config, n: usize, clock: Clock) -> Sharded {
-        let stores = (0..n)
-            .map(|_| Store::new(cfg.for_shard(n), clock))
-            .collect();
-        Sharded::of(cfg, stores)
-    }
-
-    fn of(cfg: &Config, mut shards: Vec<Store>) -> Sharded {
-        let cas = Sequences::new();
-        for s in &mut shards {
-            s.share_sequences(cas.clone());
-        }
-        Sharded {
-            cfg: cfg.clone(),
-            shards,
-        }
-    }
-}
-
-impl Shards for Sharded {
-    type Shard<'a> = &'a mut Store;
-
-    fn count(&self) -> usize {
-        self.shards.len()
-    }
-
-    fn config(&self) -> &Config {
-        &self.cfg
-    }
-
-    fn shard(&mut self, i: usize) -> &mut Store {
-        &mut self.shards[i]
-    }
+/// `n` empty shards of a cache set up by `cfg`.
+fn sharded(cfg: &Config, n: usize, clock: Clock) -> Sharded {
+    Owned::new(cfg.clone(), n, clock)
 }
 
 const KEYS: &[&str] = &["a", "b", "c", "d", "e", "f", "g", "h", "n", "m"];
@@ -162,7 +128,7 @@ fn run(seed: u64, requests: usize) {
     let cfg = Config::default();
     let clock = Clock::new(0, 1_700_000_000);
     let mut one = Store::new(cfg.clone(), clock);
-    let mut four = Sharded::new(&cfg, 4, clock);
+    let mut four = sharded(&cfg, 4, clock);
     let (mut c1, mut c4) = (Connection::new(), Connection::new());
     let (mut names1, mut names4) = (CasNames::default(), CasNames::default());
     let mut rng = Rng(seed);
@@ -199,7 +165,7 @@ fn run(seed: u64, requests: usize) {
             "seed {seed}: {group}"
         );
     }
-    for shard in &four.shards {
+    for shard in four.stores() {
         shard.check_invariants().unwrap();
     }
 }
@@ -214,7 +180,7 @@ fn a_sharded_cache_answers_as_one_store() {
 #[test]
 fn cas_values_are_unique_across_shards() {
     let clock = Clock::new(0, 1_700_000_000);
-    let mut cache = Sharded::new(&Config::default(), 8, clock);
+    let mut cache = sharded(&Config::default(), 8, clock);
     let mut conn = Connection::new();
     let mut seen = HashSet::new();
     for i in 0..2000 {
@@ -238,7 +204,7 @@ fn cas_values_are_unique_across_shards() {
 #[test]
 fn whole_cache_commands_reach_every_shard() {
     let clock = Clock::new(0, 1_700_000_000);
-    let mut cache = Sharded::new(&Config::default(), 4, clock);
+    let mut cache = sharded(&Config::default(), 4, clock);
     let mut conn = Connection::new();
     let mut send = |cache: &mut Sharded, req: &str| {
         let (out, _) = feed(&mut conn, cache, clock, &[req.as_bytes()]);
@@ -247,7 +213,7 @@ fn whole_cache_commands_reach_every_shard() {
     for i in 0..100 {
         send(&mut cache, &format!("set k{i} 0 0 1\r\nx\r\n"));
     }
-    assert!(cache.shards.iter().all(|s| s.curr_items() > 0));
+    assert!(cache.stores().all(|s| s.curr_items() > 0));
     assert_eq!(send(&mut cache, "cache_memlimit 100\r\n"), "OK\r\n");
     let stats = send(&mut cache, "stats\r\n");
     assert!(
@@ -263,8 +229,7 @@ fn whole_cache_commands_reach_every_shard() {
     );
     assert_eq!(send(&mut cache, "verbosity 1\r\n"), "OK\r\n");
     assert!(cache
-        .shards
-        .iter()
+        .stores()
         .all(|s| s.config().memory_limit == 25 * 1024 * 1024));
 }
 
@@ -292,23 +257,22 @@ fn shard_count_follows_threads_and_memory() {
 }
 
 /// Writes `shards` as one snapshot and restores it into `n` shards.
-fn restore_into(shards: &mut [Store], n: usize, clock: Clock) -> Sharded {
-    let mut snap = wasmcached_core::Snapshot::of_shards(shards.iter_mut().collect(), clock);
+fn restore_into(cache: &mut Sharded, n: usize, clock: Clock) -> Sharded {
+    let mut snap = cache.snapshot(clock);
     let mut bytes = Vec::new();
     while snap.next_chunk(&mut bytes) {}
     let cfg = Config::default();
-    let mut restore =
-        wasmcached_core::Restore::new_shards((0..n).map(|_| cfg.for_shard(n)).collect(), clock);
+    let mut restore = wasmcached_core::Restore::new_shards(shard_configs(&cfg, n), clock);
     restore.receive(&bytes).unwrap();
     let (stores, report) = restore.finish_shards().unwrap();
     assert_eq!(report.items, 500);
-    Sharded::of(&cfg, stores)
+    Owned::of(cfg, stores)
 }
 
 #[test]
 fn a_sharded_snapshot_restores_into_any_number_of_shards() {
     let clock = Clock::new(0, 1_700_000_000);
-    let mut cache = Sharded::new(&Config::default(), 4, clock);
+    let mut cache = sharded(&Config::default(), 4, clock);
     let mut conn = Connection::new();
     let mut before = Vec::new();
     for i in 0..500 {
@@ -321,7 +285,7 @@ fn a_sharded_snapshot_restores_into_any_number_of_shards() {
     }
     let later = Clock::new(5_000, 1_700_000_005);
     for n in [1, 3, 4, 8] {
-        let mut restored = restore_into(&mut cache.shards, n, later);
+        let mut restored = restore_into(&mut cache, n, later);
         let mut conn = Connection::new();
         let mut seen = HashSet::new();
         for (i, want) in before.iter().enumerate() {
@@ -352,7 +316,7 @@ fn dumps_span_every_shard() {
         output_high_water: 4096,
         ..Config::default()
     };
-    let mut cache = Sharded::new(&cfg, 4, clock);
+    let mut cache = sharded(&cfg, 4, clock);
     let mut conn = Connection::new();
     for i in 0..3000 {
         let value = if i % 2 == 0 {

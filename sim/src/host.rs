@@ -601,7 +601,7 @@ impl EventLoop {
         // produced their lines, so the wake-up masks are not needed.
         if self.driver.watching() {
             self.driver.pump_watchers(&mut self.cache);
-            self.cache.clear_log_wakeups();
+            crate::cache::clear_log_wakeups(&mut self.cache);
         }
         let mut any = any;
         if let Some(p) = self.planted.as_mut() {
@@ -612,7 +612,7 @@ impl EventLoop {
         any |= self.cache.handle_timeout(now);
         // Evictions (in any shard) make any item of this server vanish
         // legally: the checkers learn when.
-        let evicted = self.cache.evictions();
+        let evicted = crate::cache::evictions(&self.cache);
         if evicted > self.evictions {
             self.evictions = evicted;
             let mut rec = self.rec.borrow_mut();

@@ -26,7 +26,7 @@ use crate::poller::{Event, Poller};
 use wasmcached_core::driver::{
     AcceptError, Admission, DriverStats, Interest, TOO_MANY_CONNECTIONS,
 };
-use wasmcached_core::shards::Sequences;
+use wasmcached_core::shards::{join, shard_configs};
 use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Shards, Shutdown, Store};
 
 /// Largest write: a WASI write takes at most 64 KiB, and gathering more
@@ -192,16 +192,15 @@ impl Server {
             .unwrap_or(0);
         let clock = Clock::new(0, unix_at_start);
         let n = SharedCache::shards_for(&sc.store, threads);
-        let cfgs = vec![sc.store.for_shard(n); n];
-        let stores = match &sc.memory_file {
+        let cfgs = shard_configs(&sc.store, n);
+        let mut stores: Vec<Store> = match &sc.memory_file {
             Some(path) => crate::warm::load(path, cfgs, clock),
             None => cfgs.into_iter().map(|c| Store::new(c, clock)).collect(),
         };
+        join(&mut stores);
         let cache = SharedCache::new(sc.store.clone(), stores);
-        let cas = Sequences::new();
         for i in 0..cache.count() {
             let mut store = cache.lock(i);
-            store.share_sequences(cas.clone());
             store.host_stats_mut().pid = host_pid();
             store.host_stats_mut().conn_memory_limit = sc.conn_memory as u64;
         }
