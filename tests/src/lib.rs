@@ -621,3 +621,28 @@ pub fn listen_overflows() -> Option<u64> {
         .position(|n| n == "ListenOverflows")?;
     values.split_whitespace().nth(at)?.parse().ok()
 }
+
+/// Runs `tests/python/<script>` with `args` under the project's `.venv`
+/// Python (`scripts/setup` creates it), printing its output; panics,
+/// naming `what`, unless it exits 0. Returns its standard output.
+pub fn run_python(script: &str, args: &[String], what: &str) -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/setup",
+        python.display()
+    );
+    let out = Command::new(&python)
+        .arg(root.join("tests/python").join(script))
+        .args(args)
+        .output()
+        .expect("run python");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{what}:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{script} checks failed against {what}"
+    );
+    text
+}

@@ -7,11 +7,10 @@
 //! content over its standard input).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use wasmcached_tests::{start_logging, Client, Kind, Server};
+use wasmcached_tests::{run_python, start_logging, Client, Kind, Server};
 
 const KINDS: [Kind; 3] = [Kind::Memcached, Kind::Native, Kind::Wasm];
 
@@ -114,31 +113,10 @@ fn replies_match_memcached() {
 }
 
 fn pymemcache_logs_in(kind: Kind) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/setup",
-        python.display()
-    );
     let dir = scratch("pymemcache");
     let (server, _, _) = start_with_users(kind, &dir, "alice:wonderland\n");
-    let out = Command::new(&python)
-        .arg(root.join("tests/python/ascii_auth.py"))
-        .args([&server.port.to_string(), "alice", "wonderland"])
-        .output()
-        .expect("run python");
-    let text = String::from_utf8_lossy(&out.stdout);
-    eprintln!(
-        "{}:\n{text}{}",
-        kind.name(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "pymemcache checks failed against {}",
-        kind.name()
-    );
+    let args = [server.port.to_string(), "alice".into(), "wonderland".into()];
+    let text = run_python("ascii_auth.py", &args, kind.name());
     assert!(text.contains("17 passed, 0 failed"));
 }
 

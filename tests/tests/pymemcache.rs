@@ -4,37 +4,13 @@
 //! once (final count exact), incr/decr. Needs `.venv` with pymemcache
 //! (`scripts/setup` creates it).
 
-use std::path::PathBuf;
-use std::process::Command;
-
-use wasmcached_tests::{start, Kind};
+use wasmcached_tests::{run_python, start, Kind};
 
 fn run_article(kind: Kind) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/setup",
-        python.display()
-    );
     let a = start(kind, &[]);
     let b = start(kind, &[]);
-    let out = Command::new(&python)
-        .arg(root.join("tests/python/article.py"))
-        .args([a.port.to_string(), b.port.to_string()])
-        .output()
-        .expect("run python");
-    let text = String::from_utf8_lossy(&out.stdout);
-    eprintln!(
-        "{}:\n{text}{}",
-        kind.name(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "article checks failed against {}",
-        kind.name()
-    );
+    let args = [a.port.to_string(), b.port.to_string()];
+    let text = run_python("article.py", &args, kind.name());
     assert!(text.contains("7 passed, 0 failed"));
 }
 
