@@ -28,23 +28,19 @@ const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 /// Longest key (memcached's `KEY_MAX_LENGTH`).
 const KEY_MAX: usize = 250;
 
-/// One tracked key. Keys are kept inline and found by their hash first:
-/// a sampled fetch costs a scan of [`TRACKED`] hashes, never an
+/// One tracked key, kept inline. Keys are found by their hash first: a
+/// sampled fetch costs a scan of [`TRACKED`] hashes, never an
 /// allocation, so the summary can stay on for every request.
 #[derive(Clone, Debug)]
 struct Entry {
-    hash: u64,
-    count: u64,
     len: u8,
     key: [u8; KEY_MAX],
 }
 
 impl Entry {
-    fn new(key: &[u8], hash: u64, count: u64) -> Entry {
+    fn new(key: &[u8]) -> Entry {
         let len = key.len().min(KEY_MAX);
         let mut e = Entry {
-            hash,
-            count,
             len: len as u8,
             key: [0; KEY_MAX],
         };
@@ -62,10 +58,11 @@ impl Entry {
 pub struct TopKeys {
     state: u64,
     sampled: u64,
-    /// The tracked keys with their sampled counts (at most [`TRACKED`]).
+    /// The tracked keys (at most [`TRACKED`]); `hashes[i]` and
+    /// `counts[i]` (sampled fetches) belong to `entries[i]`, kept apart so
+    /// that a lookup and the search for the least counted scan 512 bytes
+    /// each, not the keys.
     entries: Vec<Entry>,
-    /// `entries[i].hash` and `entries[i].count`, apart: a lookup and the
-    /// search for the least counted scan 512 bytes each, not the keys.
     hashes: Vec<u64>,
     counts: Vec<u64>,
 }
@@ -111,7 +108,6 @@ impl TopKeys {
             .zip(&self.entries)
             .position(|(&x, e)| x == h && e.key() == key);
         if let Some(i) = found {
-            self.entries[i].count += n;
             self.counts[i] += n;
             return;
         }
@@ -120,7 +116,7 @@ impl TopKeys {
                 && self.hashes.try_reserve(1).is_ok()
                 && self.counts.try_reserve(1).is_ok();
             if room {
-                self.entries.push(Entry::new(key, h, n));
+                self.entries.push(Entry::new(key));
                 self.hashes.push(h);
                 self.counts.push(n);
             }
@@ -135,7 +131,7 @@ impl TopKeys {
         else {
             return;
         };
-        self.entries[i] = Entry::new(key, h, min + n);
+        self.entries[i] = Entry::new(key);
         self.hashes[i] = h;
         self.counts[i] = min + n;
     }
@@ -149,13 +145,27 @@ impl TopKeys {
     /// lives in one shard), keeping the [`TRACKED`] most fetched.
     pub(crate) fn merge(&mut self, other: &TopKeys) {
         self.sampled += other.sampled;
-        let _ = self.entries.try_reserve(other.entries.len());
-        self.entries.extend(other.entries.iter().cloned());
-        self.entries
-            .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key().cmp(b.key())));
-        self.entries.truncate(TRACKED);
-        self.hashes = self.entries.iter().map(|e| e.hash).collect();
-        self.counts = self.entries.iter().map(|e| e.count).collect();
+        let mut all = self.ranked();
+        all.extend(other.ranked());
+        all.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.key().cmp(b.2.key())));
+        all.truncate(TRACKED);
+        self.counts = all.iter().map(|t| t.0).collect();
+        self.hashes = all.iter().map(|t| t.1).collect();
+        self.entries = all.into_iter().map(|t| t.2).collect();
+    }
+
+    /// Every tracked key with its count and hash, most fetched first (ties
+    /// by key).
+    fn ranked(&self) -> Vec<(u64, u64, Entry)> {
+        let mut all: Vec<(u64, u64, Entry)> = self
+            .counts
+            .iter()
+            .zip(&self.hashes)
+            .zip(&self.entries)
+            .map(|((&c, &h), e)| (c, h, e.clone()))
+            .collect();
+        all.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.key().cmp(b.2.key())));
+        all
     }
 
     /// The report: the sampling rate and sample count, then one
@@ -172,10 +182,8 @@ impl TopKeys {
         };
         line(out, b"sample_every", b"", SAMPLE_EVERY);
         line(out, b"sampled", b"", self.sampled);
-        let mut keys: Vec<&Entry> = self.entries.iter().collect();
-        keys.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key().cmp(b.key())));
-        for e in keys {
-            line(out, b"key:", e.key(), e.count * SAMPLE_EVERY);
+        for (count, _, e) in self.ranked() {
+            line(out, b"key:", e.key(), count * SAMPLE_EVERY);
         }
         out.extend_from_slice(b"END\r\n");
     }
