@@ -41,11 +41,10 @@ impl Driver {
         let n = cache.count();
         // Lines per watcher, per shard.
         let mut parts = alloc::vec![alloc::vec![Vec::new(); n]; self.watchers.len()];
-        for (k, &i) in self.watchers.iter().enumerate() {
+        for &i in &self.watchers {
             self.slots[i as usize].watch_backlog = false;
-            let _ = k;
         }
-        for (shard, _) in (0..n).zip(0..) {
+        for shard in 0..n {
             let mut store = cache.shard(shard);
             for &id in &unwatch {
                 store.log.remove_watcher(id);
