@@ -39,8 +39,8 @@ impl Driver {
     pub fn pump_watchers<S: Shards>(&mut self, cache: &mut S) {
         let unwatch = core::mem::take(&mut self.unwatch);
         let n = cache.count();
-        // Lines per watcher, per shard.
-        let mut parts = alloc::vec![alloc::vec![Vec::new(); n]; self.watchers.len()];
+        // Lines per watcher: one part per shard, in shard order.
+        let mut parts: Vec<Vec<Vec<u8>>> = alloc::vec![Vec::new(); self.watchers.len()];
         for &i in &self.watchers {
             self.slots[i as usize].watch_backlog = false;
         }
@@ -53,10 +53,9 @@ impl Driver {
                 let s = &mut self.slots[i as usize];
                 if s.live && !s.doomed {
                     let room = s.conn.watch_room() / n;
-                    let more = s
-                        .conn
-                        .take_watch_lines(&mut store, room, &mut parts[k][shard]);
-                    s.watch_backlog |= more;
+                    let mut lines = Vec::new();
+                    s.watch_backlog |= s.conn.take_watch_lines(&mut store, room, &mut lines);
+                    parts[k].push(lines);
                 }
             }
         }
