@@ -14,7 +14,10 @@
 //! business: the trait hands out one guard at a time, so a connection never
 //! holds two shards and no lock order is needed.
 //!
-//! A single [`Store`] is itself a one-shard cache.
+//! A single [`Store`] is itself a one-shard cache; [`Owned`] is a cache
+//! of several shards that one thread owns (no locks), and a host that
+//! locks its shards itself builds them with [`shard_configs`] and
+//! [`join`].
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
