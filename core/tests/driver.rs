@@ -1,7 +1,9 @@
 //! The host driver's policy, exercised through an in-memory host whose
 //! "sockets" are byte queues with a bounded send buffer.
 
-use wasmcached_core::driver::{AcceptError, Admission, ConnState, ACCEPT_RETRY_MS};
+use std::collections::HashMap;
+
+use wasmcached_core::driver::{AcceptError, Admission, ConnState, Interest, ACCEPT_RETRY_MS};
 use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Store};
 
 /// One simulated socket: what the client sent and the server has not read,
@@ -23,6 +25,11 @@ struct Host {
     socks: Vec<Sock>,
     now_ms: u64,
     runnable: Vec<ConnId>,
+    /// What the host last learnt of each connection's interest and
+    /// `wants_write`, from `take_changed` only (a real host's poller keeps
+    /// the interest it was told).
+    seen: HashMap<ConnId, (Interest, bool)>,
+    changed: Vec<ConnId>,
 }
 
 impl Host {
@@ -34,6 +41,33 @@ impl Host {
             socks: Vec::new(),
             now_ms: 0,
             runnable: Vec::new(),
+            seen: HashMap::new(),
+            changed: Vec::new(),
+        }
+    }
+
+    /// Learns what `take_changed` lists and checks that every connection
+    /// it leaves out is as the host last saw it: a host that trusts the
+    /// list misses no readiness and no output.
+    fn learn_changes(&mut self) {
+        self.changed.clear();
+        self.driver.take_changed(&mut self.changed);
+        let mut once = self.changed.clone();
+        once.sort();
+        once.dedup();
+        assert_eq!(once.len(), self.changed.len(), "listed twice");
+        for &id in &self.changed {
+            let now = (self.driver.interest(id), self.driver.wants_write(id));
+            self.seen.insert(id, now);
+        }
+        for s in self.socks.iter().filter(|s| !s.closed) {
+            let now = (self.driver.interest(s.id), self.driver.wants_write(s.id));
+            assert_eq!(
+                self.seen.get(&s.id),
+                Some(&now),
+                "{:?} changed unlisted",
+                s.id
+            );
         }
     }
 
@@ -56,6 +90,7 @@ impl Host {
 
     /// One event-loop pass in the documented order.
     fn pass(&mut self) {
+        self.learn_changes();
         self.driver.begin_pass(self.now_ms);
         for s in self.socks.iter_mut().filter(|s| !s.closed) {
             loop {
@@ -82,6 +117,7 @@ impl Host {
         for &id in &self.runnable {
             self.driver.process(id, &mut self.store, clock);
         }
+        self.learn_changes();
         for s in self.socks.iter_mut().filter(|s| !s.closed) {
             if !self.driver.wants_write(s.id) {
                 continue;
@@ -101,6 +137,7 @@ impl Host {
             if let Some(s) = self.socks.iter_mut().find(|s| s.id == id && !s.closed) {
                 s.closed = true;
             }
+            self.seen.remove(&id);
         }
     }
 
@@ -445,6 +482,10 @@ fn replies_that_do_not_fit_are_shed_at_once() {
         }
         while let Some(id) = h.driver.poll_close() {
             shed |= id == h.socks[reader].id;
+            if let Some(s) = h.socks.iter_mut().find(|s| s.id == id && !s.closed) {
+                s.closed = true;
+            }
+            h.seen.remove(&id);
         }
     }
     assert!(shed, "the reader was closed for memory");
@@ -453,4 +494,122 @@ fn replies_that_do_not_fit_are_shed_at_once() {
     h.send(writer, b"mg big s\r\n");
     h.settle();
     assert_eq!(h.take_reply(writer), b"HD s10000\r\n");
+}
+
+/// A connection that stalled long ago becomes one of the heaviest when
+/// others push the driver past three quarters of its limit: it is listed
+/// as changed (it must stop being read) though nothing happened to it.
+#[test]
+fn crossing_the_soft_limit_lists_connections_nothing_happened_to() {
+    let dcfg = DriverConfig {
+        memory_limit: 1 << 20,
+        ..DriverConfig::default()
+    };
+    let mut h = Host::new(dcfg, Config::default());
+    let big = h.connect(1 << 20);
+    h.send(big, b"set big 0 0 200000\r\n");
+    h.send(big, &vec![b'y'; 190_000]);
+    h.settle();
+    let id = h.socks[big].id;
+    assert!(h.driver.interest(id).read);
+    for _ in 0..5 {
+        let c = h.connect(1 << 20);
+        h.send(c, b"set hog 0 0 150000\r\n");
+        h.send(c, &vec![b'y'; 100_000]);
+        h.settle();
+    }
+    // `settle` checked every pass; the stalled connection is now paused.
+    assert!(!h.driver.interest(id).read);
+    assert_eq!(h.driver.state(id), ConnState::Paused);
+}
+
+/// One thing a client does between passes.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Send one of a few requests, small or large, whole or cut short.
+    Send {
+        conn: usize,
+        req: u8,
+        cut: bool,
+    },
+    /// Read up to this many bytes of the replies.
+    Read {
+        conn: usize,
+        n: usize,
+    },
+    HangUp {
+        conn: usize,
+    },
+    /// Let time pass (idle timeouts, the memory limit's grace period).
+    Wait {
+        ms: u64,
+    },
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0..6usize, 0..6u8, any::<bool>()).prop_map(|(conn, req, cut)| Step::Send { conn, req, cut }),
+        3 => (0..6usize, 0..300_000usize).prop_map(|(conn, n)| Step::Read { conn, n }),
+        1 => (0..6usize).prop_map(|conn| Step::HangUp { conn }),
+        1 => (0..3_000u64).prop_map(|ms| Step::Wait { ms }),
+    ]
+}
+
+fn request(req: u8) -> Vec<u8> {
+    match req {
+        0 => b"get k\r\n".to_vec(),
+        1 => b"get k k k k k k k k k k k k k k k k\r\n".to_vec(),
+        2 => {
+            let mut v = b"set k 0 0 40000\r\n".to_vec();
+            v.extend(vec![b'x'; 40_000]);
+            v.extend(b"\r\n");
+            v
+        }
+        3 => b"set s 0 0 2\r\nhi\r\n".to_vec(),
+        4 => b"watch mutations\r\n".to_vec(),
+        _ => b"quit\r\n".to_vec(),
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Under any mix of clients (slow readers, hang-ups, values cut short,
+    /// watchers, a tight memory limit, idle timeouts), `take_changed`
+    /// lists every connection whose interest or output changed: `pass`
+    /// checks it twice per pass against every connection.
+    #[test]
+    fn changed_lists_every_connection_that_changed(
+        windows in proptest::collection::vec(0..200_000usize, 6),
+        steps in proptest::collection::vec(step(), 1..60),
+    ) {
+        let dcfg = DriverConfig {
+            memory_limit: 256 * 1024,
+            idle_timeout_ms: 2_000,
+            ..DriverConfig::default()
+        };
+        let mut h = Host::new(dcfg, Config::default());
+        let conns: Vec<usize> = windows.iter().map(|&w| h.connect(w)).collect();
+        for s in steps {
+            match s {
+                Step::Send { conn, req, cut } => {
+                    let mut bytes = request(req);
+                    if cut {
+                        bytes.truncate(bytes.len() / 2);
+                    }
+                    h.send(conns[conn], &bytes);
+                }
+                Step::Read { conn, n } => {
+                    let out = &mut h.socks[conns[conn]].outbound;
+                    let n = n.min(out.len());
+                    out.drain(..n);
+                }
+                Step::HangUp { conn } => h.socks[conns[conn]].eof = true,
+                Step::Wait { ms } => h.now_ms += ms,
+            }
+            h.pass();
+            h.pass();
+        }
+    }
 }

@@ -314,6 +314,8 @@ struct Sock {
     /// The last write found the socket full: skip writing until poll
     /// reports it writable, instead of a failing write every pass.
     stalled: bool,
+    /// In the worker's `to_write`.
+    queued: bool,
 }
 
 /// One event loop: its own connections, polled together.
@@ -332,6 +334,13 @@ struct Worker {
     poller: Poller,
     events: Vec<Event>,
     runnable: Vec<ConnId>,
+    /// Connections whose interest may have changed, for the poller
+    /// ([`Driver::take_changed`]): a pass costs the active connections,
+    /// not all of them.
+    changed: Vec<ConnId>,
+    /// Connections to write this pass: output was produced, or the socket
+    /// became writable.
+    to_write: Vec<ConnId>,
     /// A client asked for `shutdown` (graceful or not) in this pass.
     shutdown: Option<bool>,
     /// Readable when connections were handed to this worker (all but the
@@ -369,6 +378,8 @@ impl Worker {
             poller: Poller::new()?,
             events: Vec::new(),
             runnable: Vec::new(),
+            changed: Vec::new(),
+            to_write: Vec::new(),
             shutdown: None,
             bell,
             log_bell: None,
@@ -422,6 +433,7 @@ impl Worker {
             let id = s.id;
             if ev.writable {
                 s.stalled = false;
+                queue_write(&mut self.to_write, s);
             }
             if self.driver.interest(id).read {
                 if ev.readable || ev.hangup {
@@ -434,11 +446,7 @@ impl Worker {
             }
         }
         self.process(now);
-        for i in 0..self.socks.len() {
-            if let Some(id) = self.socks[i].as_ref().map(|s| s.id) {
-                self.write(id);
-            }
-        }
+        self.write_all();
         self.close_finished();
         self.wake_watchers();
         self.sample(now);
@@ -491,11 +499,16 @@ impl Worker {
         if let Some(b) = &self.log_bell {
             self.poller.set(LOG_BELL, b.fd(), true, false)?;
         }
-        for s in self.socks.iter().flatten() {
-            let Interest { read, write } = self.driver.interest(s.id);
+        self.driver.take_changed(&mut self.changed);
+        for &id in &self.changed {
+            let Some(s) = self.socks[id.index()].as_ref() else {
+                continue;
+            };
+            let Interest { read, write } = self.driver.interest(id);
             self.poller
-                .set(s.id.index() + FIRST_CONN, s.stream.as_raw_fd(), read, write)?;
+                .set(id.index() + FIRST_CONN, s.stream.as_raw_fd(), read, write)?;
         }
+        self.changed.clear();
         Ok(())
     }
 
@@ -664,6 +677,30 @@ impl Worker {
         self.wake_watchers();
     }
 
+    /// Writes every connection that has output to send: those whose
+    /// output changed in this pass (kept in `changed` for the next
+    /// interest update too) and those whose socket became writable.
+    fn write_all(&mut self) {
+        let start = self.changed.len();
+        self.driver.take_changed(&mut self.changed);
+        for &id in &self.changed[start..] {
+            if let Some(s) = self.socks[id.index()].as_mut() {
+                if self.driver.wants_write(id) {
+                    queue_write(&mut self.to_write, s);
+                }
+            }
+        }
+        let mut queue = std::mem::take(&mut self.to_write);
+        for &id in &queue {
+            if let Some(s) = self.socks[id.index()].as_mut() {
+                s.queued = false;
+                self.write(id);
+            }
+        }
+        queue.clear();
+        self.to_write = queue;
+    }
+
     /// Writes the connection's pending output, gathered into one write; a
     /// partial write is continued in the same pass (a WASI write takes at
     /// most 64 KiB, and waiting a pass for each 64 KiB of a large value
@@ -768,6 +805,14 @@ fn write_gathered(
     }
 }
 
+/// Adds a connection to the pass's writes, once.
+fn queue_write(to_write: &mut Vec<ConnId>, s: &mut Sock) {
+    if !s.queued {
+        s.queued = true;
+        to_write.push(s.id);
+    }
+}
+
 /// Records a socket under its connection's id.
 fn put(socks: &mut Vec<Option<Sock>>, id: ConnId, stream: TcpStream) {
     let i = id.index();
@@ -778,6 +823,7 @@ fn put(socks: &mut Vec<Option<Sock>>, id: ConnId, stream: TcpStream) {
         id,
         stream,
         stalled: false,
+        queued: false,
     });
 }
 

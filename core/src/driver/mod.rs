@@ -162,6 +162,8 @@ struct Slot {
     watch_backlog: bool,
     /// Why it is closed, once doomed.
     reason: CloseReason,
+    /// In `changed`.
+    listed: bool,
 }
 
 /// The connections of one event loop and the policy for serving them.
@@ -173,7 +175,9 @@ struct Slot {
 /// 1. wait for readiness (`poll`) on every connection with its
 ///    [`interest`](Driver::interest), for at most until
 ///    [`poll_timeout`](Driver::poll_timeout) (combined with the store's and
-///    the [`Gate`]'s deadlines);
+///    the [`Gate`]'s deadlines); a poller that keeps interest between waits
+///    is told only about the connections
+///    [`take_changed`](Driver::take_changed) lists;
 /// 2. [`begin_pass`](Driver::begin_pass) with the current time;
 /// 3. for every readable connection, read while
 ///    [`read_len`](Driver::read_len) is non-zero: hand what arrived to
@@ -185,7 +189,9 @@ struct Slot {
 ///    or its shards ([`Shards`]: the connection takes them one at a time);
 /// 5. for every connection where [`wants_write`](Driver::wants_write),
 ///    write the [`output`](Driver::output) chunks, gathered into one write,
-///    and report what was written with [`on_written`](Driver::on_written);
+///    and report what was written with [`on_written`](Driver::on_written)
+///    (the candidates: those [`take_changed`](Driver::take_changed) lists
+///    now, and those whose socket became writable);
 /// 6. close the socket of every connection [`poll_close`](Driver::poll_close)
 ///    returns, and tell the [`Gate`].
 ///
@@ -216,6 +222,12 @@ pub struct Driver {
     watchers: Vec<u32>,
     /// Watchers closed, to be removed from the store's log.
     unwatch: Vec<crate::log::WatchId>,
+    /// Connections whose interest or output may have changed since the
+    /// host last asked ([`Driver::take_changed`]).
+    changed: Vec<u32>,
+    /// The driver was over its soft limit (or at its limit) when the host
+    /// last asked: every connection's interest may have changed since.
+    pressure_seen: bool,
 }
 
 impl Driver {
@@ -239,6 +251,8 @@ impl Driver {
             stats: DriverStats::default(),
             watchers: Vec::new(),
             unwatch: Vec::new(),
+            changed: Vec::new(),
+            pressure_seen: false,
         }
     }
 
@@ -261,11 +275,14 @@ impl Driver {
             last_active_ms: now_ms,
             watch_backlog: false,
             reason: CloseReason::Normal,
+            listed: false,
         };
         self.live += 1;
         let idx = match self.free.pop() {
             Some(i) => {
-                self.slots[i as usize] = slot;
+                // A slot still in `changed` stays listed once.
+                let listed = self.slots[i as usize].listed;
+                self.slots[i as usize] = Slot { listed, ..slot };
                 i
             }
             None => {
@@ -273,6 +290,7 @@ impl Driver {
                 (self.slots.len() - 1) as u32
             }
         };
+        self.touch(idx);
         ConnId(idx)
     }
 
@@ -341,6 +359,30 @@ impl Driver {
         Interest {
             read: self.may_read(s),
             write: !s.doomed && s.conn.pending_len() > 0,
+        }
+    }
+
+    /// Appends to `out` the connections whose [`interest`](Driver::interest)
+    /// or [`wants_write`](Driver::wants_write) may have changed since the
+    /// last call, each once: a host that tells its poller and writes only
+    /// these does work in proportion to the active connections, not to all
+    /// of them. While the driver is near its memory limit, whose shedding
+    /// weighs every connection against the others, it lists every live
+    /// connection.
+    pub fn take_changed(&mut self, out: &mut Vec<ConnId>) {
+        let pressure = self.held >= self.cfg.memory_limit || self.over_soft();
+        let all = pressure || self.pressure_seen;
+        self.pressure_seen = pressure;
+        for i in self.changed.drain(..) {
+            let s = &mut self.slots[i as usize];
+            s.listed = false;
+            if s.live && !all {
+                out.push(ConnId(i));
+            }
+        }
+        if all {
+            let live = self.slots.iter().enumerate().filter(|(_, s)| s.live);
+            out.extend(live.map(|(i, _)| ConnId(i as u32)));
         }
     }
 
@@ -539,6 +581,7 @@ impl Driver {
     }
 
     fn mark_ready(&mut self, i: u32) {
+        self.touch(i);
         let s = &mut self.slots[i as usize];
         s.ready = true;
         if !s.queued {
@@ -548,11 +591,21 @@ impl Driver {
     }
 
     fn park(&mut self, i: u32) {
+        self.touch(i);
         let s = &mut self.slots[i as usize];
         if !s.parked {
             s.parked = true;
             self.parked.push(i);
             self.stats.paused_for_memory += 1;
+        }
+    }
+
+    /// Lists a connection for [`take_changed`](Driver::take_changed).
+    fn touch(&mut self, i: u32) {
+        let s = &mut self.slots[i as usize];
+        if !s.listed {
+            s.listed = true;
+            self.changed.push(i);
         }
     }
 
@@ -591,6 +644,7 @@ impl Driver {
     }
 
     fn remeasure(&mut self, i: u32) {
+        self.touch(i);
         let s = &mut self.slots[i as usize];
         let now = s.conn.held_bytes();
         self.held = self.held - s.held + now;
@@ -598,6 +652,7 @@ impl Driver {
     }
 
     fn doom(&mut self, i: u32, reason: CloseReason) {
+        self.touch(i);
         let s = &mut self.slots[i as usize];
         if s.live && !s.doomed {
             s.doomed = true;
