@@ -9,7 +9,14 @@
 //! cargo run --release -p wasmcached-tests --bin wasmcached-bench -- load --port 11211 --conns 16
 //! cargo run --release -p wasmcached-tests --bin wasmcached-bench -- load --port 11211 --servers 4
 //! cargo run --release -p wasmcached-tests --bin wasmcached-bench -- scale --n 1,2
+//! wasmcached-bench scale --n 1,2,4,8 --server-cpus 0-7 --load-cpus 8-15 --conns 64
 //! ```
+//!
+//! With `--load-cpus` (or `--procs`), `scale` drives the servers from
+//! separate generator processes, each pinned to a CPU of its own, and the
+//! servers stay on `--server-cpus`: one generator process cannot keep up
+//! with a server on eight cores, and generators sharing the servers' cores
+//! would measure the scheduler rather than the servers (scripts/scale-device).
 //!
 //! Against several servers (`--servers`, `scale`), each generator
 //! connection is a hashing client: it holds a socket to every server and
@@ -44,6 +51,15 @@ enum Cmd {
         /// (e.g. `wasmcached --instances N`).
         #[arg(long, default_value_t = 1)]
         servers: u16,
+        /// Run as one of `scale`'s generator processes: no preload, the
+        /// clock started and stopped by lines on stdin, one `result` line.
+        #[arg(long, hide = true)]
+        worker: bool,
+        /// Index of this process's first connection among all the
+        /// generator processes', so that no two connections draw the same
+        /// keys.
+        #[arg(long, hide = true, default_value_t = 0)]
+        first_conn: usize,
         #[command(flatten)]
         w: Workload,
     },
@@ -56,6 +72,17 @@ enum Cmd {
         /// Rounds per N and server.
         #[arg(long, default_value_t = 2)]
         rounds: usize,
+        /// CPUs the servers run on, a taskset-style list (`0-7`, `0,2,4`);
+        /// unpinned when absent.
+        #[arg(long, value_parser = parse_cpus)]
+        server_cpus: Option<Cpus>,
+        /// CPUs the generator processes run on, one each, round robin.
+        #[arg(long, value_parser = parse_cpus)]
+        load_cpus: Option<Cpus>,
+        /// Generator processes sharing --conns; 0 runs the generator as
+        /// threads of this process. Default: one per --load-cpus CPU, else 0.
+        #[arg(long)]
+        procs: Option<usize>,
         #[command(flatten)]
         w: Workload,
     },
@@ -189,6 +216,49 @@ impl Measure {
     /// Load generator CPU µs per operation.
     fn client_us_per_op(&self) -> f64 {
         self.client_cpu * 1e6 / self.ops.max(1) as f64
+    }
+
+    /// The line a generator process reports to `scale`: operations,
+    /// seconds, its own CPU seconds, and every latency as `µs:count` runs
+    /// of the sorted samples. Runs keep the percentiles of the merged
+    /// processes exact while staying a few thousand pairs long, where the
+    /// raw samples would be millions.
+    fn report_line(&self) -> String {
+        let mut line = format!(
+            "result ops={} secs={} cpu={} lat=",
+            self.ops, self.secs, self.client_cpu
+        );
+        let mut runs = self.lat_us.chunk_by(|a, b| a == b).peekable();
+        while let Some(run) = runs.next() {
+            line.push_str(&format!("{}:{}", run[0], run.len()));
+            if runs.peek().is_some() {
+                line.push(',');
+            }
+        }
+        line
+    }
+
+    /// Parses [`Measure::report_line`]; the generator's CPU time comes
+    /// back as `client_cpu`.
+    fn from_report_line(line: &str) -> Option<Measure> {
+        let mut m = Measure::default();
+        for field in line.strip_prefix("result ")?.split(' ') {
+            let (name, value) = field.split_once('=')?;
+            match name {
+                "ops" => m.ops = value.parse().ok()?,
+                "secs" => m.secs = value.parse().ok()?,
+                "cpu" => m.client_cpu = value.parse().ok()?,
+                "lat" => {
+                    for run in value.split(',').filter(|r| !r.is_empty()) {
+                        let (us, n) = run.split_once(':')?;
+                        let us: u32 = us.parse().ok()?;
+                        m.lat_us.extend(std::iter::repeat_n(us, n.parse().ok()?));
+                    }
+                }
+                _ => return None,
+            }
+        }
+        Some(m)
     }
 }
 
@@ -363,46 +433,89 @@ fn bin_packet(out: &mut Vec<u8>, opcode: u8, key: &[u8], extras: &[u8], value: &
 /// them); `pid` is the server process whose CPU time is measured.
 fn load(ports: &[u16], w: &Workload, pid: Option<u32>) -> Measure {
     preload(ports, w);
-    let stop = Arc::new(AtomicBool::new(false));
-    // Connections are spread over a few generator threads, each polling
-    // its own: a thread per connection spent more CPU on context switches
-    // than the servers spend per request, and on a shared machine the
-    // generator's CPU is taken from the server under test.
-    let threads = w.threads.clamp(1, w.conns.max(1));
-    // Every connection is established and answered once before the clock
-    // starts, so accept-queue ramp-up is not counted as request latency.
-    let ready = Arc::new(std::sync::Barrier::new(threads + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let (w, stop, ready) = (w.clone(), stop.clone(), ready.clone());
-            let ports = ports.to_vec();
-            let mine: Vec<usize> = (0..w.conns).filter(|c| c % threads == t).collect();
-            std::thread::spawn(move || generate(&ports, &w, &mine, &stop, &ready))
-        })
-        .collect();
-    ready.wait();
+    let gens = Generators::connect(ports, w, 0);
+    gens.go();
     let cpu0 = pid.map(cpu_secs).unwrap_or(0.0);
     let own0 = cpu_secs(std::process::id());
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(w.secs));
-    stop.store(true, Ordering::Relaxed);
+    gens.stop();
     let secs = started.elapsed().as_secs_f64();
     let server_cpu = pid.map(cpu_secs).unwrap_or(0.0) - cpu0;
     let client_cpu = cpu_secs(std::process::id()) - own0;
-    let mut total = Measure {
+    Measure {
         secs,
         server_cpu,
         client_cpu,
-        ..Measure::default()
-    };
-    for h in handles {
-        if let Ok(m) = h.join() {
-            total.ops += m.ops;
-            total.lat_us.extend(m.lat_us);
+        ..gens.join()
+    }
+}
+
+/// The generator threads of one process, connected and waiting for
+/// [`Generators::go`].
+struct Generators {
+    stop: Arc<AtomicBool>,
+    /// Passed twice by every thread and the caller: once all connections
+    /// are established, and again when the clock starts.
+    ready: Arc<std::sync::Barrier>,
+    handles: Vec<std::thread::JoinHandle<Measure>>,
+}
+
+impl Generators {
+    /// Starts the threads for `w.conns` clients (numbered from
+    /// `first_conn`) and returns once every connection is established and
+    /// answered once, so accept-queue ramp-up is not counted as request
+    /// latency.
+    fn connect(ports: &[u16], w: &Workload, first_conn: usize) -> Generators {
+        let stop = Arc::new(AtomicBool::new(false));
+        // Connections are spread over a few generator threads, each
+        // polling its own: a thread per connection spent more CPU on
+        // context switches than the servers spend per request, and on a
+        // shared machine the generator's CPU is taken from the server
+        // under test.
+        let threads = w.threads.clamp(1, w.conns.max(1));
+        let ready = Arc::new(std::sync::Barrier::new(threads + 1));
+        let handles = (0..threads)
+            .map(|t| {
+                let (w, stop, ready) = (w.clone(), stop.clone(), ready.clone());
+                let ports = ports.to_vec();
+                let mine: Vec<usize> = (0..w.conns)
+                    .filter(|c| c % threads == t)
+                    .map(|c| first_conn + c)
+                    .collect();
+                std::thread::spawn(move || generate(&ports, &w, &mine, &stop, &ready))
+            })
+            .collect();
+        ready.wait();
+        Generators {
+            stop,
+            ready,
+            handles,
         }
     }
-    total.lat_us.sort_unstable();
-    total
+
+    /// Starts the closed loops: the clock starts now.
+    fn go(&self) {
+        self.ready.wait();
+    }
+
+    /// Ends the closed loops; requests still in flight are not counted.
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// The threads' operations and latencies (sorted), once they ended.
+    fn join(self) -> Measure {
+        let mut total = Measure::default();
+        for h in self.handles {
+            if let Ok(m) = h.join() {
+                total.ops += m.ops;
+                total.lat_us.extend(m.lat_us);
+            }
+        }
+        total.lat_us.sort_unstable();
+        total
+    }
 }
 
 /// A generator client's connection to one server, and the part of the
@@ -568,6 +681,7 @@ impl Gen {
 fn connect(port: u16, binary: bool) -> Option<Conn> {
     let mut sock = TcpStream::connect(("127.0.0.1", port)).ok()?;
     sock.set_nodelay(true).ok();
+    reset_on_close(&sock);
     if binary {
         let mut noop = Vec::new();
         bin_packet(&mut noop, BIN_NOOP, &[], &[], &[]);
@@ -595,6 +709,28 @@ fn connect(port: u16, binary: bool) -> Option<Conn> {
     })
 }
 
+/// Makes closing `sock` reset the connection instead of leaving it in
+/// TIME_WAIT. The generator closes first, so every connection it ends
+/// would hold a loopback port for a minute; a run of many measurements
+/// with hundreds of connections each would fill the port range until no
+/// run of consecutive free ports is left for `wasmcached --instances N`.
+fn reset_on_close(sock: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the option value points at a live linger of the length given.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(sock),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
 /// A generator thread: runs the closed loop on clients `mine` until
 /// `stop`, polling all their connections together.
 fn generate(
@@ -616,6 +752,8 @@ fn generate(
             sent_at: Instant::now(),
         });
     }
+    ready.wait();
+    // Connected; now wait for the clock.
     ready.wait();
     let value = vec![b'v'; w.value];
     let mut m = Measure::default();
@@ -821,6 +959,279 @@ fn compare(rounds: usize, secs: u64, only: &str, memaslap: bool) {
     }
 }
 
+/// A list of CPU numbers, parsed from a taskset-style list.
+#[derive(Clone, Debug, PartialEq)]
+struct Cpus(Vec<usize>);
+
+/// Parses `0-7`, `0,2,4` or `0-3,8-11`.
+fn parse_cpus(list: &str) -> Result<Cpus, String> {
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let num = |v: &str| {
+            v.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&c| c < libc::CPU_SETSIZE as usize)
+                .ok_or_else(|| format!("not a CPU number: {v:?}"))
+        };
+        let (lo, hi) = (num(lo)?, num(hi)?);
+        if lo > hi {
+            return Err(format!("empty CPU range {part:?}"));
+        }
+        cpus.extend(lo..=hi);
+    }
+    Ok(Cpus(cpus))
+}
+
+/// The affinity mask holding `cpus`.
+fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: `parse_cpus` keeps every CPU below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    set
+}
+
+/// Sets the calling thread's affinity (a child forked from it inherits it).
+fn set_affinity(set: &libc::cpu_set_t) -> std::io::Result<()> {
+    // SAFETY: `set` is a live cpu_set_t of the size given; pid 0 is the
+    // calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` (which starts a server) with this thread pinned to `cpus`,
+/// then restores the thread's affinity. The servers are started by the
+/// shared test helpers, which build their own commands; a child inherits
+/// its parent's affinity, and every thread it creates inherits that, so
+/// the whole server stays on `cpus` from its first instruction.
+fn pinned<T>(cpus: Option<&Cpus>, f: impl FnOnce() -> T) -> T {
+    let Some(cpus) = cpus else {
+        return f();
+    };
+    // SAFETY: zeroed is a valid cpu_set_t, filled by sched_getaffinity.
+    let mut was: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `was` is a live cpu_set_t of the size given.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&was), &mut was) };
+    assert_eq!(
+        rc,
+        0,
+        "sched_getaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+    set_affinity(&cpu_set(&cpus.0))
+        .unwrap_or_else(|e| panic!("cannot pin to CPUs {:?}: {e}", cpus.0));
+    let out = f();
+    set_affinity(&was).expect("restore affinity");
+    out
+}
+
+/// How `--conns` connections are split over `procs` generator processes:
+/// each process's first connection and count, as even as can be, no
+/// process without connections.
+fn split_conns(conns: usize, procs: usize) -> Vec<(usize, usize)> {
+    let procs = procs.clamp(1, conns.max(1));
+    let mut first = 0;
+    (0..procs)
+        .map(|i| {
+            let n = conns / procs + usize::from(i < conns % procs);
+            first += n;
+            (first - n, n)
+        })
+        .collect()
+}
+
+/// One generator process of [`load_procs`]: this binary's `load --worker`,
+/// driven through its stdin and stdout, killed on drop.
+struct Worker {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Worker {
+    /// Starts a generator for `conns` connections from `first_conn`,
+    /// pinned to `cpu` when given.
+    fn spawn(
+        ports: &[u16],
+        w: &Workload,
+        (first_conn, conns): (usize, usize),
+        cpu: Option<usize>,
+    ) -> Worker {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().expect("path of this binary");
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["load", "--worker", "--port", &ports[0].to_string()])
+            .args(["--servers", &ports.len().to_string()])
+            .args(["--first-conn", &first_conn.to_string()])
+            .args(workload_args(&Workload { conns, ..w.clone() }))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        if let Some(cpu) = cpu {
+            let set = cpu_set(&[cpu]);
+            // SAFETY: sched_setaffinity is a plain system call, safe
+            // between fork and exec.
+            unsafe { cmd.pre_exec(move || set_affinity(&set)) };
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        Worker {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// The generator's next line; panics if it ended without one.
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut self.stdout, &mut line) {
+            Ok(n) if n > 0 => line.trim_end().to_string(),
+            _ => panic!(
+                "a generator process ended early: {:?}",
+                self.child.try_wait()
+            ),
+        }
+    }
+
+    fn say(&mut self, what: &str) {
+        writeln!(self.stdin, "{what}").expect("write to a generator process");
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The command-line options that give a generator process workload `w`.
+fn workload_args(w: &Workload) -> Vec<String> {
+    let mut args: Vec<String> = [
+        ("--conns", w.conns.to_string()),
+        ("--depth", w.depth.to_string()),
+        ("--get-ratio", w.get_ratio.to_string()),
+        ("--keys", w.keys.to_string()),
+        ("--value", w.value.to_string()),
+        ("--multi", w.multi.to_string()),
+        ("--secs", w.secs.to_string()),
+        ("--threads", w.threads.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(k, v)| [k.to_string(), v])
+    .collect();
+    if w.binary {
+        args.push("--binary".into());
+    }
+    args
+}
+
+/// `load --worker`: connects, says `ready`, runs the closed loop from the
+/// first line on stdin to the next one (or its end), and prints its
+/// [`Measure::report_line`]. The parent, not this process, times the
+/// window, so that every generator process measures the same seconds as
+/// the server's CPU time.
+fn worker(ports: &[u16], w: &Workload, first_conn: usize) {
+    let gens = Generators::connect(ports, w, first_conn);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready")
+        .and_then(|()| out.flush())
+        .expect("stdout");
+    let mut line = String::new();
+    let stdin = std::io::stdin();
+    stdin.read_line(&mut line).expect("stdin");
+    gens.go();
+    let own0 = cpu_secs(std::process::id());
+    let started = Instant::now();
+    line.clear();
+    let _ = stdin.read_line(&mut line);
+    gens.stop();
+    let secs = started.elapsed().as_secs_f64();
+    let client_cpu = cpu_secs(std::process::id()) - own0;
+    let m = Measure {
+        secs,
+        client_cpu,
+        ..gens.join()
+    };
+    writeln!(out, "{}", m.report_line())
+        .and_then(|()| out.flush())
+        .expect("stdout");
+}
+
+/// [`load`] from separate generator processes, one per entry of
+/// `split_conns(w.conns, procs)`, pinned to `cpus` round robin: a load
+/// that needs several cores, measured without the generators' threads
+/// competing in one process or wandering onto the servers' cores. All
+/// are connected before the window opens, and run the same window.
+fn load_procs(ports: &[u16], w: &Workload, pid: u32, procs: usize, cpus: Option<&Cpus>) -> Measure {
+    preload(ports, w);
+    let mut workers: Vec<Worker> = split_conns(w.conns, procs)
+        .into_iter()
+        .enumerate()
+        .map(|(i, share)| Worker::spawn(ports, w, share, cpus.map(|c| c.0[i % c.0.len()])))
+        .collect();
+    for wk in &mut workers {
+        let said = wk.line();
+        assert_eq!(said, "ready", "a generator process said {said:?}");
+    }
+    let cpu0 = cpu_secs(pid);
+    let started = Instant::now();
+    workers.iter_mut().for_each(|wk| wk.say("go"));
+    std::thread::sleep(Duration::from_secs(w.secs));
+    workers.iter_mut().for_each(|wk| wk.say("stop"));
+    let secs = started.elapsed().as_secs_f64();
+    let server_cpu = cpu_secs(pid) - cpu0;
+    let mut total = Measure {
+        secs,
+        server_cpu,
+        ..Measure::default()
+    };
+    for wk in &mut workers {
+        let line = wk.line();
+        let m = Measure::from_report_line(&line)
+            .unwrap_or_else(|| panic!("a generator process reported {line:?}"));
+        total.ops += m.ops;
+        total.client_cpu += m.client_cpu;
+        total.lat_us.extend(m.lat_us);
+    }
+    total.lat_us.sort_unstable();
+    total
+}
+
+/// Where [`scale`] runs its servers and generators.
+struct Placement {
+    server_cpus: Option<Cpus>,
+    load_cpus: Option<Cpus>,
+    /// Generator processes; 0: threads of this process, as [`load`].
+    procs: usize,
+}
+
+impl Placement {
+    /// Loads the running `server` with `w`.
+    fn measure(&self, server: &Running, w: &Workload) -> Measure {
+        if self.procs == 0 {
+            return load(&server.ports(), w, Some(server.pid()));
+        }
+        load_procs(
+            &server.ports(),
+            w,
+            server.pid(),
+            self.procs,
+            self.load_cpus.as_ref(),
+        )
+    }
+}
+
 /// A server started for [`scale`]: one process, one or more ports.
 enum Running {
     One(Server),
@@ -878,15 +1289,15 @@ fn scale_subjects(n: u16) -> [(String, Box<dyn Fn() -> Running>); 3] {
 /// Scaling out: for each N, memcached -t N, wasmcached-server -t N and
 /// wasmcached --instances N under the same hashing generator, each started
 /// fresh per measurement, in alternating rounds.
-fn scale(ns: &[u16], rounds: usize, w: &Workload) {
+fn scale(ns: &[u16], rounds: usize, w: &Workload, place: &Placement) {
     println!("| N | server | ops/s | p50 ms | p99 ms | server CPU µs/op | generator CPU µs/op | ops/s vs memcached -t N |");
     println!("|---|---|---|---|---|---|---|---|");
     for &n in ns {
         let subjects = scale_subjects(n);
         let mut results: Vec<Vec<Measure>> = subjects.iter().map(|_| Vec::new()).collect();
         alternate(subjects.len(), rounds, |at| {
-            let server = (subjects[at].1)();
-            results[at].push(load(&server.ports(), w, Some(server.pid())));
+            let server = pinned(place.server_cpus.as_ref(), || (subjects[at].1)());
+            results[at].push(place.measure(&server, w));
         });
         let mut base = 0.0;
         for ((name, _), ms) in subjects.iter().zip(results) {
@@ -954,7 +1365,16 @@ fn memory(items: usize) {
 
 fn main() {
     match Cli::parse().cmd {
-        Cmd::Load { port, servers, w } => {
+        Cmd::Load {
+            port,
+            servers,
+            worker: true,
+            first_conn,
+            w,
+        } => worker(&(port..port + servers).collect::<Vec<_>>(), &w, first_conn),
+        Cmd::Load {
+            port, servers, w, ..
+        } => {
             let ports: Vec<u16> = (0..servers).map(|i| port + i).collect();
             let m = load(&ports, &w, None);
             println!(
@@ -973,14 +1393,70 @@ fn main() {
             only,
             no_memaslap,
         } => compare(rounds, secs, &only, !no_memaslap),
-        Cmd::Scale { n, rounds, w } => scale(&n, rounds, &w),
+        Cmd::Scale {
+            n,
+            rounds,
+            server_cpus,
+            load_cpus,
+            procs,
+            w,
+        } => {
+            let procs = procs.unwrap_or(load_cpus.as_ref().map_or(0, |c| c.0.len()));
+            let place = Placement {
+                server_cpus,
+                load_cpus,
+                procs,
+            };
+            scale(&n, rounds, &w, &place)
+        }
         Cmd::Memory { items } => memory(items),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Replies;
+    use super::{parse_cpus, split_conns, Cpus, Measure, Replies};
+
+    #[test]
+    fn cpu_lists_read_like_taskset() {
+        assert_eq!(parse_cpus("0-3"), Ok(Cpus(vec![0, 1, 2, 3])));
+        assert_eq!(parse_cpus("0,2,4"), Ok(Cpus(vec![0, 2, 4])));
+        assert_eq!(parse_cpus("1,8-9"), Ok(Cpus(vec![1, 8, 9])));
+        assert!(parse_cpus("3-1").is_err());
+        assert!(parse_cpus("x").is_err());
+        assert!(parse_cpus("5000").is_err());
+    }
+
+    /// Every connection goes to exactly one process, shares differ by at
+    /// most one, and no process is started without connections.
+    #[test]
+    fn connections_split_evenly_over_processes() {
+        let eights: Vec<(usize, usize)> = (0..8).map(|i| (8 * i, 8)).collect();
+        assert_eq!(split_conns(64, 8), eights);
+        assert_eq!(split_conns(10, 4), vec![(0, 3), (3, 3), (6, 2), (8, 2)]);
+        assert_eq!(split_conns(2, 8), vec![(0, 1), (1, 1)]);
+    }
+
+    /// A generator process's report carries its latencies exactly, so
+    /// percentiles over several processes are those of all samples.
+    #[test]
+    fn report_lines_carry_every_latency() {
+        let m = Measure {
+            ops: 6,
+            secs: 2.5,
+            client_cpu: 0.25,
+            lat_us: vec![7, 7, 9, 12, 12, 12],
+            ..Measure::default()
+        };
+        let line = m.report_line();
+        assert_eq!(line, "result ops=6 secs=2.5 cpu=0.25 lat=7:2,9:1,12:3");
+        let back = Measure::from_report_line(&line).expect("parses");
+        assert_eq!((back.ops, back.secs, back.client_cpu), (6, 2.5, 0.25));
+        assert_eq!(back.lat_us, m.lat_us);
+        let empty = Measure::from_report_line(&Measure::default().report_line()).expect("parses");
+        assert!(empty.lat_us.is_empty());
+        assert!(Measure::from_report_line("ready").is_none());
+    }
 
     /// Any split of the reply stream frames the same replies, and value
     /// bodies that look like terminators are skipped, not counted.
