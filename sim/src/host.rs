@@ -239,6 +239,14 @@ impl Wake for SockWaker {
     }
 }
 
+/// Adds a connection to the pass's writes, once.
+fn queue_write(to_write: &mut Vec<ConnId>, s: &mut Sock) {
+    if !s.queued {
+        s.queued = true;
+        to_write.push(s.id);
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -253,6 +261,8 @@ struct Sock {
     readable: bool,
     /// The last write returned `Pending`: wait for a writable event.
     stalled: bool,
+    /// In the loop's `to_write`.
+    queued: bool,
     read_waker: Waker,
     write_waker: Waker,
     /// The planted bug's request framing, when it is on.
@@ -277,6 +287,12 @@ struct EventLoop {
     gather: Vec<u8>,
     events: Vec<Event>,
     runnable: Vec<ConnId>,
+    /// From [`Driver::take_changed`]: as the WASI server does, a pass
+    /// writes only the connections the driver lists and those whose
+    /// socket became writable, so a change the driver fails to list shows
+    /// here as a client that waits for ever.
+    changed: Vec<ConnId>,
+    to_write: Vec<ConnId>,
     /// The planted bug, when there is one.
     planted: Option<Planted>,
     name: &'static str,
@@ -327,6 +343,8 @@ impl EventLoop {
             gather: Vec::new(),
             events: Vec::new(),
             runnable: Vec::new(),
+            changed: Vec::new(),
+            to_write: Vec::new(),
             planted: cfg.plant.map(Planted::new),
             cfg,
             name,
@@ -436,9 +454,7 @@ impl EventLoop {
         }
         busy |= self.process(now);
         let after_process = self.driver.held_bytes();
-        for i in 0..self.socks.len() {
-            busy |= self.write(i);
-        }
+        busy |= self.write_listed();
         busy |= self.close_finished();
         if let Some(p) = &self.planted {
             if p.fired > self.fired {
@@ -462,6 +478,7 @@ impl EventLoop {
             }
             if e.write {
                 s.stalled = false;
+                queue_write(&mut self.to_write, s);
             } else {
                 s.readable = true;
                 if !self.driver.interest(s.id).read && peer_reset(s) {
@@ -521,6 +538,7 @@ impl EventLoop {
                 stream,
                 readable: true,
                 stalled: false,
+                queued: false,
                 read_waker: waker(false),
                 write_waker: waker(true),
                 framer: self.planted.as_ref().map(|_| Vec::new()),
@@ -624,6 +642,29 @@ impl EventLoop {
                 crate::trace::Cause::Eviction,
             );
         }
+        any
+    }
+
+    /// Writes the connections the driver lists as changed and those whose
+    /// socket became writable.
+    fn write_listed(&mut self) -> bool {
+        self.changed.clear();
+        self.driver.take_changed(&mut self.changed);
+        for &id in &self.changed {
+            if let Some(s) = self.socks[id.index()].as_mut() {
+                queue_write(&mut self.to_write, s);
+            }
+        }
+        let mut any = false;
+        let mut queue = std::mem::take(&mut self.to_write);
+        for &id in &queue {
+            if let Some(s) = self.socks[id.index()].as_mut() {
+                s.queued = false;
+                any |= self.write(id.index());
+            }
+        }
+        queue.clear();
+        self.to_write = queue;
         any
     }
 
