@@ -190,6 +190,11 @@ pub struct Guest {
 pub fn load(component: Option<&Path>) -> anyhow::Result<Guest> {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    // `perf` can name the guest's functions when the compiled code is
+    // listed in /tmp/perf-PID.map (see the README's profiling notes).
+    if std::env::var_os("WASMCACHED_PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config).map_err(|e| anyhow!("{e}"))?;
     let component = match component {
         Some(p) => {
