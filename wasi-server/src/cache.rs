@@ -17,20 +17,37 @@ use wasmcached_core::{Clock, Config, Shards, Store};
 /// "No deadline" in the published expiry deadlines.
 pub(crate) const NEVER: u64 = u64::MAX;
 
+/// A value alone on its cache lines (two lines: x86's prefetcher pulls
+/// pairs), so that workers writing it do not slow workers reading its
+/// neighbours.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// The shards and their published deadlines.
 pub(crate) struct SharedCache {
-    shards: Vec<Mutex<Store>>,
+    /// Each shard's lock on its own lines: one worker taking a shard
+    /// must not invalidate the line another reads the next shard's lock
+    /// (or the end of its store) from.
+    shards: Vec<Padded<Mutex<Store>>>,
     /// Each shard's next expiry step (monotonic ms), as of its last unlock.
     due: Vec<AtomicU64>,
     /// The earliest of `due`, give or take a shard unlocked while it was
     /// recomputed (that shard is then swept at the next due time, at most
-    /// a sweep interval late).
-    earliest: AtomicU64,
+    /// a sweep interval late). Read by every worker every pass.
+    earliest: Padded<AtomicU64>,
     /// The whole cache's settings.
     cfg: Config,
     /// Workers to wake for their watchers' log lines (bit `worker % 64`),
     /// gathered from every shard as it is unlocked.
-    wake: AtomicU64,
+    wake: Padded<AtomicU64>,
 }
 
 impl SharedCache {
@@ -39,11 +56,11 @@ impl SharedCache {
     pub(crate) fn new(cfg: Config, stores: Vec<Store>) -> SharedCache {
         let n = stores.len();
         SharedCache {
-            shards: stores.into_iter().map(Mutex::new).collect(),
+            shards: stores.into_iter().map(|s| Padded(Mutex::new(s))).collect(),
             due: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            earliest: AtomicU64::new(0),
+            earliest: Padded(AtomicU64::new(0)),
             cfg,
-            wake: AtomicU64::new(0),
+            wake: Padded(AtomicU64::new(0)),
         }
     }
 
@@ -75,6 +92,12 @@ impl SharedCache {
     /// The workers whose watchers got log lines since the last call (see
     /// `Store::take_log_wakeups`); cleared.
     pub(crate) fn take_wakeups(&self) -> u64 {
+        // Every worker asks every pass and there is seldom anything: a
+        // swap would write the shared line each time, a load only reads
+        // it.
+        if self.wake.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
         self.wake.swap(0, Ordering::Relaxed)
     }
 
