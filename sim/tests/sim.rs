@@ -2,6 +2,8 @@
 //! broken store, and each scenario's headline property on a few seeds
 //! (`scripts/sim-sweep` runs a thousand per scenario).
 
+use std::ops::Range;
+
 use wasmcached_sim::plant::Plant;
 use wasmcached_sim::report::Json;
 use wasmcached_sim::{run, RunConfig};
@@ -51,16 +53,17 @@ fn same_seed_same_trace_different_seeds_different_traces() {
     }
 }
 
-#[test]
-fn checker_catches_a_store_that_drops_every_100th_write() {
-    for seed in 0..20 {
+/// Runs `scenario` on `seeds` against a store that drops every `every`-th
+/// write and asserts the checker notices each run, and by the history itself
+/// (a stale read, a missed or lost update), not only by a final count.
+fn assert_lost_writes_caught(scenario: &str, every: u64, seeds: Range<u64>) {
+    for seed in seeds {
         let broken = RunConfig {
-            plant: Some(Plant::LostWrite { every: 100 }),
+            plant: Some(Plant::LostWrite { every }),
             ..cfg(seed)
         };
-        let r = run("cas-counter", &broken).unwrap();
+        let r = run(scenario, &broken).unwrap();
         assert!(!r.ok, "seed {seed}: the broken store went unnoticed");
-        // Not only the final count: the history itself shows the stale read.
         assert!(
             r.violations.iter().any(|v| v.contains("had since stored")
                 || v.contains("missed")
@@ -70,6 +73,11 @@ fn checker_catches_a_store_that_drops_every_100th_write() {
             r.violations
         );
     }
+}
+
+#[test]
+fn checker_catches_a_store_that_drops_every_100th_write() {
+    assert_lost_writes_caught("cas-counter", 100, 0..20);
 }
 
 #[test]
@@ -175,22 +183,7 @@ fn hostile_clients_replay_exactly() {
 
 #[test]
 fn checker_catches_dropped_writes_among_hostile_clients() {
-    for seed in 0..5 {
-        let broken = RunConfig {
-            plant: Some(Plant::LostWrite { every: 5 }),
-            ..cfg(seed)
-        };
-        let r = run("hostile-clients", &broken).unwrap();
-        assert!(!r.ok, "seed {seed}: the broken store went unnoticed");
-        assert!(
-            r.violations.iter().any(|v| v.contains("had since stored")
-                || v.contains("missed")
-                || v.contains("lost update")
-                || v.contains("not linearizable")),
-            "seed {seed}: {:?}",
-            r.violations
-        );
-    }
+    assert_lost_writes_caught("hostile-clients", 5, 0..5);
 }
 
 /// Once every client has hung up the server must hold no connection, even
