@@ -635,16 +635,26 @@ impl Connection {
         Step::Done(consumed)
     }
 
-    fn md(&mut self, store: &mut Store, toks: &Tokens<'_>) {
+    /// Common start of md and ma: the prologue, the key and its flags, and
+    /// `q`. memcached answers any flag error of these two with one message,
+    /// unlike mg's. Returns None after replying with an error.
+    fn md_ma_start(&mut self, store: &Store, toks: &Tokens<'_>) -> Option<(Key, MetaFlags)> {
         if !self.meta_prologue(toks, b"CLIENT_ERROR options flags too long", false) {
-            return;
+            return None;
         }
         let mut key = Key::from(toks.get(1));
-        let of = match preparse(store, toks, 2, &mut key) {
-            Ok(of) => of,
-            Err(_) => return self.out_err(b"CLIENT_ERROR invalid or duplicate flag"),
+        let Ok(of) = preparse(store, toks, 2, &mut key) else {
+            self.out_err(b"CLIENT_ERROR invalid or duplicate flag");
+            return None;
         };
         self.noreply = of.no_reply;
+        Some((key, of))
+    }
+
+    fn md(&mut self, store: &mut Store, toks: &Tokens<'_>) {
+        let Some((key, of)) = self.md_ma_start(store, toks) else {
+            return;
+        };
         let key = key.as_slice();
         let mut flags = Vec::new();
         if let Err(e) = push_reflected(&mut flags, toks, key, of.key_binary) {
@@ -686,15 +696,9 @@ impl Connection {
     }
 
     fn ma(&mut self, store: &mut Store, toks: &Tokens<'_>) {
-        if !self.meta_prologue(toks, b"CLIENT_ERROR options flags too long", false) {
+        let Some((key, of)) = self.md_ma_start(store, toks) else {
             return;
-        }
-        let mut key = Key::from(toks.get(1));
-        let of = match preparse(store, toks, 2, &mut key) {
-            Ok(of) => of,
-            Err(_) => return self.out_err(b"CLIENT_ERROR invalid or duplicate flag"),
         };
-        self.noreply = of.no_reply;
         let key = key.as_slice();
         let incr = match of.mode {
             0 | b'I' | b'+' => true,
