@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::{drain, feed, Rng};
-use wasmcached_core::{Clock, Config, Connection, Progress, SaslDb, Store};
+use common::{feed, feed_checking, Rng};
+use wasmcached_core::{Clock, Config, Connection, SaslDb, Store};
 
 const CLOCK: Clock = Clock::new(0, 1_700_000_000);
 
@@ -108,28 +108,15 @@ fn auth(good: bool) -> Vec<u8> {
 /// Feeds `chunks` one at a time, processing fully after each, with the
 /// buffering bounds checked on every pass.
 fn feed_checked(conn: &mut Connection, store: &mut Store, chunks: &[&[u8]]) -> (Vec<u8>, bool) {
-    let mut out = Vec::new();
-    for chunk in chunks {
-        if conn.is_closing() {
-            break;
-        }
-        conn.receive(chunk);
-        loop {
-            let p = conn.process(store, CLOCK);
-            // A header, 255 bytes of extras and a 64 KiB key, or a value
-            // within -I, plus what one chunk brought: never more.
-            assert!(
-                conn.held_bytes() <= 512 * 1024,
-                "held {}",
-                conn.held_bytes()
-            );
-            drain(conn, &mut out);
-            if matches!(p, Progress::NeedInput | Progress::Close) {
-                break;
-            }
-        }
-    }
-    (out, conn.is_closing())
+    feed_checking(conn, store, CLOCK, chunks, |conn| {
+        // A header, 255 bytes of extras and a 64 KiB key, or a value
+        // within -I, plus what one chunk brought: never more.
+        assert!(
+            conn.held_bytes() <= 512 * 1024,
+            "held {}",
+            conn.held_bytes()
+        );
+    })
 }
 
 fn run(seed: u64, sasl: bool) {

@@ -37,6 +37,18 @@ pub fn feed<S: Shards>(
     clock: Clock,
     chunks: &[&[u8]],
 ) -> (Vec<u8>, bool) {
+    feed_checking(conn, store, clock, chunks, |_| {})
+}
+
+/// [`feed`], calling `check` on the connection after every pass, before its
+/// output is drained: for asserting bounds on what it holds meanwhile.
+pub fn feed_checking<S: Shards>(
+    conn: &mut Connection,
+    store: &mut S,
+    clock: Clock,
+    chunks: &[&[u8]],
+    mut check: impl FnMut(&Connection),
+) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     for chunk in chunks {
         if conn.is_closing() {
@@ -45,6 +57,7 @@ pub fn feed<S: Shards>(
         conn.receive(chunk);
         loop {
             let p = conn.process(store, clock);
+            check(conn);
             drain(conn, &mut out);
             if matches!(p, Progress::NeedInput | Progress::Close) {
                 break;
