@@ -13,14 +13,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::check::{self, Policy};
+use crate::check::Policy;
 use crate::client::{Client, Failed};
 use crate::host;
 use crate::report::{Json, Report};
 use crate::rng::Rng;
-use crate::scenario::{sim, RunConfig};
-use crate::trace::Mode;
-use crate::trace::Recorder;
+use crate::scenario::{report, sim, RunConfig};
+use crate::trace::{Mode, Recorder, Shared};
 
 /// Clients.
 pub const CLIENTS: u64 = 5;
@@ -89,6 +88,29 @@ pub async fn visit_incr(c: &mut Client, key: &str) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The client that reads the final counts once the visits are done: the
+/// seed's stream 0 (the visiting clients take 1 on).
+pub fn reader(server: &'static str, seed: u64, rec: Shared) -> Client {
+    Client::new(
+        "reader".into(),
+        server,
+        Rng::new(seed, 0),
+        rec,
+        Duration::from_secs(5),
+    )
+}
+
+/// The count `key` holds (0 when it is missing), asked again until a read
+/// is answered: a fault may still be in effect.
+pub async fn read_count_retrying(c: &mut Client, key: &str) -> u64 {
+    loop {
+        match c.get(key, false).await {
+            Ok(v) => return v.map_or(0, |(v, _)| count_of(&v)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 /// Runs the scenario.
 pub fn run(cfg: &RunConfig) -> Report {
     let rec = Recorder::shared(cfg.keep_trace);
@@ -135,13 +157,7 @@ pub fn run(cfg: &RunConfig) -> Report {
         while *f.borrow() < CLIENTS {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let mut c = Client::new(
-            "reader".into(),
-            "server",
-            Rng::new(seed, 0),
-            r,
-            Duration::from_secs(5),
-        );
+        let mut c = reader("server", seed, r);
         let num = |v: Option<(Vec<u8>, Option<u64>)>| v.map_or(0, |(v, _)| count_of(&v));
         let cas = num(c.get(CAS_KEY, false).await.map_err(|_| "read")?);
         let naive = num(c.get(NAIVE_KEY, false).await.map_err(|_| "read")?);
@@ -172,16 +188,13 @@ pub fn run(cfg: &RunConfig) -> Report {
         no_stale_reads: true,
         no_silent_misses: true,
     };
-    let checked = check::history(&rec, policy);
-    violations.extend(checked.violations.iter().cloned());
-    Report {
-        scenario: "cas-counter",
-        seed: cfg.seed,
-        trace_hash: rec.hash(),
-        trace_events: rec.len(),
-        ok: violations.is_empty(),
+    report(
+        "cas-counter",
+        cfg,
+        &rec,
+        policy,
         violations,
-        fields: vec![
+        vec![
             ("expected".into(), Json::Int(expected)),
             ("final".into(), Json::Int(final_cas)),
             ("final_incr".into(), Json::Int(final_incr)),
@@ -191,8 +204,5 @@ pub fn run(cfg: &RunConfig) -> Report {
                 Json::Int(expected.saturating_sub(final_naive)),
             ),
         ],
-        trace: rec.keep_text.then(|| rec.text.clone()),
-        plant_fired: cfg.plant.map(|_| rec.plant_fired),
-        checked,
-    }
+    )
 }

@@ -39,7 +39,7 @@ use crate::db::{self, DbClient};
 use crate::host;
 use crate::report::{Json, Report};
 use crate::rng::Rng;
-use crate::scenario::{builder, RunConfig};
+use crate::scenario::{builder, step, RunConfig};
 use crate::trace::{now, Mode, Outcome, Recorder, Shared};
 
 /// Cache servers.
@@ -281,13 +281,8 @@ fn simulate(cfg: &RunConfig, flush_on_return: bool) -> Outcome1 {
             }
             _ => {}
         }
-        match sim.step() {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
-                violations.push(format!("simulation failed: {e}"));
-                break;
-            }
+        if step(&mut sim, &mut violations) {
+            break;
         }
     }
     let rec = rec.borrow();

@@ -27,13 +27,13 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::check::{self, Policy};
+use crate::check::Policy;
 use crate::client::{Client, Request};
 use crate::host::{self, ClockOffset, HostConfig, EPOCH_SECS};
 use crate::report::{Json, Report};
 use crate::rng::Rng;
-use crate::scenario::cas_counter::{count_of, visit_cas};
-use crate::scenario::{builder, RunConfig};
+use crate::scenario::cas_counter::{count_of, read_count_retrying, reader, visit_cas};
+use crate::scenario::{builder, report, step, RunConfig};
 use crate::trace::{now, Mode, Outcome, Recorder, Shared};
 
 /// Counter clients.
@@ -285,21 +285,8 @@ pub fn run(cfg: &RunConfig) -> Report {
         while *f.borrow() < CLIENTS || now() < END + Duration::from_millis(600) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let mut c = Client::new(
-            "reader".into(),
-            "server",
-            Rng::new(seed, 0),
-            r,
-            Duration::from_secs(5),
-        );
-        let v = loop {
-            match c.get(KEY, false).await {
-                Ok(v) => break v,
-                // A fault may still be in effect: retry.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        };
-        *fin.borrow_mut() = Some(v.map_or(0, |(v, _)| count_of(&v)));
+        let mut c = reader("server", seed, r);
+        *fin.borrow_mut() = Some(read_count_retrying(&mut c, KEY).await);
         Ok(())
     });
 
@@ -369,13 +356,8 @@ pub fn run(cfg: &RunConfig) -> Report {
             }
             false
         });
-        match sim.step() {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
-                violations.push(format!("simulation failed: {e}"));
-                break;
-            }
+        if step(&mut sim, &mut violations) {
+            break;
         }
     }
 
@@ -409,28 +391,22 @@ pub fn run(cfg: &RunConfig) -> Report {
         .iter()
         .filter(|o| o.outcome == Outcome::Indeterminate)
         .count() as u64;
-    // TTLs run out in this scenario: misses are the search's to judge.
-    let checked = check::history(
-        &rec,
-        Policy {
-            no_stale_reads: true,
-            no_silent_misses: false,
-        },
-    );
-    violations.extend(checked.violations.iter().cloned());
     let evictions = rec
         .disruptions
         .iter()
         .filter(|d| d.cause == crate::trace::Cause::Eviction)
         .count() as u64;
-    Report {
-        scenario: "faults",
-        seed: cfg.seed,
-        trace_hash: rec.hash(),
-        trace_events: rec.len(),
-        ok: violations.is_empty(),
+    report(
+        "faults",
+        cfg,
+        &rec,
+        // TTLs run out in this scenario: misses are the search's to judge.
+        Policy {
+            no_stale_reads: true,
+            no_silent_misses: false,
+        },
         violations,
-        fields: vec![
+        vec![
             ("acked_increments".into(), Json::Int(CLIENTS * VISITS)),
             ("final".into(), Json::Int(final_value)),
             ("faults".into(), Json::Int(faults)),
@@ -451,8 +427,5 @@ pub fn run(cfg: &RunConfig) -> Report {
                 Json::Str(format!("{:+}", profile.skew)),
             ),
         ],
-        trace: rec.keep_text.then(|| rec.text.clone()),
-        plant_fired: cfg.plant.map(|_| rec.plant_fired),
-        checked,
-    }
+    )
 }

@@ -33,6 +33,7 @@
 //! shed.
 
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -42,12 +43,12 @@ use turmoil::net::TcpStream;
 use wasmcached_core::driver::TOO_MANY_CONNECTIONS;
 use wasmcached_core::DriverConfig;
 
-use crate::check::{self, Policy};
+use crate::check::Policy;
 use crate::client::Client;
 use crate::host::{self, HostConfig, HostProbe, PORT};
 use crate::report::{Json, Report};
 use crate::rng::Rng;
-use crate::scenario::{builder, percentile, RunConfig};
+use crate::scenario::{builder, percentile, report, RunConfig};
 use crate::trace::{now, Cmd, Mode, Op, Outcome, Recorder, Shared};
 
 /// Connection limit (`-c`).
@@ -349,17 +350,65 @@ async fn good(i: u64, seed: u64, rec: Shared, t: Tallied, ops: u64) {
     t.borrow_mut().good_left -= 1;
 }
 
+/// A plain `set` (flags and TTL 0) that a client writes on its own socket,
+/// outside [`Client`], and records in the history all the same.
+struct RawSet {
+    key: String,
+    value: Vec<u8>,
+    invoke: Duration,
+    first: u64,
+}
+
+impl RawSet {
+    /// Issues one now: its place in the run's execution order is taken here.
+    fn start(rec: &Shared, key: String, value: Vec<u8>) -> RawSet {
+        RawSet {
+            key,
+            value,
+            invoke: now(),
+            first: rec.borrow_mut().seq(),
+        }
+    }
+
+    /// The request's bytes: the command line and the data block.
+    fn request(&self) -> Vec<u8> {
+        let mut req = format!("set {} 0 0 {}\r\n", self.key, self.value.len()).into_bytes();
+        req.extend_from_slice(&self.value);
+        req.extend_from_slice(b"\r\n");
+        req
+    }
+
+    /// Records it in the history as `client`'s on the connection from
+    /// `conn`, completed now with `outcome`.
+    fn record(self, rec: &Shared, client: Rc<str>, conn: Option<SocketAddr>, outcome: Outcome) {
+        rec.borrow_mut().op(Op {
+            client,
+            server: "server",
+            key: self.key,
+            cmd: Cmd::Store {
+                mode: Mode::Set,
+                value: self.value,
+                flags: 0,
+                ttl: 0,
+                cas: None,
+            },
+            invoke: self.invoke,
+            complete: now(),
+            first: self.first,
+            last: 0,
+            conn,
+            outcome,
+        });
+    }
+}
+
 /// Stores the large and medium values with one write each, recording the
 /// writes in the history.
 async fn seed_values(rec: &Shared, values: &[(&str, Rc<Vec<u8>>)]) -> Result<(), String> {
     let mut s = connect().await.map_err(|e| format!("seeder: {e}"))?;
     for (key, v) in values {
-        let invoke = now();
-        let first = rec.borrow_mut().seq();
-        let mut req = format!("set {key} 0 0 {}\r\n", v.len()).into_bytes();
-        req.extend_from_slice(v);
-        req.extend_from_slice(b"\r\n");
-        s.write_all(&req)
+        let set = RawSet::start(rec, (*key).into(), v.to_vec());
+        s.write_all(&set.request())
             .await
             .map_err(|e| format!("seeder: {e}"))?;
         let mut got = [0u8; 8];
@@ -372,24 +421,7 @@ async fn seed_values(rec: &Shared, values: &[(&str, Rc<Vec<u8>>)]) -> Result<(),
                 String::from_utf8_lossy(&got)
             ));
         }
-        rec.borrow_mut().op(Op {
-            client: "seeder".into(),
-            server: "server",
-            key: (*key).into(),
-            cmd: Cmd::Store {
-                mode: Mode::Set,
-                value: v.to_vec(),
-                flags: 0,
-                ttl: 0,
-                cas: None,
-            },
-            invoke,
-            complete: now(),
-            first,
-            last: 0,
-            conn: s.local_addr().ok(),
-            outcome: Outcome::Stored,
-        });
+        set.record(rec, "seeder".into(), s.local_addr().ok(), Outcome::Stored);
     }
     Ok(())
 }
@@ -448,15 +480,13 @@ async fn slow_reader(i: u64, seed: u64, big: Rc<Vec<u8>>, mid: Rc<Vec<u8>>, t: T
 /// recording the write in the history.
 async fn slowloris(i: u64, seed: u64, rec: Shared, t: Tallied) {
     let mut rng = Rng::new(seed, 400 + i);
-    let key = format!("sl:{i}");
-    let value = format!("trickled-{i}").into_bytes();
-    let mut req = format!("set {key} 0 0 {}\r\n", value.len()).into_bytes();
-    req.extend_from_slice(&value);
-    req.extend_from_slice(b"\r\n");
     let Ok(mut s) = connect().await else { return };
-    let invoke = now();
-    let first = rec.borrow_mut().seq();
-    for b in &req {
+    let set = RawSet::start(
+        &rec,
+        format!("sl:{i}"),
+        format!("trickled-{i}").into_bytes(),
+    );
+    for b in &set.request() {
         if s.write_all(std::slice::from_ref(b)).await.is_err() {
             fail(&t, format!("slowloris-{i}: connection lost"));
             return;
@@ -480,24 +510,12 @@ async fn slowloris(i: u64, seed: u64, rec: Shared, t: Tallied) {
     if outcome == Outcome::Stored {
         t.borrow_mut().slowloris_stored += 1;
     }
-    rec.borrow_mut().op(Op {
-        client: format!("slowloris-{i}").into(),
-        server: "server",
-        key,
-        cmd: Cmd::Store {
-            mode: Mode::Set,
-            value,
-            flags: 0,
-            ttl: 0,
-            cas: None,
-        },
-        invoke,
-        complete: now(),
-        first,
-        last: 0,
-        conn: s.local_addr().ok(),
+    set.record(
+        &rec,
+        format!("slowloris-{i}").into(),
+        s.local_addr().ok(),
         outcome,
-    });
+    );
 }
 
 /// Sends a `set` header and half its data block, then hangs up. Small
@@ -927,24 +945,9 @@ pub fn run(cfg: &RunConfig) -> Report {
     if let Err(e) = sim_result {
         violations.push(format!("simulation failed: {e}"));
     }
-    let checked = check::history(
-        &rec,
-        Policy {
-            no_stale_reads: true,
-            no_silent_misses: true,
-        },
-    );
-    violations.extend(checked.violations.iter().cloned());
-    Report {
-        scenario: "hostile-clients",
-        seed,
-        trace_hash: rec.hash(),
-        trace_events: rec.len(),
-        ok: violations.is_empty(),
-        violations,
-        fields,
-        trace: rec.keep_text.then(|| rec.text.clone()),
-        plant_fired: cfg.plant.map(|_| rec.plant_fired),
-        checked,
-    }
+    let policy = Policy {
+        no_stale_reads: true,
+        no_silent_misses: true,
+    };
+    report("hostile-clients", cfg, &rec, policy, violations, fields)
 }

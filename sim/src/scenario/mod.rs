@@ -8,8 +8,11 @@ pub mod hostile;
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::check::{self, Policy};
 use crate::host::EPOCH_SECS;
 use crate::plant::Plant;
+use crate::report::{Json, Report};
+use crate::trace::Recorder;
 
 /// Settings shared by every scenario run.
 #[derive(Clone, Debug)]
@@ -38,6 +41,45 @@ pub fn builder(seed: u64, duration: Duration) -> turmoil::Builder {
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
         .rng_seed(seed);
     b
+}
+
+/// The report of a scenario that ran one simulation: its history checked
+/// under `policy`, whose violations follow the scenario's own, and the
+/// trace's figures.
+pub fn report(
+    scenario: &'static str,
+    cfg: &RunConfig,
+    rec: &Recorder,
+    policy: Policy,
+    mut violations: Vec<String>,
+    fields: Vec<(String, Json)>,
+) -> Report {
+    let checked = check::history(rec, policy);
+    violations.extend(checked.violations.iter().cloned());
+    Report {
+        scenario,
+        seed: cfg.seed,
+        trace_hash: rec.hash(),
+        trace_events: rec.len(),
+        ok: violations.is_empty(),
+        violations,
+        fields,
+        trace: rec.keep_text.then(|| rec.text.clone()),
+        plant_fired: cfg.plant.map(|_| rec.plant_fired),
+        checked,
+    }
+}
+
+/// Runs the simulation one step. True once it is over: every client has
+/// finished, or the simulation failed, which is recorded in `violations`.
+pub fn step(sim: &mut turmoil::Sim<'_>, violations: &mut Vec<String>) -> bool {
+    match sim.step() {
+        Ok(done) => done,
+        Err(e) => {
+            violations.push(format!("simulation failed: {e}"));
+            true
+        }
+    }
 }
 
 /// Percentile of sorted sim-time latencies, in milliseconds.

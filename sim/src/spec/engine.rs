@@ -20,9 +20,9 @@ use crate::db::{self, DbClient};
 use crate::host::{self, ClockOffset, HostConfig, HostProbe, Probe, EPOCH_SECS};
 use crate::report::{Json, Report};
 use crate::rng::Rng;
-use crate::scenario::cas_counter::count_of;
+use crate::scenario::cas_counter::{count_of, read_count_retrying, reader};
 use crate::scenario::hostile::{self, Population};
-use crate::scenario::{builder, herd, percentile, RunConfig};
+use crate::scenario::{builder, herd, percentile, step, RunConfig};
 use crate::trace::{now, Mode, Outcome, Recorder, Shared};
 use crate::warm::Disk;
 use wasmcached_core::shards::MAX_SHARDS;
@@ -1126,22 +1126,9 @@ fn simulate(spec: &Spec, variant: Option<&Variant>, cfg: &RunConfig) -> Sim1 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             for (key, server) in counters {
-                let mut c = Client::new(
-                    "reader".into(),
-                    server,
-                    Rng::new(seed, 0),
-                    w2.rec.clone(),
-                    Duration::from_secs(5),
-                );
-                let v = loop {
-                    match c.get(&key, false).await {
-                        Ok(v) => break v,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                };
-                w2.finals
-                    .borrow_mut()
-                    .insert(key, v.map_or(0, |(v, _)| count_of(&v)));
+                let mut c = reader(server, seed, w2.rec.clone());
+                let count = read_count_retrying(&mut c, &key).await;
+                w2.finals.borrow_mut().insert(key, count);
             }
             Ok(())
         });
@@ -1232,13 +1219,8 @@ fn simulate(spec: &Spec, variant: Option<&Variant>, cfg: &RunConfig) -> Sim1 {
                 schedule.push(undo);
             }
         }
-        match sim.step() {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
-                violations.push(format!("simulation failed: {e}"));
-                break;
-            }
+        if step(&mut sim, &mut violations) {
+            break;
         }
     }
 
