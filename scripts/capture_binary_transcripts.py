@@ -46,7 +46,8 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIR = os.path.join(ROOT, "conformance")
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from capture_transcripts import escape, parse_cases, run_case, unescape  # noqa: E402
+from capture_transcripts import (  # noqa: E402
+    captured_by, escape, parse_cases, run_case, unescape, write_transcript)
 
 # The users every `-S` case can authenticate as (user, password). The core's
 # transcript harness configures the same ones.
@@ -211,18 +212,11 @@ def main():
                 if c["name"] in sys.argv[1:]:
                     print("\n".join(run_case(c, fmt_packets, env)))
         return
-    ver = subprocess.run(["memcached", "-V"], capture_output=True, text=True).stdout.strip()
-    lines = ["# Captured from %s by scripts/capture_binary_transcripts.py; do not edit." % ver,
-             "# Steps are hex: header fields | extras | key | value; ';' between packets.",
-             "format hex", ""]
+    header = [captured_by("capture_binary_transcripts.py"),
+              "# Steps are hex: header fields | extras | key | value; ';' between packets.",
+              "format hex", ""]
     with tempfile.TemporaryDirectory() as tmp:
-        env = sasl_env(tmp)
-        for c in cases:
-            lines += run_case(c, fmt_packets, env)
-            lines.append("")
-    with open(os.path.join(DIR, suite + ".transcript"), "w") as f:
-        f.write("\n".join(lines))
-    print("%s: %d cases" % (suite, len(cases)))
+        write_transcript(suite, header, cases, fmt_packets, sasl_env(tmp))
 
 
 if __name__ == "__main__":

@@ -174,20 +174,33 @@ def run_case(case, fmt=escape, env=None):
     return out
 
 
+def captured_by(script):
+    """The transcript's first line: which memcached and which script wrote
+    it."""
+    ver = subprocess.run(["memcached", "-V"], capture_output=True, text=True).stdout.strip()
+    return "# Captured from %s by scripts/%s; do not edit." % (ver, script)
+
+
+def write_transcript(suite, header, cases, fmt=escape, env=None):
+    """Runs every case and writes conformance/<suite>.transcript: the
+    `header` lines, then each case's lines followed by a blank line."""
+    lines = list(header)
+    for c in cases:
+        lines += run_case(c, fmt, env)
+        lines.append("")
+    with open(os.path.join(DIR, suite + ".transcript"), "w") as f:
+        f.write("\n".join(lines))
+    print("%s: %d cases" % (suite, len(cases)))
+
+
 def main():
     suites = sys.argv[1:] or sorted(
         f[:-6] for f in os.listdir(DIR) if f.endswith(".cases"))
-    ver = subprocess.run(["memcached", "-V"], capture_output=True, text=True).stdout.strip()
+    header = [captured_by("capture_transcripts.py")]
     for suite in suites:
         with open(os.path.join(DIR, suite + ".cases")) as f:
             cases = parse_cases(f.read())
-        lines = ["# Captured from %s by scripts/capture_transcripts.py; do not edit." % ver]
-        for c in cases:
-            lines += run_case(c)
-            lines.append("")
-        with open(os.path.join(DIR, suite + ".transcript"), "w") as f:
-            f.write("\n".join(lines))
-        print("%s: %d cases" % (suite, len(cases)))
+        write_transcript(suite, header, cases)
 
 
 if __name__ == "__main__":
