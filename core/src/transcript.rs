@@ -524,6 +524,17 @@ pub fn describe_difference(want: &[u8], got: &[u8]) -> String {
     String::from("identical")
 }
 
+/// Panics listing every failure, one a line, if there are any: a harness
+/// runs all its cases before it fails, so that one run shows them all.
+pub fn assert_no_failures(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -256,12 +256,7 @@ fn run_suite(file: &str) {
         }
     }
     eprintln!("{file}: {} cases, {runs} runs", cases.len());
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    transcript::assert_no_failures(&failures);
 }
 
 #[test]

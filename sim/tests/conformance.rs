@@ -111,5 +111,5 @@ fn transcripts_through_the_simulated_server() {
     }
     eprintln!("{ran} transcript cases through the simulation");
     assert!(ran > 80);
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    transcript::assert_no_failures(&failures);
 }

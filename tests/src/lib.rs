@@ -3,6 +3,7 @@
 //! blocking client that reads exact byte counts.
 
 pub mod instances;
+pub mod replay;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -32,19 +33,37 @@ impl Kind {
     }
 }
 
+/// The repository's root: `conformance/`, `tests/python/` and `.venv` lie
+/// below it.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The project's `.venv` Python, which `scripts/setup` creates with the
+/// client libraries the tests drive; panics, saying so, where it is missing.
+pub fn venv_python() -> PathBuf {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/setup",
+        python.display()
+    );
+    python
+}
+
 /// Directory holding the release binaries (`WASMCACHED_BIN_DIR` overrides).
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("WASMCACHED_BIN_DIR") {
         return PathBuf::from(d);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release")
+    repo_root().join("target/release")
 }
 
 /// Builds the sandbox probe (tests/sandbox-probe), a guest component that
 /// tries everything the server must not be able to do and prints one
 /// `name: allowed|denied ...` line a try; returns the path of its `.wasm`.
 pub fn build_sandbox_probe() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = repo_root();
     let target_dir = root.join("target/sandbox-probe");
     let status = Command::new(env!("CARGO"))
         .current_dir(&root)
@@ -626,15 +645,8 @@ pub fn listen_overflows() -> Option<u64> {
 /// Python (`scripts/setup` creates it), printing its output; panics,
 /// naming `what`, unless it exits 0. Returns its standard output.
 pub fn run_python(script: &str, args: &[String], what: &str) -> String {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/setup",
-        python.display()
-    );
-    let out = Command::new(&python)
-        .arg(root.join("tests/python").join(script))
+    let out = Command::new(venv_python())
+        .arg(repo_root().join("tests/python").join(script))
         .args(args)
         .output()
         .expect("run python");

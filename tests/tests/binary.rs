@@ -14,15 +14,13 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use wasmcached_core::transcript::{self, Case, Step};
-use wasmcached_tests::{start, start_with_env, Client, Kind, Server};
+use wasmcached_core::transcript::{self, Case};
+use wasmcached_tests::{
+    replay, repo_root, start, start_with_env, venv_python, Client, Kind, Server,
+};
 
 /// The users `-S` servers accept (the same as the conformance cases').
 const USERS: &str = "testuser:testpass\nother:secret\n";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// A scratch directory for this test process.
 fn scratch() -> &'static Path {
@@ -160,14 +158,8 @@ fn memccapable_reference_memcached() {
 // Real clients: pylibmc (libmemcached) and python-binary-memcached.
 
 fn run_clients(server: &Server, args: &[&str]) {
-    let python = root().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/setup",
-        python.display()
-    );
-    let out = Command::new(&python)
-        .arg(root().join("tests/python/binary_clients.py"))
+    let out = Command::new(venv_python())
+        .arg(repo_root().join("tests/python/binary_clients.py"))
         .args(&args[..1])
         .arg(server.port.to_string())
         .args(&args[1..])
@@ -343,72 +335,29 @@ fn start_for_case(kind: Kind, case: &Case) -> Server {
     }
 }
 
-fn run_case(kind: Kind, case: &Case) -> Result<(), String> {
-    let server = start_for_case(kind, case);
-    let mut clients: Vec<Option<Client>> = (0..=case.connections()).map(|_| None).collect();
-    for (i, step) in case.steps.iter().enumerate() {
-        let (conn, request, reply, closed) = match step {
-            Step::Sleep { secs } => {
-                std::thread::sleep(Duration::from_secs(*secs));
-                continue;
-            }
-            Step::Send {
-                conn,
-                request,
-                reply,
-                closed,
-            } => (*conn, request, reply, *closed),
-        };
-        let c = clients[conn].get_or_insert_with(|| server.connect());
-        c.send(request);
-        // Stat values differ in length (pids, timings), so binary replies
-        // are read packet by packet.
-        let got = if reply.first() == Some(&0x81) {
-            let n = transcript::binary_packets(reply).len();
-            read_packets(c, n, Duration::from_secs(10))
-        } else {
-            c.read_n(reply.len(), Duration::from_secs(10))
-        };
-        let want = transcript::normalize_for_host(case, reply);
-        let got = transcript::normalize_for_host(case, &got);
-        if want != got {
-            return Err(format!(
-                "{}: step {i}: {}",
-                case.name,
-                transcript::describe_difference(&want, &got)
-            ));
-        }
-        if closed {
-            if !c.closed_within(Duration::from_secs(5)) {
-                return Err(format!("{}: step {i}: expected a close", case.name));
-            }
-            clients[conn] = None;
-        } else if !c.read_n(1, Duration::from_millis(30)).is_empty() {
-            return Err(format!("{}: step {i}: unexpected extra bytes", case.name));
-        }
+/// Reads a reply packet by packet where it is binary (stat values differ in
+/// length: pids, timings), by its length otherwise.
+fn read_reply(c: &mut Client, want: &[u8]) -> Vec<u8> {
+    if want.first() == Some(&0x81) {
+        let n = transcript::binary_packets(want).len();
+        read_packets(c, n, Duration::from_secs(10))
+    } else {
+        c.read_n(want.len(), Duration::from_secs(10))
     }
-    Ok(())
 }
 
 fn binary_transcripts(kind: Kind) {
-    let path = root().join("conformance/binary.transcript");
-    let cases =
-        transcript::parse(&std::fs::read_to_string(&path).expect("transcript")).expect("parse");
+    let cases = replay::load("binary.transcript");
     let failures: Vec<String> = cases
         .iter()
-        .filter_map(|case| run_case(kind, case).err())
+        .filter_map(|case| replay::replay(&start_for_case(kind, case), case, read_reply).err())
         .collect();
     eprintln!(
         "{}: {} binary transcript cases over TCP",
         kind.name(),
         cases.len()
     );
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    transcript::assert_no_failures(&failures);
 }
 
 #[test]

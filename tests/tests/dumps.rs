@@ -7,11 +7,10 @@
 //! value and expiry; expired keys absent.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use wasmcached_tests::{parse_stats, start, stat, Client, Kind, Server};
+use wasmcached_tests::{parse_stats, start, stat, venv_python, Client, Kind, Server};
 
 const TOOL: &str = "/usr/share/memcached/scripts/memcached-tool";
 
@@ -167,13 +166,7 @@ fn memcdump_keys(server: &Server) -> Vec<String> {
 /// items` shows, printed as `key<TAB>[<n> b; <exp> s]`; plus the size of
 /// one limited dump of class 1.
 fn pymemcache_cachedump(server: &Server) -> (Vec<(String, String)>, usize) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/setup",
-        python.display()
-    );
+    let python = venv_python();
     let script = r#"
 import sys
 from pymemcache.client.base import Client

@@ -12,12 +12,9 @@ use std::time::{Duration, Instant};
 
 use wasmcached_tests::instances::{free_ports, start_instances, Instances};
 use wasmcached_tests::{
-    bin_dir, build_sandbox_probe, free_port, parse_stats, start, stat, Client, Kind,
+    bin_dir, build_sandbox_probe, free_port, parse_stats, repo_root, start, stat, venv_python,
+    Client, Kind,
 };
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// `curr_items` of every instance, from its own `stats`.
 fn items_per_instance(inst: &Instances) -> Vec<u64> {
@@ -44,16 +41,11 @@ fn holders(inst: &Instances, key: &str) -> Vec<u16> {
 
 #[test]
 fn hash_client_spreads_the_article_over_instances() {
-    let python = root().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/setup",
-        python.display()
-    );
+    let python = venv_python();
     let inst = start_instances(4, &[]);
     let old = start(Kind::Wasm, &[]);
     let out = Command::new(&python)
-        .arg(root().join("tests/python/hashing.py"))
+        .arg(repo_root().join("tests/python/hashing.py"))
         .arg(old.port.to_string())
         .args(inst.ports.iter().map(u16::to_string))
         .output()
@@ -129,8 +121,8 @@ impl Drop for Proxy {
 }
 
 fn start_proxy(bin: &Path, ports: &[u16]) -> Proxy {
-    let template =
-        std::fs::read_to_string(root().join("conf/nutcracker.yml")).expect("conf/nutcracker.yml");
+    let template = std::fs::read_to_string(repo_root().join("conf/nutcracker.yml"))
+        .expect("conf/nutcracker.yml");
     for attempt in 0..5 {
         let dir =
             std::env::temp_dir().join(format!("wasmcached-nc-{}-{attempt}", std::process::id()));
@@ -178,7 +170,7 @@ fn committed_nutcracker_conf_is_valid() {
     let out = Command::new(bin)
         .arg("-t")
         .arg("-c")
-        .arg(root().join("conf/nutcracker.yml"))
+        .arg(repo_root().join("conf/nutcracker.yml"))
         .output()
         .expect("run nutcracker -t");
     let said = String::from_utf8_lossy(&out.stderr);

@@ -6,11 +6,10 @@
 //! answers `ERROR`), so its checks are behaviour with generous bounds.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use wasmcached_tests::{parse_stats, rss_bytes, start, Client, Kind, Server};
+use wasmcached_tests::{parse_stats, rss_bytes, start, venv_python, Client, Kind, Server};
 
 /// The servers under test, each with the options it runs with.
 const OURS: [(Kind, &[&str]); 3] = [
@@ -192,19 +191,13 @@ fn detail_settings(server: &Server) -> Vec<(String, String)> {
         .collect()
 }
 
-fn python() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(p.exists(), "{} missing: run scripts/setup", p.display());
-    p
-}
-
 /// Runs a pymemcache snippet with `c` connected to `server`; its stdout.
 fn pymemcache(server: &Server, body: &str) -> String {
     let script = format!(
         "import sys\nfrom pymemcache.client.base import Client\n\
          c = Client((\"127.0.0.1\", int(sys.argv[1])))\n{body}"
     );
-    let out = Command::new(python())
+    let out = Command::new(venv_python())
         .args(["-c", &script])
         .arg(server.port.to_string())
         .output()

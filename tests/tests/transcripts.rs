@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use wasmcached_core::transcript::{self, Case, Step};
-use wasmcached_tests::{start, Client, Kind};
+use wasmcached_core::transcript::{self, Case};
+use wasmcached_tests::{replay, start, Client, Kind};
 
 /// The case's options, with `-Y`'s file resolved from the repository's
 /// root (as scripts/capture_transcripts.py resolves it for memcached).
@@ -20,58 +20,21 @@ fn server_opts(opts: &[String]) -> Vec<String> {
     out
 }
 
+/// Reads a text reply: one with stats up to its terminating END (stats
+/// values differ in length: pids, timings), any other by its length.
+fn read_reply(c: &mut Client, want: &[u8]) -> Vec<u8> {
+    if want.windows(5).any(|w| w == b"STAT ") {
+        c.read_until(b"END\r\n", Duration::from_secs(10))
+    } else {
+        c.read_n(want.len(), Duration::from_secs(10))
+    }
+}
+
 fn run_case(kind: Kind, case: &Case) -> Result<(), String> {
     let opts = server_opts(&case.opts);
     let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
     let server = start(kind, &opts);
-    let mut clients: Vec<Option<Client>> = (0..=case.connections()).map(|_| None).collect();
-    for (i, step) in case.steps.iter().enumerate() {
-        match step {
-            Step::Sleep { secs } => std::thread::sleep(Duration::from_secs(*secs)),
-            Step::Send {
-                conn,
-                request,
-                reply,
-                closed,
-            } => {
-                let c = clients[*conn].get_or_insert_with(|| server.connect());
-                c.send(request);
-                // Stats values differ in length (pids, timings), so a reply
-                // with stats is read up to its terminating END instead.
-                let has_stats = reply.windows(5).any(|w| w == b"STAT ");
-                let got = if has_stats {
-                    c.read_until(b"END\r\n", Duration::from_secs(10))
-                } else {
-                    c.read_n(reply.len(), Duration::from_secs(10))
-                };
-                let want = transcript::normalize_for_host(case, reply);
-                let got_n = transcript::normalize_for_host(case, &got);
-                if want != got_n {
-                    return Err(format!(
-                        "{}: step {i}: {}",
-                        case.name,
-                        transcript::describe_difference(&want, &got_n)
-                    ));
-                }
-                if *closed {
-                    if !c.closed_within(Duration::from_secs(5)) {
-                        return Err(format!(
-                            "{}: step {i}: expected the server to close",
-                            case.name
-                        ));
-                    }
-                    clients[*conn] = None;
-                } else {
-                    // Nothing beyond the expected reply may arrive.
-                    let extra = c.read_n(1, Duration::from_millis(30));
-                    if !extra.is_empty() {
-                        return Err(format!("{}: step {i}: unexpected extra bytes", case.name));
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
+    replay::replay(&server, case, read_reply)
 }
 
 fn run_all(kind: Kind) {
@@ -85,10 +48,7 @@ fn run_all(kind: Kind) {
         "observability.transcript",
         "ascii_auth.transcript",
     ] {
-        let path = format!("{}/../conformance/{file}", env!("CARGO_MANIFEST_DIR"));
-        let cases =
-            transcript::parse(&std::fs::read_to_string(&path).expect("transcript")).expect("parse");
-        for case in &cases {
+        for case in &replay::load(file) {
             n += 1;
             let t0 = std::time::Instant::now();
             let r = run_case(kind, case);
@@ -101,12 +61,7 @@ fn run_all(kind: Kind) {
         }
     }
     eprintln!("{}: {n} transcript cases over TCP", kind.name());
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    transcript::assert_no_failures(&failures);
 }
 
 #[test]

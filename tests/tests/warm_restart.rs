@@ -8,21 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use wasmcached_tests::{start, start_logging, Kind};
+use wasmcached_tests::{repo_root, start, start_logging, venv_python, Kind};
 
 /// Items the client stores.
 const ITEMS: usize = 5000;
 
 fn python(args: &[&str]) -> String {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/setup",
-        python.display()
-    );
-    let out = Command::new(&python)
-        .arg(root.join("tests/python/warm_restart.py"))
+    let out = Command::new(venv_python())
+        .arg(repo_root().join("tests/python/warm_restart.py"))
         .args(args)
         .output()
         .expect("run python");
