@@ -196,6 +196,12 @@ pub fn linearizable(rec: &Recorder) -> (Vec<String>, Checked) {
                 n.checked_sub(1).map(|i| f.windows[i].1)
             }),
             cas_may_collide: f.is_some_and(|f| f.restarts.iter().any(|&r| r <= last)),
+            first_restart: starts.get(op.server).and_then(|v| {
+                // Starts after the first (warm ones included) that may
+                // have come before the operation completed.
+                let later = v.iter().skip(1).filter(|&&(s, _)| s <= last);
+                later.map(|&(_, at)| micros(at)).min()
+            }),
             clock_skewed: offset.is_none(),
             epoch_secs: EPOCH_SECS.saturating_add_signed(offset.unwrap_or(0)),
         }

@@ -161,6 +161,11 @@ pub struct Ctx {
     /// The server restarted before this operation completed: its CAS
     /// counter started again, so an old token may match a new item.
     pub cas_may_collide: bool,
+    /// Sim time of the server's first restart that may have come before
+    /// this operation completed. A restarted server's clock counts whole
+    /// seconds from its start, so an item whose TTL ran across a restart
+    /// may outlast it by up to a second.
+    pub first_restart: Option<Micros>,
     /// The server's clock may have jumped: absolute exptimes are not
     /// predictable.
     pub clock_skewed: bool,
@@ -208,7 +213,12 @@ fn before(state: State, ctx: &Ctx, mut out: impl FnMut(State)) {
         out(None);
         return;
     };
-    if it.exp.hi <= ctx.invoke {
+    let late = if ctx.first_restart.is_some_and(|t| t < it.exp.hi) {
+        SEC
+    } else {
+        0
+    };
+    if it.exp.hi.saturating_add(late) <= ctx.invoke {
         out(None);
         return;
     }
