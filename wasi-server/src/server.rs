@@ -447,7 +447,7 @@ impl Worker {
         }
         self.process(now);
         self.write_all();
-        self.close_finished();
+        self.close_finished(now);
         self.wake_watchers();
         self.sample(now);
         if let Some(graceful) = self.shutdown.take() {
@@ -735,9 +735,11 @@ impl Worker {
     }
 
     /// Closes the sockets of connections the driver is done with.
-    fn close_finished(&mut self) {
+    /// `now` is the pass's time: reading the clock again would cost every
+    /// pass a host call in the guest, for a close time later only by the
+    /// pass's own reads and writes.
+    fn close_finished(&mut self, now: Clock) {
         let shared = &*self.shared;
-        let now = shared.clock();
         while let Some((id, reason)) = self.driver.poll_closed() {
             if let Some(s) = self.socks[id.index()].take() {
                 let home = &mut shared.cache.lock(self.home());
