@@ -501,7 +501,7 @@ impl Worker {
         }
         self.driver.take_changed(&mut self.changed);
         for &id in &self.changed {
-            let Some(s) = self.socks[id.index()].as_ref() else {
+            let Some(s) = self.socks.get(id.index()).and_then(Option::as_ref) else {
                 continue;
             };
             let Interest { read, write } = self.driver.interest(id);
@@ -684,7 +684,7 @@ impl Worker {
         let start = self.changed.len();
         self.driver.take_changed(&mut self.changed);
         for &id in &self.changed[start..] {
-            if let Some(s) = self.socks[id.index()].as_mut() {
+            if let Some(s) = self.socks.get_mut(id.index()).and_then(Option::as_mut) {
                 if self.driver.wants_write(id) {
                     queue_write(&mut self.to_write, s);
                 }
@@ -692,7 +692,7 @@ impl Worker {
         }
         let mut queue = std::mem::take(&mut self.to_write);
         for &id in &queue {
-            if let Some(s) = self.socks[id.index()].as_mut() {
+            if let Some(s) = self.socks.get_mut(id.index()).and_then(Option::as_mut) {
                 s.queued = false;
                 self.write(id);
             }
