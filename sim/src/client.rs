@@ -721,15 +721,8 @@ fn per_key(r: &Request, reply: Option<&Reply>) -> Vec<(String, Outcome)> {
 /// A multi-key `get` reply as one read per key (see [`per_key`]).
 fn split_values(keys: &[String], values: &[Value]) -> Vec<(String, Outcome)> {
     let mut out: Vec<(String, Outcome)> = keys.iter().map(|k| (k.clone(), Outcome::Miss)).collect();
-    for (key, value, flags, cas) in values {
-        let hit = Outcome::Value(Hit {
-            value: value.clone(),
-            flags: Some(*flags),
-            cas: *cas,
-            win: false,
-            sent: false,
-            stale: false,
-        });
+    for v in values {
+        let (key, hit) = (&v.0, hit(v));
         match out
             .iter_mut()
             .find(|(k, o)| k == key && *o == Outcome::Miss)
@@ -741,20 +734,22 @@ fn split_values(keys: &[String], values: &[Value]) -> Vec<(String, Outcome)> {
     out
 }
 
+/// A `VALUE` line of a text `get` reply as a read's outcome.
+fn hit((_, value, flags, cas): &Value) -> Outcome {
+    Outcome::Value(Hit {
+        value: value.clone(),
+        flags: Some(*flags),
+        cas: *cas,
+        win: false,
+        sent: false,
+        stale: false,
+    })
+}
+
 /// The outcome of `cmd` given its parsed reply.
 fn outcome(cmd: &Cmd, reply: &Reply) -> Outcome {
     match reply {
-        Reply::Values(v) => match v.last() {
-            Some((_, value, flags, cas)) => Outcome::Value(Hit {
-                value: value.clone(),
-                flags: Some(*flags),
-                cas: *cas,
-                win: false,
-                sent: false,
-                stale: false,
-            }),
-            None => Outcome::Miss,
-        },
+        Reply::Values(v) => v.last().map_or(Outcome::Miss, hit),
         Reply::Line(l) => match l.as_str() {
             "STORED" | "DELETED" | "TOUCHED" | "OK" => Outcome::Stored,
             "NOT_STORED" => Outcome::NotStored,

@@ -79,6 +79,15 @@ impl Default for TopKeys {
     }
 }
 
+/// A tracked key: its sampled count, hash and entry.
+type Tracked = (u64, u64, Entry);
+
+/// Sorts most fetched first, ties by key (the report's order, and which
+/// keys a merge keeps).
+fn rank(all: &mut [Tracked]) {
+    all.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.key().cmp(b.2.key())));
+}
+
 fn hash(key: &[u8]) -> u64 {
     FixedState::with_seed(SEED).hash_one(key)
 }
@@ -145,26 +154,27 @@ impl TopKeys {
     /// lives in one shard), keeping the [`TRACKED`] most fetched.
     pub(crate) fn merge(&mut self, other: &TopKeys) {
         self.sampled += other.sampled;
-        let mut all = self.ranked();
-        all.extend(other.ranked());
-        all.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.key().cmp(b.2.key())));
+        let mut all: Vec<Tracked> = self.tracked().chain(other.tracked()).collect();
+        rank(&mut all);
         all.truncate(TRACKED);
         self.counts = all.iter().map(|t| t.0).collect();
         self.hashes = all.iter().map(|t| t.1).collect();
         self.entries = all.into_iter().map(|t| t.2).collect();
     }
 
-    /// Every tracked key with its count and hash, most fetched first (ties
-    /// by key).
-    fn ranked(&self) -> Vec<(u64, u64, Entry)> {
-        let mut all: Vec<(u64, u64, Entry)> = self
-            .counts
+    /// Every tracked key with its count and hash, in no order.
+    fn tracked(&self) -> impl Iterator<Item = Tracked> + '_ {
+        self.counts
             .iter()
             .zip(&self.hashes)
             .zip(&self.entries)
             .map(|((&c, &h), e)| (c, h, e.clone()))
-            .collect();
-        all.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.key().cmp(b.2.key())));
+    }
+
+    /// [`tracked`](TopKeys::tracked), most fetched first.
+    fn ranked(&self) -> Vec<Tracked> {
+        let mut all: Vec<Tracked> = self.tracked().collect();
+        rank(&mut all);
         all
     }
 
