@@ -8,7 +8,9 @@
 //! the `Gate` and every accepted socket, and runs passes in the order documented on
 //! [`Driver`]: `begin_pass` → accept (asking the gate) → read what the
 //! driver allows → `take_runnable` + `process` → write what it wants
-//! written → `on_written` → `poll_close` → sleep until the next readiness
+//! written, among the connections `take_changed` lists and those whose
+//! socket became writable → `on_written` → `poll_close` → sleep until the
+//! next readiness
 //! event or the earliest of the driver's, the shards' and the gate's
 //! deadlines.
 //!
