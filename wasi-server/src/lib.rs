@@ -1,8 +1,9 @@
 //! # wasmcached-server
 //!
 //! The socket server hosting [`wasmcached_core`]: non-blocking event
-//! loops over `std::net` (one per worker thread natively, one in the wasm
-//! guest), waiting with `epoll` natively and `poll` in the guest. The same
+//! loops (one per worker thread natively, one in the wasm guest) over
+//! `std::net` sockets and `epoll` natively, and over `wasi:sockets` and
+//! `wasi:io/poll` in the guest. The same
 //! code builds for `wasm32-wasip2` (the product, run by the `wasmcached` runner
 //! under wasmtime) and natively (`wasmcached-server`).
 
@@ -11,6 +12,7 @@ mod cache;
 mod conn_facts;
 pub mod extended;
 pub mod host_channel;
+mod net;
 pub mod options;
 mod poller;
 pub mod sasl;

@@ -2,9 +2,9 @@
 //!
 //! It only performs I/O: every decision (what to read and how much, what to
 //! run, when to write, when to sleep, when to stop accepting, which
-//! connection to shed) is the core's [`Driver`] and [`Gate`]. `std::net`
-//! with `set_nonblocking` and `libc::poll` behave the same on wasm32-wasip2
-//! and natively.
+//! connection to shed) is the core's [`Driver`] and [`Gate`]. The sockets
+//! and the poller ([`crate::net`], [`crate::poller`]) have one API on
+//! wasm32-wasip2 and natively.
 //!
 //! Natively the server can run several workers (memcached's `-t`). The
 //! first worker accepts and hands each new connection to the least loaded
@@ -14,14 +14,13 @@
 //! poll, where a request's CPU time goes, run in parallel. A wasm guest has
 //! no threads and runs one worker over one shard.
 
-use std::io::{self, ErrorKind, IoSlice, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::io::{self, ErrorKind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cache::SharedCache;
+use crate::net::{Listener, Source, Stream};
 use crate::poller::{Event, Poller};
 use wasmcached_core::driver::{
     AcceptError, Admission, DriverStats, Interest, TOO_MANY_CONNECTIONS,
@@ -33,6 +32,7 @@ use wasmcached_core::{Clock, Config, ConnId, Driver, DriverConfig, Gate, Shards,
 /// than that into one buffer would only be copied again.
 const WRITE_MAX: usize = 64 * 1024;
 /// Output chunks gathered into one vectored write natively.
+#[cfg(not(target_os = "wasi"))]
 const IOV_MAX: usize = 64;
 /// How often CPU time and buffer use are sampled for `stats` (a syscall
 /// and a walk over the connections per pass would be measurable).
@@ -47,7 +47,7 @@ const FIRST_CONN: usize = 2;
 
 /// What the workers share.
 struct Shared {
-    listener: TcpListener,
+    listener: Listener,
     /// Connections handed to each worker and not yet taken (index 0, the
     /// accepting worker, stays empty).
     inboxes: Vec<Inbox>,
@@ -161,19 +161,9 @@ impl Server {
     /// Binds the address and creates the store and the workers.
     pub fn bind(sc: ServerConfig) -> io::Result<Server> {
         let threads = sc.threads.max(1);
-        let listener = TcpListener::bind(&sc.addr)?;
-        listener.set_nonblocking(true)?;
-        // std listens with a backlog of 128; listening again on a
-        // listening socket sets the backlog (`-b`, memcached's default
-        // 1024), so a burst of connections is not dropped into SYN
-        // retries. Where that is refused (WASI) the default stays.
-        // SAFETY: the descriptor is the listener's own, open for the call.
-        unsafe {
-            libc::listen(
-                listener.as_raw_fd(),
-                sc.store.host.tcp_backlog.min(i32::MAX as u32) as libc::c_int,
-            );
-        }
+        // `-b`: memcached's default 1024, so a burst of connections is not
+        // dropped into SYN retries.
+        let listener = Listener::bind(&sc.addr, sc.store.host.tcp_backlog)?;
         let mut inboxes = vec![Inbox {
             queue: Mutex::new(Vec::new()),
             ring: None,
@@ -310,7 +300,7 @@ impl Server {
 /// A connection's socket and what the host remembers about it.
 struct Sock {
     id: ConnId,
-    stream: TcpStream,
+    stream: Stream,
     /// The last write found the socket full: skip writing until poll
     /// reports it writable, instead of a failing write every pass.
     stalled: bool,
@@ -319,7 +309,12 @@ struct Sock {
 }
 
 /// One event loop: its own connections, polled together.
+///
+/// Field order is drop order, and `poller` goes first: in the guest its
+/// subscriptions are children of the listener (in `shared`) and of the
+/// sockets' streams (in `socks`), which cannot be dropped before them.
 struct Worker {
+    poller: Poller,
     shared: Arc<Shared>,
     id: usize,
     driver: Driver,
@@ -331,7 +326,6 @@ struct Worker {
     /// Gathers output chunks into one write where vectored writes are not
     /// available (WASI).
     gather: Vec<u8>,
-    poller: Poller,
     events: Vec<Event>,
     runnable: Vec<ConnId>,
     /// Connections whose interest may have changed, for the poller
@@ -368,6 +362,7 @@ impl Worker {
         let driver = Driver::new(driver_cfg, &shared.cfg);
         let chunk = shared.driver_cfg.read_chunk;
         Ok(Worker {
+            poller: Poller::new()?,
             shared,
             id,
             driver,
@@ -375,7 +370,6 @@ impl Worker {
             socks: Vec::new(),
             buf: vec![0; chunk],
             gather: Vec::with_capacity(WRITE_MAX),
-            poller: Poller::new()?,
             events: Vec::new(),
             runnable: Vec::new(),
             changed: Vec::new(),
@@ -488,16 +482,16 @@ impl Worker {
     /// Tells the poller what to wait for: the listener while the gate
     /// accepts (or the bell), and each connection's interest.
     fn update_interest(&mut self, now_ms: u64) -> io::Result<()> {
-        let (fd, read) = match (&self.bell, &self.gate) {
-            (Some(b), _) => (b.fd(), true),
+        let (src, read) = match (&self.bell, &self.gate) {
+            (Some(b), _) => (b.source(), true),
             (None, g) => (
-                self.shared.listener.as_raw_fd(),
+                self.shared.listener.source(),
                 g.as_ref().is_none_or(|g| g.wants_accept(now_ms)),
             ),
         };
-        self.poller.set(LISTENER, fd, read, false)?;
+        self.poller.set(LISTENER, src, read, false)?;
         if let Some(b) = &self.log_bell {
-            self.poller.set(LOG_BELL, b.fd(), true, false)?;
+            self.poller.set(LOG_BELL, b.source(), true, false)?;
         }
         self.driver.take_changed(&mut self.changed);
         for &id in &self.changed {
@@ -506,7 +500,7 @@ impl Worker {
             };
             let Interest { read, write } = self.driver.interest(id);
             self.poller
-                .set(id.index() + FIRST_CONN, s.stream.as_raw_fd(), read, write)?;
+                .set(id.index() + FIRST_CONN, s.stream.source(), read, write)?;
         }
         self.changed.clear();
         Ok(())
@@ -526,26 +520,21 @@ impl Worker {
                         shared
                             .rejected_conns
                             .store(gate.rejected(), Ordering::Relaxed);
-                        let _ = sock.set_nonblocking(true);
                         let _ = sock.write(TOO_MANY_CONNECTIONS);
                         if shared.verbose > 0 {
                             eprintln!("rejected connection from {peer}: too many open connections");
                         }
                         continue;
                     }
-                    if sock.set_nonblocking(true).is_err() {
-                        continue;
-                    }
-                    let _ = sock.set_nodelay(true);
                     if shared.verbose > 1 {
-                        eprintln!("<{} new client connection from {peer}", sock.as_raw_fd());
+                        eprintln!("<{} new client connection from {peer}", sock.number());
                     }
                     shared.conns.fetch_add(1, Ordering::Relaxed);
                     let to = least_loaded(&shared.loads);
                     shared.loads[to].fetch_add(1, Ordering::Relaxed);
                     if to == self.id {
                         let id = self.driver.open(now_ms);
-                        self.driver.set_log_fd(id, sock.as_raw_fd());
+                        self.driver.set_log_fd(id, log_fd(&sock));
                         let home = shared.cache.view(self.id).home();
                         let store = &mut *shared.cache.lock(home);
                         crate::conn_facts::opened(
@@ -604,7 +593,7 @@ impl Worker {
         let handed = std::mem::take(&mut *lock(&self.shared.inboxes[self.id].queue));
         for sock in handed {
             let id = self.driver.open(now_ms);
-            self.driver.set_log_fd(id, sock.as_raw_fd());
+            self.driver.set_log_fd(id, log_fd(&sock));
             let now = self.shared.clock();
             let store = &mut *self.shared.cache.lock(self.home());
             crate::conn_facts::opened(store, &mut self.driver, id, &sock, now);
@@ -623,13 +612,13 @@ impl Worker {
                 break;
             }
             match s.stream.read(&mut self.buf[..want]) {
-                Ok(0) => {
+                Ok(b) if b.is_empty() => {
                     self.driver.on_closed(id);
                     break;
                 }
-                Ok(n) => {
-                    self.driver.on_read(id, &self.buf[..n]);
-                    if n < want {
+                Ok(b) => {
+                    self.driver.on_read(id, &b);
+                    if b.len() < want {
                         break;
                     }
                 }
@@ -745,9 +734,9 @@ impl Worker {
                 let home = &mut shared.cache.lock(self.home());
                 crate::conn_facts::closed(home, &s.stream, reason, now);
                 self.poller
-                    .remove(id.index() + FIRST_CONN, s.stream.as_raw_fd());
+                    .remove(id.index() + FIRST_CONN, s.stream.source());
                 if shared.verbose > 1 {
-                    eprintln!("<{} connection closed.", s.stream.as_raw_fd());
+                    eprintln!("<{} connection closed.", s.stream.number());
                 }
             }
             shared.conns.fetch_sub(1, Ordering::Relaxed);
@@ -768,43 +757,56 @@ impl Worker {
     }
 }
 
-/// Writes as much of a connection's output as one call takes: natively a
-/// vectored write of its chunks; under WASI (whose vectored write sends
-/// only the first buffer) the chunks copied into `gather`, up to 64 KiB,
-/// unless the first chunk alone is that large.
+/// Writes as much of a connection's output as one call takes: the
+/// chunks copied into `gather`, up to 64 KiB, unless the first chunk alone
+/// is that large (a WASI write takes one buffer).
+#[cfg(target_os = "wasi")]
 fn write_gathered(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     driver: &Driver,
     id: ConnId,
     gather: &mut Vec<u8>,
 ) -> io::Result<usize> {
-    if cfg!(target_os = "wasi") {
-        let mut chunks = driver.output(id);
-        let Some(first) = chunks.next() else {
-            return Ok(0);
-        };
-        if first.len() >= WRITE_MAX {
-            return stream.write(&first[..WRITE_MAX]);
-        }
-        gather.clear();
-        gather.extend_from_slice(first);
-        for c in chunks {
-            let room = WRITE_MAX - gather.len();
-            if room == 0 {
-                break;
-            }
-            gather.extend_from_slice(&c[..c.len().min(room)]);
-        }
-        stream.write(gather)
-    } else {
-        let mut slices = [IoSlice::new(&[]); IOV_MAX];
-        let mut n = 0;
-        for (slot, c) in slices.iter_mut().zip(driver.output(id)) {
-            *slot = IoSlice::new(c);
-            n += 1;
-        }
-        stream.write_vectored(&slices[..n])
+    let mut chunks = driver.output(id);
+    let Some(first) = chunks.next() else {
+        return Ok(0);
+    };
+    if first.len() >= WRITE_MAX {
+        return stream.write(&first[..WRITE_MAX]);
     }
+    gather.clear();
+    gather.extend_from_slice(first);
+    for c in chunks {
+        let room = WRITE_MAX - gather.len();
+        if room == 0 {
+            break;
+        }
+        gather.extend_from_slice(&c[..c.len().min(room)]);
+    }
+    stream.write(gather)
+}
+
+/// Writes as much of a connection's output as one call takes: a vectored
+/// write of its chunks.
+#[cfg(not(target_os = "wasi"))]
+fn write_gathered(
+    stream: &mut Stream,
+    driver: &Driver,
+    id: ConnId,
+    _gather: &mut Vec<u8>,
+) -> io::Result<usize> {
+    let mut slices = [std::io::IoSlice::new(&[]); IOV_MAX];
+    let mut n = 0;
+    for (slot, c) in slices.iter_mut().zip(driver.output(id)) {
+        *slot = std::io::IoSlice::new(c);
+        n += 1;
+    }
+    stream.write_vectored(&slices[..n])
+}
+
+/// The number a connection's verbose log lines start with.
+fn log_fd(s: &Stream) -> i32 {
+    i32::try_from(s.number()).unwrap_or(i32::MAX)
 }
 
 /// Adds a connection to the pass's writes, once.
@@ -816,7 +818,7 @@ fn queue_write(to_write: &mut Vec<ConnId>, s: &mut Sock) {
 }
 
 /// Records a socket under its connection's id.
-fn put(socks: &mut Vec<Option<Sock>>, id: ConnId, stream: TcpStream) {
+fn put(socks: &mut Vec<Option<Sock>>, id: ConnId, stream: Stream) {
     let i = id.index();
     if socks.len() <= i {
         socks.resize_with(i + 1, || None);
@@ -848,7 +850,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Where the accepting worker leaves connections for another worker, and
 /// the bell it rings so that worker's poll wakes up.
 struct Inbox {
-    queue: Mutex<Vec<TcpStream>>,
+    queue: Mutex<Vec<Stream>>,
     ring: Option<Ring>,
 }
 
@@ -864,7 +866,7 @@ impl Inbox {
         ))
     }
 
-    fn hand(&self, sock: TcpStream) {
+    fn hand(&self, sock: Stream) {
         lock(&self.queue).push(sock);
         if let Some(r) = &self.ring {
             r.ring();
@@ -881,7 +883,7 @@ impl Ring {
     fn ring(&self) {
         // A bell with unread bytes already wakes its worker: a full one
         // loses nothing.
-        let _ = (&self.0).write(&[1]);
+        let _ = std::io::Write::write(&mut &self.0, &[1]);
     }
 }
 
@@ -899,14 +901,15 @@ fn bell_pair() -> io::Result<(Option<Ring>, Bell)> {
 
 #[cfg(not(target_os = "wasi"))]
 impl Bell {
-    fn fd(&self) -> libc::c_int {
-        self.0.as_raw_fd()
+    fn source(&self) -> Source {
+        use std::os::fd::AsRawFd;
+        Source(self.0.as_raw_fd())
     }
 
     /// Empties the bell so the next poll waits for a new ring.
     fn drain(&self) {
         let mut buf = [0u8; 64];
-        while matches!((&self.0).read(&mut buf), Ok(n) if n > 0) {}
+        while matches!(std::io::Read::read(&mut &self.0, &mut buf), Ok(n) if n > 0) {}
     }
 }
 
@@ -931,7 +934,7 @@ fn bell_pair() -> io::Result<(Option<Ring>, Bell)> {
 
 #[cfg(target_os = "wasi")]
 impl Bell {
-    fn fd(&self) -> libc::c_int {
+    fn source(&self) -> Source<'_> {
         match self.0 {}
     }
 
