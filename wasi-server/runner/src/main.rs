@@ -8,6 +8,7 @@
 
 mod instances;
 mod mailbox;
+mod nodelay;
 mod sandbox;
 mod warm;
 

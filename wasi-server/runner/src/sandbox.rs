@@ -284,6 +284,11 @@ pub fn run(
                 // With port 0 the kernel picks the port; the IP must match.
                 SocketAddrUse::TcpListen => {
                     let ok = addr == listen || (listen.port() == 0 && addr.ip() == listen.ip());
+                    // The socket is bound to `addr` now: its connections
+                    // inherit TCP_NODELAY from it (see `nodelay`).
+                    if ok && !crate::nodelay::set_on_socket_bound_to(addr) {
+                        eprintln!("warning: cannot set TCP_NODELAY for {addr}; replies may wait on delayed ACKs");
+                    }
                     admitted.fetch_or(ok, Ordering::Relaxed);
                     ok
                 }
