@@ -705,8 +705,8 @@ impl Worker {
             match write_gathered(&mut s.stream, &self.driver, id, &mut self.gather) {
                 Ok(n) if n > 0 => self.driver.on_written(id, n),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                // A write of nothing (wasi-libc's answer when the stream
-                // has no room) or WouldBlock: wait for POLLOUT.
+                // Nothing written or WouldBlock (the stream has no room):
+                // wait until the poller reports it writable.
                 Ok(_) => {
                     s.stalled = true;
                     return;

@@ -3,11 +3,11 @@
 //! Natively they are `std::net`'s, non-blocking, with the kernel's
 //! descriptors. In the wasm guest they are `wasi:sockets` resources used
 //! directly instead of through wasi-libc's POSIX layer, whose `poll`
-//! subscribes to every descriptor and drops the subscription again on each
-//! call: two host calls per connection per event-loop pass. Here a
-//! connection's pollables are made once, when it is first waited for, and
-//! kept until it closes (see [`crate::poller`]), so a pass costs one
-//! `wasi:io/poll` call however many connections it waits for.
+//! looks every descriptor up in its table and gathers its pollables again
+//! on each call. Here a connection's pollables are made once, when it is
+//! first waited for, and kept until it closes (see [`crate::poller`]), so
+//! a pass costs one `wasi:io/poll` call however many connections it waits
+//! for.
 //!
 //! Contract, both platforms: a [`Listener`] and its accepted [`Stream`]s
 //! never block; a read or write that cannot proceed fails with

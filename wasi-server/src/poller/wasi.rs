@@ -2,8 +2,8 @@
 //!
 //! A socket's pollables are made the first time it is waited for and kept
 //! until its token is removed: a pass costs one host call (two more for a
-//! timeout's clock), not a subscription and a drop per socket as through
-//! wasi-libc's `poll`.
+//! timeout's clock), with no descriptor table to look each socket up in
+//! as wasi-libc's `poll` has.
 
 use super::{Event, READ, WRITE};
 use crate::net::Source;
