@@ -53,38 +53,53 @@ fn answers(port: u16) -> bool {
 /// Starts `wasmcached --instances n` with extra options on `n` consecutive
 /// free ports and waits until every instance answers `version`.
 pub fn start_instances(n: u16, opts: &[&str]) -> Instances {
+    for _ in 0..5 {
+        if let Some(inst) = try_start(free_ports(n), n, opts) {
+            return inst;
+        }
+    }
+    panic!("wasmcached --instances {n} did not become ready");
+}
+
+/// [`start_instances`] on the ports from `base` (a restart on the ports
+/// of an earlier run).
+pub fn start_instances_on(base: u16, n: u16, opts: &[&str]) -> Instances {
+    try_start(base, n, opts)
+        .unwrap_or_else(|| panic!("wasmcached --instances {n} -p {base} did not become ready"))
+}
+
+/// Starts the runner on the ports from `base`; `None` when it exits or
+/// some instance does not answer within 30 s.
+fn try_start(base: u16, n: u16, opts: &[&str]) -> Option<Instances> {
     let bin = bin_dir().join("wasmcached");
     assert!(
         bin.exists(),
         "{} is missing: build it with `cargo build --release -p wasmcached` (scripts/test does)",
         bin.display()
     );
-    for _ in 0..5 {
-        let base = free_ports(n);
-        let child = Command::new(&bin)
-            .args(["-p", &base.to_string(), "-l", "127.0.0.1"])
-            .args(["--instances", &n.to_string()])
-            .args(opts)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut server = Server {
-            child,
-            port: base,
-            kind: Kind::Wasm,
-        };
-        let ports: Vec<u16> = (0..n).map(|i| base + i).collect();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut waiting = ports.clone();
-        while Instant::now() < deadline && server.exit_status().is_none() {
-            waiting.retain(|&p| !answers(p));
-            if waiting.is_empty() {
-                return Instances { server, ports };
-            }
-            std::thread::sleep(Duration::from_millis(10));
+    let child = Command::new(&bin)
+        .args(["-p", &base.to_string(), "-l", "127.0.0.1"])
+        .args(["--instances", &n.to_string()])
+        .args(opts)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let mut server = Server {
+        child,
+        port: base,
+        kind: Kind::Wasm,
+    };
+    let ports: Vec<u16> = (0..n).map(|i| base + i).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut waiting = ports.clone();
+    while Instant::now() < deadline && server.exit_status().is_none() {
+        waiting.retain(|&p| !answers(p));
+        if waiting.is_empty() {
+            return Some(Instances { server, ports });
         }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("wasmcached --instances {n} did not become ready");
+    None
 }

@@ -2,13 +2,17 @@
 //! and the native server: fill, SIGUSR1, restart with the same `-e`, every
 //! item back with the same `gets` CAS value; a damaged, truncated or
 //! mismatched snapshot is a cold start with one log line, and the server
-//! runs and exits normally. Needs `.venv` with pymemcache (`scripts/setup`).
+//! runs and exits normally. With `--instances`, each instance keeps its
+//! own snapshot. Needs `.venv` with pymemcache (`scripts/setup`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use wasmcached_tests::{repo_root, start, start_logging, venv_python, Kind};
+use wasmcached_tests::instances::{start_instances, start_instances_on};
+use wasmcached_tests::{
+    parse_stats, repo_root, start, start_logging, stat, venv_python, Client, Kind,
+};
 
 /// Items the client stores.
 const ITEMS: usize = 5000;
@@ -210,6 +214,63 @@ fn missing_snapshot_starts_cold() {
         assert!(!snap.exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// `--instances 2 -e PATH`: each instance snapshots its own keys to
+/// `PATH.PORT` on SIGUSR1 and restores them from there, on its own port.
+/// The instances hold different numbers of items, so a swapped or shared
+/// snapshot shows.
+#[test]
+fn instances_restore_their_own_snapshots() {
+    let dir = scratch("instances");
+    let snap = dir.join("snap");
+    let e = ["-e", snap.to_str().unwrap()];
+    let inst = start_instances(2, &e);
+    let ports = inst.ports.clone();
+    let counts = [3000, 1000];
+    let states: Vec<PathBuf> = (0..2).map(|i| dir.join(format!("state{i}.json"))).collect();
+    for i in 0..2 {
+        python(&[
+            "fill",
+            &ports[i].to_string(),
+            states[i].to_str().unwrap(),
+            &counts[i].to_string(),
+        ]);
+    }
+    let filled = Instant::now();
+    let files: Vec<PathBuf> = ports
+        .iter()
+        .map(|p| dir.join(format!("snap.{p}")))
+        .collect();
+    let status = inst.server.stop_with(libc::SIGUSR1);
+    assert!(status.success(), "graceful stop exited {status}");
+    for f in &files {
+        assert!(f.exists(), "no snapshot {}", f.display());
+    }
+    assert!(!snap.exists(), "a snapshot under the bare -e path");
+    // The 2-second items must expire while the instances are down.
+    if let Some(left) = Duration::from_millis(2100).checked_sub(filled.elapsed()) {
+        std::thread::sleep(left);
+    }
+    let back = start_instances_on(ports[0], 2, &e);
+    for i in 0..2 {
+        assert!(
+            !files[i].exists(),
+            "{} not removed after restore",
+            files[i].display()
+        );
+        let reply = Client::connect(ports[i]).call(b"stats\r\n", b"END\r\n");
+        let items = stat(&parse_stats(&reply), "curr_items");
+        assert_eq!(items, counts[i] as u64, "port {}", ports[i]);
+        let out = python(&["check", &ports[i].to_string(), states[i].to_str().unwrap()]);
+        let n = counts[i];
+        assert!(
+            out.contains(&format!("{n} of {n} present, 0 wrong, 0 short")),
+            "{out}"
+        );
+    }
+    drop(back);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

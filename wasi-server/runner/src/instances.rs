@@ -9,12 +9,14 @@
 //! use the cores the way separate processes would, and a key lives on the
 //! one instance its client hashed it to.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use anyhow::anyhow;
 use wasmcached_server::Options;
 
+use crate::mailbox;
 use crate::sandbox::{self, Guest};
 
 /// Most instances one runner starts (a thread, a runtime and a linear
@@ -22,8 +24,10 @@ use crate::sandbox::{self, Guest};
 pub const MAX_INSTANCES: u32 = 64;
 
 /// The options each instance runs with: the runner's, with `-p` moved to
-/// the instance's port (`-p`, `-p`+1, ...) and the memory totals, `-m` and
-/// an explicit `--conn-memory`, divided evenly (rounded down). Every other
+/// the instance's port (`-p`, `-p`+1, ...), the memory totals, `-m` and
+/// an explicit `--conn-memory`, divided evenly (rounded down), and `-e
+/// PATH` made `PATH.PORT`: a snapshot holds one instance's keys, so it
+/// belongs to the port a hashing client sends those keys to. Every other
 /// option applies to each instance as given: `-c` in particular, because a
 /// hashing client opens a connection to every instance.
 ///
@@ -66,10 +70,12 @@ pub fn split(opts: &Options, n: u32) -> Result<Vec<Options>, String> {
     };
     (0..n)
         .map(|i| {
+            let port = opts.port + i as u16;
             let each = Options {
-                port: opts.port + i as u16,
+                port,
                 memory_limit_mb: each_mb,
                 conn_memory_mb,
+                memory_file: opts.memory_file.as_deref().map(|p| snapshot_of(p, port)),
                 ..opts.clone()
             };
             each.validate()
@@ -77,6 +83,13 @@ pub fn split(opts: &Options, n: u32) -> Result<Vec<Options>, String> {
             Ok(each)
         })
         .collect()
+}
+
+/// `-e PATH` of the instance on `port`: `PATH.PORT`, in PATH's directory.
+fn snapshot_of(path: &Path, port: u16) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{port}"));
+    PathBuf::from(name)
 }
 
 /// A wasm32 guest addresses 4 GiB, which must hold `mb` of items and the
@@ -111,7 +124,8 @@ pub fn describe(instances: &[Options]) -> String {
 
 /// Runs every instance, each on its own thread, until one fails or all
 /// have exited. Returns the exit code: the first non-zero code an instance
-/// exits with, or 0 once all exited cleanly. An instance that traps (or
+/// exits with, or 0 once all exited cleanly; after a graceful stop, once
+/// all have exited, whatever failed first. An instance that traps (or
 /// cannot start) is an error naming it, and ends the runner, which exits
 /// 70: a hashing client keeps sending a dead instance's share of the keys
 /// to it, so serving on with the others would hide the failure.
@@ -155,15 +169,22 @@ pub fn run(guest: Guest, instances: Vec<Options>) -> anyhow::Result<u8> {
             .map_err(|e| anyhow!("starting a thread for an instance: {e}"))?;
     }
     drop(done_tx);
+    // In a graceful stop every instance writes its snapshot on its way
+    // out: one that fails must not cut the others' writes short.
+    let mut failed = None;
     for (name, result) in done_rx {
-        match result {
-            Ok(0) => {}
-            Ok(code) => return Ok(code),
-            Err(e) if n == 1 => return Err(e),
-            Err(e) => return Err(e.context(format!("instance on {name}"))),
+        let result = match result {
+            Ok(0) => continue,
+            Ok(code) => Ok(code),
+            Err(e) if n == 1 => Err(e),
+            Err(e) => Err(e.context(format!("instance on {name}"))),
+        };
+        if !mailbox::stop_requested() {
+            return result;
         }
+        failed.get_or_insert(result);
     }
-    Ok(0)
+    failed.unwrap_or(Ok(0))
 }
 
 #[cfg(test)]
@@ -205,6 +226,19 @@ mod tests {
             );
         }
         assert_eq!(describe(&each), "127.0.0.1:11211-11214");
+        assert!(each.iter().all(|e| e.memory_file.is_none()));
+        let warm = split(&opts(&["-p", "11211", "-e", "/dev/shm/wc"]), 2).unwrap();
+        assert_eq!(
+            warm.iter()
+                .map(|e| e.memory_file.clone())
+                .collect::<Vec<_>>(),
+            [
+                Some(PathBuf::from("/dev/shm/wc.11211")),
+                Some(PathBuf::from("/dev/shm/wc.11212"))
+            ]
+        );
+        let one = opts(&["-p", "11211", "-e", "/dev/shm/wc"]);
+        assert_eq!(split(&one, 1).unwrap()[0].memory_file, one.memory_file);
         let v6 = split(&opts(&["-p", "7000", "-l", "::1"]), 2).unwrap();
         assert_eq!(describe(&v6), "[::1]:7000-7001");
     }

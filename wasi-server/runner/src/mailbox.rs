@@ -131,6 +131,11 @@ pub fn post_graceful_stop() {
     each_mailbox(|m| m.notify.notify_waiters());
 }
 
+/// Whether a graceful stop was asked for.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
 /// Hands every guest the auth file's new content. Returns false, posting
 /// nothing, when the content is too large to send.
 pub fn post_auth_file(content: &[u8]) -> bool {

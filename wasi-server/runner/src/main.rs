@@ -61,10 +61,6 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     if let Some(path) = &args.server.memory_file {
-        if args.instances > 1 {
-            eprintln!("error: -e cannot be combined with --instances (one snapshot per server)");
-            return ExitCode::from(64);
-        }
         if let Err(e) = warm::SnapshotDir::resolve(path) {
             eprintln!("error: {e:#}");
             return ExitCode::from(64);

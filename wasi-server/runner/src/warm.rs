@@ -8,10 +8,13 @@
 //!   read-write at the same absolute path as on the host, so the `-e` it is
 //!   given names the same file. It needs the directory, not just the file:
 //!   the snapshot is written to `PATH.tmp` and renamed over PATH, and
-//!   removed once restored. Give it a directory of its own.
+//!   removed once restored. Give it a directory of its own. Under
+//!   `--instances` every instance gets that directory and its own
+//!   `PATH.PORT` (see `instances::split`).
 //! * **Stopping.** A WASI guest gets no signals. On SIGUSR1 the runner
 //!   posts a graceful stop to the guest's mailbox (see `mailbox`); the
-//!   guest reads it, writes the snapshot and exits.
+//!   guest reads it, writes the snapshot and exits (every guest: each
+//!   has a mailbox).
 
 use std::path::{Path, PathBuf};
 
