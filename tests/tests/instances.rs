@@ -6,6 +6,7 @@
 //! signals stop every instance and a trap in one ends the runner.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -301,6 +302,69 @@ fn instances_are_separate_servers() {
     }
 }
 
+/// Waits up to 10 s for the runner to exit.
+fn exits_within(inst: &mut Instances) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(status) = inst.server.exit_status() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A client's `shutdown` (`-A`) to one instance ends the server, every
+/// instance, as it ends memcached: serving on with a port gone would send
+/// a hashing client's share of the keys to a closed port.
+#[test]
+fn shutdown_on_one_instance_stops_them_all() {
+    let mut inst = start_instances(3, &["-A"]);
+    let mut c = Client::connect(inst.ports[1]);
+    c.send(b"shutdown\r\n");
+    assert!(c.closed_within(Duration::from_secs(5)));
+    let status = exits_within(&mut inst).expect("the runner still runs after shutdown");
+    assert!(status.success(), "{status:?}");
+    for p in &inst.ports {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", *p)).is_err(),
+            "port {p} still open after shutdown"
+        );
+    }
+}
+
+/// `shutdown graceful` to one instance, with `-e`, is a graceful stop of
+/// them all: every instance writes its own snapshot, then the runner
+/// exits 0.
+#[test]
+fn shutdown_graceful_on_one_instance_snapshots_them_all() {
+    let dir = std::env::temp_dir().join(format!("wasmcached-inst-graceful-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let snap = dir.join("snap");
+    let mut inst = start_instances(3, &["-A", "-e", snap.to_str().unwrap()]);
+    for (i, &p) in inst.ports.iter().enumerate() {
+        let mut c = Client::connect(p);
+        let set = format!("set k{i} 0 0 1\r\n{i}\r\n");
+        assert_eq!(c.call(set.as_bytes(), b"\r\n"), b"STORED\r\n");
+    }
+    let mut c = Client::connect(inst.ports[2]);
+    c.send(b"shutdown graceful\r\n");
+    let status = exits_within(&mut inst).expect("the runner still runs after shutdown graceful");
+    assert!(status.success(), "{status:?}");
+    for (i, p) in inst.ports.iter().enumerate() {
+        let file = dir.join(format!("snap.{p}"));
+        let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let key = format!("k{i}");
+        assert!(
+            bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+            "{} lacks its instance's key",
+            file.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_instance_options_exit_64() {
     let port = free_port().to_string();
@@ -330,25 +394,41 @@ fn bad_instance_options_exit_64() {
 #[test]
 fn each_instance_may_bind_only_its_own_port() {
     let probe = build_sandbox_probe();
+    // Both probes report, then hold (-M) until killed: the runner would
+    // end with the first instance that exits.
     let run = || {
-        Command::new(bin_dir().join("wasmcached"))
-            .args(["-p", &free_ports(2).to_string(), "-m", "16"])
+        let mut child = Command::new(bin_dir().join("wasmcached"))
+            .args(["-p", &free_ports(2).to_string(), "-m", "16", "-M"])
             .args(["--instances", "2", "--component"])
             .arg(&probe)
-            .output()
-            .expect("run the runner")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run the runner");
+        let out = BufReader::new(child.stdout.take().expect("piped"));
+        let mut text = String::new();
+        let mut holding = 0;
+        for line in out.lines().map_while(Result::ok) {
+            text.push_str(&line);
+            text.push('\n');
+            holding += usize::from(line == "holding");
+            if holding == 2 {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        text
     };
     // Another test may take a port between choosing and binding it.
-    let mut out = run();
+    let mut text = run();
     for _ in 0..5 {
-        if !String::from_utf8_lossy(&out.stdout).contains("Address in use") {
+        if !text.contains("Address in use") {
             break;
         }
-        out = run();
+        text = run();
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success());
+    eprintln!("{text}");
+    assert_eq!(text.matches("holding").count(), 2, "{text}");
     let lines = |name: &str| -> Vec<String> {
         text.lines()
             .filter(|l| l.starts_with(&format!("{name}: ")))

@@ -23,6 +23,10 @@ mod warm;
 pub use options::Options;
 pub use server::{Server, ServerConfig};
 
+/// Exit code after a graceful stop whose snapshot (`-e`) could not be
+/// written (EX_IOERR).
+pub const EXIT_SNAPSHOT_FAILED: i32 = 74;
+
 /// Parses `args`, binds and serves forever. Returns a process exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
     use clap::Parser;
@@ -117,7 +121,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> i32 {
                         "wasmcached: warm restart: {}: cannot write the snapshot: {e}",
                         path.display()
                     );
-                    74
+                    EXIT_SNAPSHOT_FAILED
                 }
             }
         }

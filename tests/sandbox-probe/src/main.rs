@@ -70,4 +70,11 @@ fn main() {
         big.try_reserve_exact(1 << 30).map_err(|e| e.to_string()),
     );
     drop(listener);
+    // -M (another server flag with no meaning here) keeps the probe up
+    // until the runner is stopped: a runner of several instances ends when
+    // the first one does.
+    if args.iter().any(|a| a == "-M") {
+        println!("holding");
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
 }

@@ -18,6 +18,7 @@ use wasmcached_server::Options;
 
 use crate::mailbox;
 use crate::sandbox::{self, Guest};
+use crate::warm::SnapshotDir;
 
 /// Most instances one runner starts (a thread, a runtime and a linear
 /// memory each; more than the cores only adds scheduling delay).
@@ -122,13 +123,18 @@ pub fn describe(instances: &[Options]) -> String {
     }
 }
 
-/// Runs every instance, each on its own thread, until one fails or all
-/// have exited. Returns the exit code: the first non-zero code an instance
-/// exits with, or 0 once all exited cleanly; after a graceful stop, once
-/// all have exited, whatever failed first. An instance that traps (or
-/// cannot start) is an error naming it, and ends the runner, which exits
-/// 70: a hashing client keeps sending a dead instance's share of the keys
-/// to it, so serving on with the others would hide the failure.
+/// Runs every instance, each on its own thread, until the server ends.
+/// Returns the exit code.
+///
+/// The server ends when any instance ends, as memcached ends on a
+/// `shutdown` or a crash: a hashing client keeps sending a dead instance's
+/// share of the keys to it, so serving on with the others would only hide
+/// the failure. A trap (or an instance that cannot start) is an error
+/// naming the instance, and the runner exits 70; otherwise the code is the
+/// instance's own, `shutdown` included (0). A graceful stop (SIGUSR1, or
+/// one instance's `shutdown graceful`, seen by the snapshot it wrote)
+/// reaches every instance, and the runner waits until all have written
+/// their snapshots; the code is then whatever failed first, or 0.
 ///
 /// With more than one instance, one line on stderr says where they listen
 /// once all of them do; a single instance prints nothing new (the server
@@ -154,37 +160,82 @@ pub fn run(guest: Guest, instances: Vec<Options>) -> anyhow::Result<u8> {
                 eprintln!("{summary}");
             }
         };
-        let name = describe(std::slice::from_ref(&opts));
+        let mut name = describe(std::slice::from_ref(&opts));
+        if n == 1 {
+            // The error is the server's own, not one instance's.
+            name.clear();
+        }
+        let snapshot = opts
+            .memory_file
+            .as_deref()
+            .and_then(|p| SnapshotDir::resolve(p).ok())
+            .map(|d| d.file);
         std::thread::Builder::new()
             .name(format!("instance-{i}"))
             .spawn(move || {
                 // A panic in the host (a bug) must end the runner as a
                 // failure, not leave it serving with one instance gone.
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     sandbox::run(&guest, &opts, on_listening)
                 }))
                 .unwrap_or_else(|_| Err(anyhow!("the runner panicked")));
-                let _ = done_tx.send((name, r));
+                let _ = done_tx.send(End {
+                    name,
+                    snapshot,
+                    result,
+                });
             })
             .map_err(|e| anyhow!("starting a thread for an instance: {e}"))?;
     }
     drop(done_tx);
-    // In a graceful stop every instance writes its snapshot on its way
-    // out: one that fails must not cut the others' writes short.
     let mut failed = None;
-    for (name, result) in done_rx {
-        let result = match result {
-            Ok(0) => continue,
-            Ok(code) => Ok(code),
-            Err(e) if n == 1 => Err(e),
-            Err(e) => Err(e.context(format!("instance on {name}"))),
-        };
-        if !mailbox::stop_requested() {
-            return result;
+    for end in done_rx {
+        if !mailbox::stop_requested() && !end.stopped_gracefully() {
+            return end.into_result();
         }
-        failed.get_or_insert(result);
+        // Every instance writes its snapshot on its way out; one that
+        // fails must not cut the others' writes short.
+        mailbox::post_graceful_stop();
+        match end.into_result() {
+            Ok(0) => {}
+            r => {
+                failed.get_or_insert(r);
+            }
+        }
     }
     failed.unwrap_or(Ok(0))
+}
+
+/// How one instance ended.
+struct End {
+    /// Where it listened; empty when it is the only one.
+    name: String,
+    /// Its `-e` file on the host.
+    snapshot: Option<PathBuf>,
+    result: anyhow::Result<u8>,
+}
+
+impl End {
+    /// It stopped gracefully on its own (a client's `shutdown graceful`):
+    /// it wrote its snapshot, or tried to. A snapshot file exists only
+    /// from a graceful stop until the next start restores and removes it.
+    fn stopped_gracefully(&self) -> bool {
+        let Some(snapshot) = &self.snapshot else {
+            return false;
+        };
+        match self.result {
+            Ok(0) => snapshot.exists(),
+            Ok(code) => i32::from(code) == wasmcached_server::EXIT_SNAPSHOT_FAILED,
+            Err(_) => false,
+        }
+    }
+
+    fn into_result(self) -> anyhow::Result<u8> {
+        match self.result {
+            Err(e) if !self.name.is_empty() => Err(e.context(format!("instance on {}", self.name))),
+            r => r,
+        }
+    }
 }
 
 #[cfg(test)]
