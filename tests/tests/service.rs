@@ -370,6 +370,44 @@ fn idle_connections_cost_no_cpu(kind: Kind) {
     probe.check("1,000 idle connections", kind);
 }
 
+/// 1,000 connections left idle for 2 s beside a busy client, then each
+/// sends a request: every one is answered, and the busy client's requests
+/// stay correct and unstalled. (A server that waits on its recently active
+/// connections most of the time, as the wasm guest does with many, must
+/// still find the idle ones that come back.)
+fn idle_connections_come_back_beside_a_busy_client(kind: Kind) {
+    let _serial = serial();
+    raise_nofile(4096);
+    let server = start(kind, &["-t", WORKERS, "-c", "4096"]);
+    let mut idle = open(server.port, 1000);
+    for (i, s) in idle.iter_mut().enumerate() {
+        s.write_all(format!("set idle{i} 0 0 1\r\n{}\r\n", i % 10).as_bytes())
+            .expect("send set");
+        read_expect(s, b"STORED\r\n", T);
+    }
+    let mut probe = Probe::new(&server);
+    let slowest = probe.beside(|| {
+        std::thread::sleep(Duration::from_secs(2));
+        let mut slowest = Duration::ZERO;
+        for (i, s) in idle.iter_mut().enumerate() {
+            let t0 = Instant::now();
+            s.write_all(format!("get idle{i}\r\n").as_bytes())
+                .expect("send get");
+            let want = format!("VALUE idle{i} 0 1\r\n{}\r\nEND\r\n", i % 10);
+            let got = read_expect(s, want.as_bytes(), T);
+            assert_eq!(show(&got), show(want.as_bytes()), "idle connection {i}");
+            slowest = slowest.max(t0.elapsed());
+        }
+        slowest
+    });
+    eprintln!(
+        "[service] idle connections coming back / {}: 1,000 answered, slowest {slowest:?}",
+        kind.name()
+    );
+    probe.report("1,000 connections coming back", kind);
+    probe.check("1,000 connections coming back", kind);
+}
+
 /// 10,000 connections at once each complete a set/get round trip, and
 /// `stats` counts every one of them.
 fn ten_thousand_connections(kind: Kind) {
@@ -1066,6 +1104,7 @@ macro_rules! kinds {
 
 kinds!(
     idle_connections_cost_no_cpu,
+    idle_connections_come_back_beside_a_busy_client,
     ten_thousand_connections,
     slowloris,
     slow_readers_of_a_large_value,

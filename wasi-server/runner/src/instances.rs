@@ -160,32 +160,7 @@ pub fn run(guest: Guest, instances: Vec<Options>) -> anyhow::Result<u8> {
                 eprintln!("{summary}");
             }
         };
-        let mut name = describe(std::slice::from_ref(&opts));
-        if n == 1 {
-            // The error is the server's own, not one instance's.
-            name.clear();
-        }
-        let snapshot = opts
-            .memory_file
-            .as_deref()
-            .and_then(|p| SnapshotDir::resolve(p).ok())
-            .map(|d| d.file);
-        std::thread::Builder::new()
-            .name(format!("instance-{i}"))
-            .spawn(move || {
-                // A panic in the host (a bug) must end the runner as a
-                // failure, not leave it serving with one instance gone.
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    sandbox::run(&guest, &opts, on_listening)
-                }))
-                .unwrap_or_else(|_| Err(anyhow!("the runner panicked")));
-                let _ = done_tx.send(End {
-                    name,
-                    snapshot,
-                    result,
-                });
-            })
-            .map_err(|e| anyhow!("starting a thread for an instance: {e}"))?;
+        start(i, n, guest, opts, on_listening, done_tx)?;
     }
     drop(done_tx);
     let mut failed = None;
@@ -204,6 +179,45 @@ pub fn run(guest: Guest, instances: Vec<Options>) -> anyhow::Result<u8> {
         }
     }
     failed.unwrap_or(Ok(0))
+}
+
+/// Starts instance `i` of `n` on a thread of its own, which sends how it
+/// ended to `done`.
+fn start(
+    i: usize,
+    n: usize,
+    guest: Arc<Guest>,
+    opts: Options,
+    on_listening: impl FnOnce() + Send + 'static,
+    done: mpsc::Sender<End>,
+) -> anyhow::Result<()> {
+    // With one instance an error is the server's own, not an instance's.
+    let name = match n {
+        1 => String::new(),
+        _ => describe(std::slice::from_ref(&opts)),
+    };
+    let snapshot = opts
+        .memory_file
+        .as_deref()
+        .and_then(|p| SnapshotDir::resolve(p).ok())
+        .map(|d| d.file);
+    std::thread::Builder::new()
+        .name(format!("instance-{i}"))
+        .spawn(move || {
+            // A panic in the host (a bug) must end the runner as a
+            // failure, not leave it serving with one instance gone.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                sandbox::run(&guest, &opts, on_listening)
+            }))
+            .unwrap_or_else(|_| Err(anyhow!("the runner panicked")));
+            let _ = done.send(End {
+                name,
+                snapshot,
+                result,
+            });
+        })
+        .map_err(|e| anyhow!("starting a thread for an instance: {e}"))?;
+    Ok(())
 }
 
 /// How one instance ended.

@@ -1,6 +1,8 @@
 //! Waiting for readiness on many sockets: `epoll` on Linux, `poll(2)` on
 //! other native systems, and in the wasm guest one `wasi:io/poll` call
-//! over the pollables of the sockets waited for, each made once.
+//! over the pollables of the sockets waited for, each made once (past a
+//! hundred-odd sockets, mostly over the recently active ones: see
+//! `tiers`).
 //!
 //! Interest is kept per token and the kernel is only told about changes,
 //! so a pass over 10,000 mostly idle connections costs the kernel the ready
@@ -99,6 +101,8 @@ use epoll::Sys;
 mod poll;
 #[cfg(not(any(target_os = "linux", target_os = "wasi")))]
 use poll::Sys;
+#[cfg(any(test, target_os = "wasi"))]
+mod tiers;
 #[cfg(target_os = "wasi")]
 mod wasi;
 #[cfg(target_os = "wasi")]
