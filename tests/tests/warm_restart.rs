@@ -219,7 +219,7 @@ fn missing_snapshot_starts_cold() {
 /// `--instances 2 -e PATH`: each instance snapshots its own keys to
 /// `PATH.PORT` on SIGUSR1 and restores them from there, on its own port.
 /// The instances hold different numbers of items, so a swapped or shared
-/// snapshot shows.
+/// snapshot shows. A start that fails on one port loses no snapshot.
 #[test]
 fn instances_restore_their_own_snapshots() {
     let dir = scratch("instances");
@@ -248,6 +248,19 @@ fn instances_restore_their_own_snapshots() {
         assert!(f.exists(), "no snapshot {}", f.display());
     }
     assert!(!snap.exists(), "a snapshot under the bare -e path");
+    // A start that fails on the second port, after the first instance
+    // restored its snapshot: that instance writes it back.
+    let taken = std::net::TcpListener::bind(("127.0.0.1", ports[1])).expect("hold the port");
+    let failed = run_to_exit(
+        Command::new(wasmcached_tests::bin_dir().join("wasmcached"))
+            .args(["-p", &ports[0].to_string(), "--instances", "2"])
+            .args(e),
+    );
+    assert_eq!(failed.code(), Some(71), "{failed:?}");
+    for f in &files {
+        assert!(f.exists(), "{} lost in the failed start", f.display());
+    }
+    drop(taken);
     // The 2-second items must expire while the instances are down.
     if let Some(left) = Duration::from_millis(2100).checked_sub(filled.elapsed()) {
         std::thread::sleep(left);
@@ -271,6 +284,21 @@ fn instances_restore_their_own_snapshots() {
     }
     drop(back);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `cmd` and waits for it to exit (killed after 30 s).
+fn run_to_exit(cmd: &mut Command) -> std::process::ExitStatus {
+    let mut child = cmd.spawn().expect("start the runner");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the runner did not exit");
 }
 
 #[test]

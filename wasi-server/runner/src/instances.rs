@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::SystemTime;
 
 use anyhow::anyhow;
 use wasmcached_server::Options;
@@ -86,11 +87,16 @@ pub fn split(opts: &Options, n: u32) -> Result<Vec<Options>, String> {
         .collect()
 }
 
-/// `-e PATH` of the instance on `port`: `PATH.PORT`, in PATH's directory.
+/// `-e PATH` of the instance on `port`: `PATH.PORT`, in PATH's directory
+/// (`-e dir/snap/` names the file `snap` as it does for one server).
 fn snapshot_of(path: &Path, port: u16) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
+    let Some(file) = path.file_name() else {
+        // `..` or `/`: the runner refuses it (`SnapshotDir::resolve`).
+        return path.to_path_buf();
+    };
+    let mut name = file.to_owned();
     name.push(format!(".{port}"));
-    PathBuf::from(name)
+    path.with_file_name(name)
 }
 
 /// A wasm32 guest addresses 4 GiB, which must hold `mb` of items and the
@@ -165,7 +171,10 @@ pub fn run(guest: Guest, instances: Vec<Options>) -> anyhow::Result<u8> {
     drop(done_tx);
     let mut failed = None;
     for end in done_rx {
-        if !mailbox::stop_requested() && !end.stopped_gracefully() {
+        // An instance that fails while others start up may follow their
+        // restores, which removed their snapshots: they write them back.
+        let starting = end.snapshot.is_some() && waiting.load(Ordering::Acquire) > 0;
+        if !mailbox::stop_requested() && !end.stopped_gracefully() && !starting {
             return end.into_result();
         }
         // Every instance writes its snapshot on its way out; one that
@@ -201,6 +210,7 @@ fn start(
         .as_deref()
         .and_then(|p| SnapshotDir::resolve(p).ok())
         .map(|d| d.file);
+    let started = SystemTime::now();
     std::thread::Builder::new()
         .name(format!("instance-{i}"))
         .spawn(move || {
@@ -213,6 +223,7 @@ fn start(
             let _ = done.send(End {
                 name,
                 snapshot,
+                started,
                 result,
             });
         })
@@ -226,19 +237,23 @@ struct End {
     name: String,
     /// Its `-e` file on the host.
     snapshot: Option<PathBuf>,
+    /// When its thread was started.
+    started: SystemTime,
     result: anyhow::Result<u8>,
 }
 
 impl End {
     /// It stopped gracefully on its own (a client's `shutdown graceful`):
-    /// it wrote its snapshot, or tried to. A snapshot file exists only
-    /// from a graceful stop until the next start restores and removes it.
+    /// it wrote its snapshot since it started, or tried to and exited
+    /// with the code that says so.
     fn stopped_gracefully(&self) -> bool {
         let Some(snapshot) = &self.snapshot else {
             return false;
         };
         match self.result {
-            Ok(0) => snapshot.exists(),
+            Ok(0) => std::fs::metadata(snapshot)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= self.started),
             Ok(code) => i32::from(code) == wasmcached_server::EXIT_SNAPSHOT_FAILED,
             Err(_) => false,
         }
@@ -301,6 +316,11 @@ mod tests {
                 Some(PathBuf::from("/dev/shm/wc.11211")),
                 Some(PathBuf::from("/dev/shm/wc.11212"))
             ]
+        );
+        let slash = split(&opts(&["-p", "11211", "-e", "/dev/shm/wc/"]), 2).unwrap();
+        assert_eq!(
+            slash[1].memory_file,
+            Some(PathBuf::from("/dev/shm/wc.11212"))
         );
         let one = opts(&["-p", "11211", "-e", "/dev/shm/wc"]);
         assert_eq!(split(&one, 1).unwrap()[0].memory_file, one.memory_file);
