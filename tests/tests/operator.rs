@@ -3,8 +3,8 @@
 //! `shutdown graceful` (exit codes, the `-e` snapshot), `-o idle_timeout`
 //! (idle clients closed, `idle_kicks`, `stats settings`), the crawler's
 //! `-o` suboptions (`stats settings` compared with memcached's), memcached's
-//! error and exit code for a bad `-o`, and `stats settings` for `-C`,
-//! `-A`, `-X`. The replies themselves are in conformance/operator.cases.
+//! error and exit code for a bad `-o`, exit 71 on a taken port, and
+//! `stats settings` for `-C`, `-A`, `-X`. The replies themselves are in conformance/operator.cases.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -309,5 +309,27 @@ fn sighup_does_not_stop_the_server() {
             "{}",
             kind.name()
         );
+    }
+}
+
+/// A port another process listens on is memcached's EX_OSERR, 71, from
+/// every server; under the runner that is the guest's own exit code.
+#[test]
+fn a_taken_port_exits_71() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    for (bin, extra) in [
+        ("memcached".into(), &["-u", "root", "-U", "0"][..]),
+        (bin_dir().join("wasmcached-server"), &[][..]),
+        (bin_dir().join("wasmcached"), &[][..]),
+    ] {
+        let out = Command::new(&bin)
+            .args(["-p", &port, "-l", "127.0.0.1"])
+            .args(extra)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(71), "{}: {err}", bin.display());
+        assert!(err.contains("in use"), "{}: {err}", bin.display());
     }
 }
