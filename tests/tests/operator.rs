@@ -4,7 +4,8 @@
 //! (idle clients closed, `idle_kicks`, `stats settings`), the crawler's
 //! `-o` suboptions (`stats settings` compared with memcached's), memcached's
 //! error and exit code for a bad `-o`, exit 71 on a taken port, and
-//! `stats settings` for `-C`, `-A`, `-X`. The replies themselves are in conformance/operator.cases.
+//! `stats settings` for `-C`, `-A`, `-X`. The replies themselves are in
+//! conformance/operator.cases.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
