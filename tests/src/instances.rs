@@ -39,7 +39,8 @@ pub fn free_ports(n: u16) -> u16 {
     panic!("no {n} consecutive free ports");
 }
 
-/// True once 127.0.0.1:`port` answers `version`.
+/// True once 127.0.0.1:`port` answers `version` (with `-Y`, with the
+/// error that asks for a login first).
 fn answers(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -47,7 +48,8 @@ fn answers(port: u16) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let mut buf = [0u8; 64];
     s.write_all(b"version\r\n").is_ok()
-        && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"VERSION"))
+        && matches!(s.read(&mut buf), Ok(n)
+            if buf[..n].starts_with(b"VERSION") || buf[..n].starts_with(b"CLIENT_ERROR"))
 }
 
 /// Starts `wasmcached --instances n` with extra options on `n` consecutive

@@ -360,6 +360,41 @@ fn shutdown_graceful_on_one_instance_snapshots_them_all() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `-Y` with instances: every instance takes the users, and SIGHUP to the
+/// runner reloads them in every instance.
+#[test]
+fn sighup_reloads_every_instances_users() {
+    const STORED: &[u8] = b"STORED\r\n";
+    const FAILED: &[u8] = b"CLIENT_ERROR authentication failure\r\n";
+    let login = |port: u16, user: &str, pass: &str| {
+        let value = format!("{user} {pass}");
+        let req = format!("set auth 0 0 {}\r\n{value}\r\n", value.len());
+        Client::connect(port).call(req.as_bytes(), b"\r\n")
+    };
+    let dir = std::env::temp_dir().join(format!("wasmcached-inst-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("users");
+    std::fs::write(&file, "alice:wonderland\n").unwrap();
+    let inst = start_instances(3, &["-Y", file.to_str().unwrap()]);
+    for &p in &inst.ports {
+        assert_eq!(login(p, "alice", "wonderland"), STORED, "port {p}");
+    }
+    std::fs::write(&file, "carol:newpass\n").unwrap();
+    // SAFETY: signalling the runner this test started.
+    unsafe {
+        libc::kill(inst.pid() as libc::pid_t, libc::SIGHUP);
+    }
+    for &p in &inst.ports {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while login(p, "carol", "newpass") != STORED {
+            assert!(Instant::now() < deadline, "port {p} kept the old users");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(login(p, "alice", "wonderland"), FAILED, "port {p}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_instance_options_exit_64() {
     let port = free_port().to_string();
