@@ -13,7 +13,7 @@
 //! is when an idle socket that came to life is found. That sweep comes
 //! again after [`FULL_EVERY`] times its own measured cost (at least
 //! [`FULL_MIN_MS`]), so it takes at most a fifth of a busy guest's time,
-//! and a cold socket's first request waits at most that long. With
+//! and a cold socket's first request waits about that long at most. With
 //! nothing hot, or when the hot sockets were quiet until the sweep was
 //! due, the wait lists everything and sleeps until something is ready, as
 //! an untiered one does: an idle guest does not sweep.
