@@ -302,18 +302,6 @@ fn instances_are_separate_servers() {
     }
 }
 
-/// Waits up to 10 s for the runner to exit.
-fn exits_within(inst: &mut Instances) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Some(status) = inst.server.exit_status() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
 /// A client's `shutdown` (`-A`) to one instance ends the server, every
 /// instance, as it ends memcached: serving on with a port gone would send
 /// a hashing client's share of the keys to a closed port.
@@ -324,7 +312,10 @@ fn shutdown_on_one_instance_stops_them_all() {
     c.send(b"shutdown\r\n");
     assert!(c.closed_within(Duration::from_secs(5)));
     // The instances live in the runner's process: it exiting closes them.
-    let status = exits_within(&mut inst).expect("the runner still runs after shutdown");
+    let status = inst
+        .server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the runner still runs after shutdown");
     assert!(status.success(), "{status:?}");
 }
 
@@ -345,7 +336,10 @@ fn shutdown_graceful_on_one_instance_snapshots_them_all() {
     }
     let mut c = Client::connect(inst.ports[2]);
     c.send(b"shutdown graceful\r\n");
-    let status = exits_within(&mut inst).expect("the runner still runs after shutdown graceful");
+    let status = inst
+        .server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the runner still runs after shutdown graceful");
     assert!(status.success(), "{status:?}");
     for (i, p) in inst.ports.iter().enumerate() {
         let file = dir.join(format!("snap.{p}"));

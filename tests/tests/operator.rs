@@ -16,14 +16,7 @@ const SERVERS: [Kind; 2] = [Kind::Native, Kind::Wasm];
 
 /// Waits for the server to exit on its own; its exit code.
 fn exit_code(mut server: Server, within: Duration) -> Option<i32> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Some(status) = server.exit_status() {
-            return status.code();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
+    server.wait_exit(within).and_then(|s| s.code())
 }
 
 fn settings(server: &Server) -> Vec<(String, String)> {

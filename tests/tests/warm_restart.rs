@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use wasmcached_tests::instances::{start_instances, start_instances_on};
 use wasmcached_tests::{
-    parse_stats, repo_root, start, start_logging, stat, venv_python, Client, Kind,
+    parse_stats, repo_root, start, start_logging, stat, venv_python, wait_exit, Client, Kind,
 };
 
 /// Items the client stores.
@@ -289,12 +289,8 @@ fn instances_restore_their_own_snapshots() {
 /// Runs `cmd` and waits for it to exit (killed after 30 s).
 fn run_to_exit(cmd: &mut Command) -> std::process::ExitStatus {
     let mut child = cmd.spawn().expect("start the runner");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if let Some(status) = wait_exit(&mut child, Duration::from_secs(30)) {
+        return status;
     }
     let _ = child.kill();
     let _ = child.wait();
