@@ -4,8 +4,10 @@
 //! The guest may bind, listen and accept on exactly the configured address.
 //! It gets no outbound connections, no UDP, no name lookups, no files, no
 //! inherited environment, and a linear-memory cap derived from `-m`.
-//! `--instances N` runs N such guests on consecutive ports.
+//! `--instances N` runs N such guests on consecutive ports. The compiled
+//! server is kept between starts (`compile_cache`).
 
+mod compile_cache;
 mod instances;
 mod mailbox;
 mod nodelay;

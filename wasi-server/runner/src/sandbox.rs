@@ -186,13 +186,16 @@ pub struct Guest {
     pre: CommandPre<Host>,
 }
 
-/// Compiles the embedded server, or `component`, and links it to WASI.
+/// Compiles the embedded server (or loads it compiled: see
+/// `compile_cache`), or `component`, and links it to WASI.
 pub fn load(component: Option<&Path>) -> anyhow::Result<Guest> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     // `perf` can name the guest's functions when the compiled code is
-    // listed in /tmp/perf-PID.map (see the README's profiling notes).
-    if std::env::var_os("WASMCACHED_PERF_MAP").is_some() {
+    // listed in /tmp/perf-PID.map (see the README's profiling notes); only
+    // code compiled in this process is listed.
+    let perf_map = std::env::var_os("WASMCACHED_PERF_MAP").is_some();
+    if perf_map {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
     let engine = Engine::new(&config).map_err(|e| anyhow!("{e}"))?;
@@ -200,8 +203,9 @@ pub fn load(component: Option<&Path>) -> anyhow::Result<Guest> {
         Some(p) => {
             Component::from_file(&engine, p).map_err(|e| anyhow!("loading {}: {e}", p.display()))?
         }
-        None => Component::new(&engine, GUEST)
+        None if perf_map => Component::new(&engine, GUEST)
             .map_err(|e| anyhow!("loading the server component: {e}"))?,
+        None => crate::compile_cache::load(&engine, GUEST)?,
     };
     let mut linker: Linker<Host> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e}"))?;
