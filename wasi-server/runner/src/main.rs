@@ -83,8 +83,11 @@ fn main() -> ExitCode {
         args.server.memory_file.is_some(),
         args.server.auth_file.clone(),
     );
-    let result =
-        sandbox::load(args.component.as_deref()).and_then(|guest| instances::run(guest, each));
+    // The guests may write the snapshot's directory: no compiled code is
+    // loaded from there.
+    let granted = compile_cache::granted_dirs(args.server.memory_file.as_deref());
+    let result = sandbox::load(args.component.as_deref(), &granted)
+        .and_then(|guest| instances::run(guest, each));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -187,8 +187,9 @@ pub struct Guest {
 }
 
 /// Compiles the embedded server (or loads it compiled: see
-/// `compile_cache`), or `component`, and links it to WASI.
-pub fn load(component: Option<&Path>) -> anyhow::Result<Guest> {
+/// `compile_cache`, which is told the directories guests are `granted`),
+/// or `component`, and links it to WASI.
+pub fn load(component: Option<&Path>, granted: &[PathBuf]) -> anyhow::Result<Guest> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     // `perf` can name the guest's functions when the compiled code is
@@ -205,7 +206,7 @@ pub fn load(component: Option<&Path>) -> anyhow::Result<Guest> {
         }
         None if perf_map => Component::new(&engine, GUEST)
             .map_err(|e| anyhow!("loading the server component: {e}"))?,
-        None => crate::compile_cache::load(&engine, GUEST)?,
+        None => crate::compile_cache::load(&engine, GUEST, granted)?,
     };
     let mut linker: Linker<Host> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e}"))?;
