@@ -9,11 +9,14 @@
 //! So past [`TIER_MIN`] listed sockets the waits are tiered. A socket is hot
 //! for [`HOT_MS`] after anything is reported for it or its interest
 //! changes, and the listener is always hot. Most waits list only the hot
-//! sockets; every so often a wait lists all of them without waiting, which
-//! is when an idle socket that came to life is found. That sweep comes
-//! again after [`FULL_EVERY`] times its own measured cost (at least
-//! [`FULL_MIN_MS`]), so it takes at most a fifth of a busy guest's time,
-//! and a cold socket's first request waits about that long at most. With
+//! sockets; every so often a sweep lists the next [`SWEEP_CHUNK`] of all
+//! the sockets too, without waiting, which is when an idle socket that
+//! came to life is found (so one sweep never holds up the hot sockets for
+//! long, however many there are). The next sweep comes after
+//! [`FULL_EVERY`] times the last one's measured cost (at least
+//! [`FULL_MIN_MS`]), so sweeps take at most a fifth of a busy guest's
+//! time, and a cold socket's first request waits about that gap times
+//! the number of chunks at most. With
 //! nothing hot, or when the hot sockets were quiet until the sweep was
 //! due, the wait lists everything and sleeps until something is ready, as
 //! an untiered one does: an idle guest does not sweep.
@@ -32,15 +35,18 @@ pub const HOT_MS: u64 = 1_000;
 pub const FULL_EVERY: u64 = 4;
 /// ... and no sooner than this (ms).
 pub const FULL_MIN_MS: u64 = 2;
+/// Tokens one sweep covers beyond the hot ones.
+pub const SWEEP_CHUNK: usize = 2048;
 
 /// What the next wait lists and how long it may sleep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Plan {
     /// Every socket, for up to the caller's timeout.
     All { timeout_ms: i32 },
-    /// Every socket without sleeping, timed: report its cost to
+    /// The hot sockets and those of tokens `from..to` (the caller's tokens
+    /// end there or earlier), without sleeping, timed: report its cost to
     /// [`Tiers::waited`].
-    Sweep,
+    Sweep { from: usize, to: usize },
     /// Only [`Tiers::hot`], for up to `timeout_ms`.
     Hot { timeout_ms: i32 },
 }
@@ -62,6 +68,8 @@ pub struct Tiers {
     sweep_us: u64,
     /// The last hot wait found nothing ready.
     quiet: bool,
+    /// Where the next sweep starts.
+    cursor: usize,
 }
 
 impl Tiers {
@@ -107,19 +115,28 @@ impl Tiers {
         }
     }
 
-    /// The wait for a pass at `now_ms` over `listed` sockets, for which the
-    /// caller would wait up to `timeout_ms` (-1: until something is ready).
-    pub fn plan(&mut self, now_ms: u64, listed: usize, timeout_ms: i32) -> Plan {
+    /// Whether `token` is in [`hot`](Tiers::hot).
+    pub fn is_hot(&self, token: usize) -> bool {
+        self.member.get(token).copied().unwrap_or(false)
+    }
+
+    /// The wait for a pass at `now_ms` over `listed` sockets under tokens
+    /// below `tokens`, for which the caller would wait up to `timeout_ms`
+    /// (-1: until something is ready).
+    pub fn plan(&mut self, now_ms: u64, listed: usize, tokens: usize, timeout_ms: i32) -> Plan {
         self.cool(now_ms);
         let pinned = self.hot.iter().all(|&t| self.until[t] == u64::MAX);
         if listed < TIER_MIN || pinned {
             return Plan::All { timeout_ms };
         }
         if now_ms >= self.next_sweep {
-            return match self.quiet {
-                true => Plan::All { timeout_ms },
-                false => Plan::Sweep,
-            };
+            if self.quiet {
+                return Plan::All { timeout_ms };
+            }
+            let from = if self.cursor < tokens { self.cursor } else { 0 };
+            let to = tokens.min(from.saturating_add(SWEEP_CHUNK));
+            self.cursor = to;
+            return Plan::Sweep { from, to };
         }
         let until_sweep = i32::try_from(self.next_sweep - now_ms).unwrap_or(i32::MAX);
         let timeout_ms = match timeout_ms {
@@ -138,7 +155,7 @@ impl Tiers {
                 self.quiet = !ready;
                 return;
             }
-            Plan::Sweep => self.sweep_us = cost_us,
+            Plan::Sweep { .. } => self.sweep_us = cost_us,
             // It may have slept: its time is no measure.
             Plan::All { .. } => {}
         }
@@ -166,25 +183,27 @@ mod tests {
     use super::*;
 
     const MANY: usize = TIER_MIN;
+    /// A sweep of every token below MANY.
+    const SWEEP: Plan = Plan::Sweep { from: 0, to: MANY };
 
     #[test]
     fn few_sockets_are_always_listed_together() {
         let mut t = Tiers::new();
         t.touch(5, 0);
-        assert_eq!(t.plan(10, MANY - 1, -1), Plan::All { timeout_ms: -1 });
-        assert_eq!(t.plan(10, MANY - 1, 7), Plan::All { timeout_ms: 7 });
+        assert_eq!(t.plan(10, MANY - 1, MANY, -1), Plan::All { timeout_ms: -1 });
+        assert_eq!(t.plan(10, MANY - 1, MANY, 7), Plan::All { timeout_ms: 7 });
     }
 
     #[test]
     fn with_nothing_hot_but_the_listener_the_wait_lists_all_and_sleeps() {
         let mut t = Tiers::new();
         t.pin(0);
-        assert_eq!(t.plan(0, MANY, -1), Plan::All { timeout_ms: -1 });
+        assert_eq!(t.plan(0, MANY, MANY, -1), Plan::All { timeout_ms: -1 });
         t.touch(9, 0);
         t.waited(Plan::All { timeout_ms: -1 }, 0, true, 0);
-        assert!(matches!(t.plan(0, MANY, -1), Plan::Hot { .. }));
+        assert!(matches!(t.plan(0, MANY, MANY, -1), Plan::Hot { .. }));
         // Cold again after HOT_MS; the listener stays.
-        assert_eq!(t.plan(HOT_MS, MANY, 50), Plan::All { timeout_ms: 50 });
+        assert_eq!(t.plan(HOT_MS, MANY, MANY, 50), Plan::All { timeout_ms: 50 });
         assert_eq!(t.hot(), &[0]);
     }
 
@@ -193,18 +212,18 @@ mod tests {
         let mut t = Tiers::new();
         t.touch(3, 100);
         // A sweep costing 2 ms comes again 8 ms later.
-        t.waited(Plan::Sweep, 100, false, 2_000);
-        assert_eq!(t.plan(100, MANY, -1), Plan::Hot { timeout_ms: 8 });
+        t.waited(SWEEP, 100, false, 2_000);
+        assert_eq!(t.plan(100, MANY, MANY, -1), Plan::Hot { timeout_ms: 8 });
         t.waited(Plan::Hot { timeout_ms: 8 }, 102, true, 0);
-        assert_eq!(t.plan(102, MANY, 1), Plan::Hot { timeout_ms: 1 });
+        assert_eq!(t.plan(102, MANY, MANY, 1), Plan::Hot { timeout_ms: 1 });
         t.waited(Plan::Hot { timeout_ms: 1 }, 103, true, 0);
-        assert_eq!(t.plan(107, MANY, 0), Plan::Hot { timeout_ms: 0 });
+        assert_eq!(t.plan(107, MANY, MANY, 0), Plan::Hot { timeout_ms: 0 });
         t.waited(Plan::Hot { timeout_ms: 0 }, 107, true, 0);
-        assert_eq!(t.plan(108, MANY, -1), Plan::Sweep);
+        assert_eq!(t.plan(108, MANY, MANY, -1), SWEEP);
         // A cheap sweep still waits FULL_MIN_MS.
-        t.waited(Plan::Sweep, 108, true, 10);
+        t.waited(SWEEP, 108, true, 10);
         assert_eq!(
-            t.plan(108, MANY, -1),
+            t.plan(108, MANY, MANY, -1),
             Plan::Hot {
                 timeout_ms: FULL_MIN_MS as i32
             }
@@ -215,17 +234,50 @@ mod tests {
     fn quiet_hot_sockets_lead_to_a_sleeping_wait_not_a_sweep() {
         let mut t = Tiers::new();
         t.touch(3, 0);
-        t.waited(Plan::Sweep, 0, true, 100);
-        let hot = t.plan(0, MANY, -1);
+        t.waited(SWEEP, 0, true, 100);
+        let hot = t.plan(0, MANY, MANY, -1);
         assert_eq!(hot, Plan::Hot { timeout_ms: 2 });
         // Nothing came on the hot sockets until the sweep was due.
         t.waited(hot, 2, false, 0);
-        assert_eq!(t.plan(2, MANY, -1), Plan::All { timeout_ms: -1 });
+        assert_eq!(t.plan(2, MANY, MANY, -1), Plan::All { timeout_ms: -1 });
         // Woken by something: hot waits again, then sweeps while busy.
         t.waited(Plan::All { timeout_ms: -1 }, 500, true, 0);
-        assert!(matches!(t.plan(500, MANY, -1), Plan::Hot { .. }));
+        assert!(matches!(t.plan(500, MANY, MANY, -1), Plan::Hot { .. }));
         t.waited(Plan::Hot { timeout_ms: 2 }, 502, true, 0);
-        assert_eq!(t.plan(502, MANY, -1), Plan::Sweep);
+        assert_eq!(t.plan(502, MANY, MANY, -1), SWEEP);
+    }
+
+    #[test]
+    fn sweeps_take_the_tokens_a_chunk_at_a_time_round_and_round() {
+        let mut t = Tiers::new();
+        t.touch(7, 0);
+        let tokens = 2 * SWEEP_CHUNK + 100;
+        let mut now = 0;
+        let mut sweep = || {
+            now += 100;
+            t.touch(7, now);
+            let p = t.plan(now, tokens, tokens, -1);
+            t.waited(p, now, true, 10);
+            p
+        };
+        let chunks: Vec<Plan> = (0..4).map(|_| sweep()).collect();
+        let c = SWEEP_CHUNK;
+        assert_eq!(
+            chunks,
+            [
+                Plan::Sweep { from: 0, to: c },
+                Plan::Sweep { from: c, to: 2 * c },
+                Plan::Sweep {
+                    from: 2 * c,
+                    to: tokens
+                },
+                Plan::Sweep { from: 0, to: c },
+            ]
+        );
+        // Fewer tokens than the cursor (connections closed): from the top.
+        let p = t.plan(now + 100, 300, 300, -1);
+        assert_eq!(p, Plan::Sweep { from: 0, to: 300 });
+        assert!(t.is_hot(7) && !t.is_hot(8));
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! until its token is removed: a pass costs one host call (two more for a
 //! timeout's clock), with no descriptor table to look each socket up in
 //! as wasi-libc's `poll` has. The host's work grows with the pollables
-//! listed, so with many sockets most passes list only the hot ones (see
-//! `tiers`), at the cost of two clock reads.
+//! listed, so with many sockets most passes list only the hot ones and
+//! sweeps list a chunk of the others (see `tiers`), at the cost of two
+//! clock reads.
 
 use super::tiers::{Plan, Tiers, TIER_MIN};
 use super::{Event, READ, WRITE};
@@ -92,9 +93,11 @@ impl Sys {
         let tiered = self.waiting >= TIER_MIN;
         let start_ns = if tiered { now() } else { 0 };
         let plan = match tiered {
-            true => self
-                .tiers
-                .plan(start_ns / 1_000_000, self.waiting, timeout_ms),
+            true => {
+                let now_ms = start_ns / 1_000_000;
+                let tokens = self.slots.len();
+                self.tiers.plan(now_ms, self.waiting, tokens, timeout_ms)
+            }
             false => Plan::All { timeout_ms },
         };
         let ready = self.poll(plan);
@@ -127,11 +130,16 @@ impl Sys {
         let mut list: Vec<&Pollable> = Vec::new();
         let timeout_ms = match plan {
             Plan::All { timeout_ms } | Plan::Hot { timeout_ms } => timeout_ms,
-            Plan::Sweep => 0,
+            Plan::Sweep { .. } => 0,
         };
         match plan {
+            Plan::All { .. } => gather(slots, 0..slots.len(), &mut list, listed),
             Plan::Hot { .. } => gather(slots, tiers.hot().iter().copied(), &mut list, listed),
-            _ => gather(slots, 0..slots.len(), &mut list, listed),
+            Plan::Sweep { from, to } => {
+                let cold = (from..to).filter(|&t| !tiers.is_hot(t));
+                let tokens = tiers.hot().iter().copied().chain(cold);
+                gather(slots, tokens, &mut list, listed);
+            }
         }
         let timer = match u64::try_from(timeout_ms) {
             Ok(ms) => Some(subscribe_duration(ms.saturating_mul(1_000_000))),
