@@ -250,8 +250,11 @@ fn instances_restore_their_own_snapshots() {
     assert!(!snap.exists(), "a snapshot under the bare -e path");
     // A start that fails on the second port, after the first instance
     // restored its snapshot: that instance writes it back.
+    // Beside them, a file of a run on another port: named on stderr.
+    let stray = dir.join("snap.1");
+    std::fs::write(&stray, b"").expect("write");
     let taken = std::net::TcpListener::bind(("127.0.0.1", ports[1])).expect("hold the port");
-    let failed = run_to_exit(
+    let (failed, stderr) = run_to_exit(
         Command::new(wasmcached_tests::bin_dir().join("wasmcached"))
             .args(["-p", &ports[0].to_string(), "--instances", "2"])
             .args(e),
@@ -260,6 +263,8 @@ fn instances_restore_their_own_snapshots() {
     for f in &files {
         assert!(f.exists(), "{} lost in the failed start", f.display());
     }
+    let warned = format!("{}: no instance of this run restores it", stray.display());
+    assert!(stderr.contains(&warned), "{stderr}");
     drop(taken);
     // The 2-second items must expire while the instances are down.
     if let Some(left) = Duration::from_millis(2100).checked_sub(filled.elapsed()) {
@@ -286,15 +291,23 @@ fn instances_restore_their_own_snapshots() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Runs `cmd` and waits for it to exit (killed after 30 s).
-fn run_to_exit(cmd: &mut Command) -> std::process::ExitStatus {
-    let mut child = cmd.spawn().expect("start the runner");
-    if let Some(status) = wait_exit(&mut child, Duration::from_secs(30)) {
-        return status;
+/// Runs `cmd` and waits for it to exit (killed after 30 s); its status
+/// and what it wrote to stderr.
+fn run_to_exit(cmd: &mut Command) -> (std::process::ExitStatus, String) {
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the runner");
+    let exited = wait_exit(&mut child, Duration::from_secs(30));
+    if exited.is_none() {
+        let _ = child.kill();
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the runner did not exit");
+    let out = child.wait_with_output().expect("wait");
+    assert!(exited.is_some(), "the runner did not exit");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]

@@ -99,6 +99,62 @@ fn snapshot_of(path: &Path, port: u16) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Snapshots beside `-e PATH` that no instance of this run restores:
+/// `PATH.PORT` files for ports outside `instances`, and with more than one
+/// instance PATH itself (a single server's). An operator who changed `-p`
+/// or `--instances` should know that those keys stay on disk, and that a
+/// later run on those ports would bring them back as they were.
+pub fn unclaimed_snapshots(instances: &[Options]) -> Vec<PathBuf> {
+    let Some(file) = instances.first().and_then(|o| o.memory_file.as_deref()) else {
+        return Vec::new();
+    };
+    // One server's file is PATH itself, every PATH.PORT another run's;
+    // an instance's is PATH.PORT, and PATH a single server's.
+    let single = instances.len() == 1;
+    let base = match single {
+        true => file.to_path_buf(),
+        false => file.with_extension(""),
+    };
+    let (Some(dir), Some(stem)) = (base.parent(), base.file_name()) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let ports: Vec<u16> = match single {
+        true => Vec::new(),
+        false => instances.iter().map(|o| o.port).collect(),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| unclaimed(e.file_name().as_encoded_bytes(), stem, single, &ports))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
+/// Whether the file `name` beside the snapshot `stem` is a snapshot that
+/// no instance on `ports` restores (with one server, `single`, its own
+/// file is `stem` itself).
+fn unclaimed(name: &[u8], stem: &std::ffi::OsStr, single: bool, ports: &[u16]) -> bool {
+    let Some(rest) = name.strip_prefix(stem.as_encoded_bytes()) else {
+        return false;
+    };
+    match rest.strip_prefix(b".") {
+        None => rest.is_empty() && !single,
+        Some(port) => std::str::from_utf8(port)
+            .ok()
+            .and_then(|p| p.parse::<u16>().ok())
+            .is_some_and(|p| !ports.contains(&p)),
+    }
+}
+
 /// A wasm32 guest addresses 4 GiB, which must hold `mb` of items and the
 /// rest of the server.
 fn check_addressable(mb: u64, per: &str) -> Result<(), String> {
@@ -326,6 +382,43 @@ mod tests {
         assert_eq!(split(&one, 1).unwrap()[0].memory_file, one.memory_file);
         let v6 = split(&opts(&["-p", "7000", "-l", "::1"]), 2).unwrap();
         assert_eq!(describe(&v6), "[::1]:7000-7001");
+    }
+
+    #[test]
+    fn snapshots_no_instance_restores_are_found() {
+        let dir = std::env::temp_dir().join(format!("wasmcached-unclaimed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "snap",
+            "snap.7000",
+            "snap.7001",
+            "snap.7005",
+            "snap.tmp",
+            "snap.x",
+            "other.7005",
+        ] {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        let e = dir.join("snap");
+        let e = e.to_str().unwrap();
+        let two = split(&opts(&["-p", "7000", "-e", e]), 2).unwrap();
+        assert_eq!(
+            unclaimed_snapshots(&two),
+            [dir.join("snap"), dir.join("snap.7005")]
+        );
+        let one = split(&opts(&["-p", "7000", "-e", e]), 1).unwrap();
+        assert_eq!(
+            unclaimed_snapshots(&one),
+            [
+                dir.join("snap.7000"),
+                dir.join("snap.7001"),
+                dir.join("snap.7005")
+            ]
+        );
+        let none = split(&opts(&["-p", "7000"]), 2).unwrap();
+        assert!(unclaimed_snapshots(&none).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

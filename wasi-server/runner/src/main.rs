@@ -75,6 +75,12 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    for path in instances::unclaimed_snapshots(&each) {
+        eprintln!(
+            "wasmcached: warm restart: {}: no instance of this run restores it (another -p or --instances wrote it); remove it, or a later run on its port brings its keys back as they were",
+            path.display()
+        );
+    }
     // The runner owns the guests' sockets, so the descriptors are its own;
     // `-c` applies to each instance.
     let conns = u64::from(args.server.conn_limit) * u64::from(args.instances);
