@@ -191,9 +191,9 @@ pub fn describe(instances: &[Options]) -> String {
 /// The server ends when any instance ends, as memcached ends on a
 /// `shutdown` or a crash: a hashing client keeps sending a dead instance's
 /// share of the keys to it, so serving on with the others would only hide
-/// the failure. A trap (or an instance that cannot start) is an error
-/// naming the instance, and the runner exits 70; otherwise the code is the
-/// instance's own, `shutdown` included (0). A graceful stop (SIGUSR1, or
+/// the failure. A trap (or an instance the runner cannot start) is an
+/// error naming the instance, and the runner exits 70; otherwise the code
+/// is the guest's own (71: its port taken; 0: `shutdown`). A graceful stop (SIGUSR1, or
 /// one instance's `shutdown graceful`, seen by the snapshot it wrote)
 /// reaches every instance, and the runner waits until all have written
 /// their snapshots; the code is then whatever failed first, or 0.

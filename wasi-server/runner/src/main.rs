@@ -2,8 +2,9 @@
 //! wasmtime, with the least privilege it needs.
 //!
 //! The guest may bind, listen and accept on exactly the configured address.
-//! It gets no outbound connections, no UDP, no name lookups, no files, no
-//! inherited environment, and a linear-memory cap derived from `-m`.
+//! It gets no outbound connections, no UDP, no name lookups, no files (but
+//! `-e`'s directory, for the snapshot), no inherited environment, and a
+//! linear-memory cap derived from `-m`.
 //! `--instances N` runs N such guests on consecutive ports. The compiled
 //! server is kept between starts (`compile_cache`).
 

@@ -179,8 +179,9 @@ const WASI_IO_POLL: &str = "wasi:io/poll@0.2.12";
 /// instance of it, on any thread, is made from this.
 ///
 /// The engine and the pre-instantiated component are shared (compiling
-/// takes seconds and the code is read-only); each [`run`] gets its own
-/// store, linear memory, WASI context and runtime.
+/// takes most of a start where the compile cache cannot serve it, and the
+/// code is read-only); each [`run`] gets its own store, linear memory,
+/// WASI context and runtime.
 pub struct Guest {
     engine: Engine,
     pre: CommandPre<Host>,
