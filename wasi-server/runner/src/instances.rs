@@ -104,18 +104,14 @@ fn snapshot_of(path: &Path, port: u16) -> PathBuf {
 /// instance PATH itself (a single server's). An operator who changed `-p`
 /// or `--instances` should know that those keys stay on disk, and that a
 /// later run on those ports would bring them back as they were.
-pub fn unclaimed_snapshots(instances: &[Options]) -> Vec<PathBuf> {
-    let Some(file) = instances.first().and_then(|o| o.memory_file.as_deref()) else {
+pub fn unclaimed_snapshots(path: Option<&Path>, instances: &[Options]) -> Vec<PathBuf> {
+    let Some(path) = path else {
         return Vec::new();
     };
     // One server's file is PATH itself, every PATH.PORT another run's;
     // an instance's is PATH.PORT, and PATH a single server's.
     let single = instances.len() == 1;
-    let base = match single {
-        true => file.to_path_buf(),
-        false => file.with_extension(""),
-    };
-    let (Some(dir), Some(stem)) = (base.parent(), base.file_name()) else {
+    let (Some(dir), Some(stem)) = (path.parent(), path.file_name()) else {
         return Vec::new();
     };
     let dir = if dir.as_os_str().is_empty() {
@@ -403,13 +399,14 @@ mod tests {
         let e = dir.join("snap");
         let e = e.to_str().unwrap();
         let two = split(&opts(&["-p", "7000", "-e", e]), 2).unwrap();
+        let snap = Some(dir.join("snap"));
         assert_eq!(
-            unclaimed_snapshots(&two),
+            unclaimed_snapshots(snap.as_deref(), &two),
             [dir.join("snap"), dir.join("snap.7005")]
         );
         let one = split(&opts(&["-p", "7000", "-e", e]), 1).unwrap();
         assert_eq!(
-            unclaimed_snapshots(&one),
+            unclaimed_snapshots(snap.as_deref(), &one),
             [
                 dir.join("snap.7000"),
                 dir.join("snap.7001"),
@@ -417,7 +414,7 @@ mod tests {
             ]
         );
         let none = split(&opts(&["-p", "7000"]), 2).unwrap();
-        assert!(unclaimed_snapshots(&none).is_empty());
+        assert!(unclaimed_snapshots(None, &none).is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

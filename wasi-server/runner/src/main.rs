@@ -76,7 +76,7 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    for path in instances::unclaimed_snapshots(&each) {
+    for path in instances::unclaimed_snapshots(args.server.memory_file.as_deref(), &each) {
         eprintln!(
             "wasmcached: warm restart: {}: no instance of this run restores it (another -p or --instances wrote it); remove it, or a later run on its port brings its keys back as they were",
             path.display()

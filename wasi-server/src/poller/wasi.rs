@@ -76,8 +76,12 @@ impl Sys {
         let is = slot.mask != 0;
         self.waiting = self.waiting + usize::from(is) - usize::from(was);
         // A changed interest is activity: the socket is hot (for a while;
-        // a stale clock only shortens that).
-        self.tiers.touch(token, self.now_ms);
+        // a stale clock only shortens that). Untiered waits list every
+        // socket anyway, and the first tiered wait lists all (nothing but
+        // the listener is hot yet), so only tiered waits need this.
+        if self.waiting >= TIER_MIN {
+            self.tiers.touch(token, self.now_ms);
+        }
         Ok(())
     }
 
