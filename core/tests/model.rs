@@ -125,6 +125,9 @@ struct Item {
     exptime: u64, // absolute model seconds; 0 = never
     cas: u64,
     lru: u64,
+    /// Fetches since it was stored, counted to 2 (memcached's ACTIVE):
+    /// 0 and 1 move it to the head, an active item stays where it is.
+    fetches: u8,
 }
 
 #[derive(Default)]
@@ -145,12 +148,24 @@ impl Model {
         self.cas += 1;
         self.cas
     }
+    /// An update (add of a live key, incr in place): to the head.
     fn touch_lru(&mut self, k: &str) {
         self.tick += 1;
         let t = self.tick;
         if let Some(it) = self.items.get_mut(k) {
             it.lru = t;
         }
+    }
+    /// A fetch (get, gets, touch): to the head unless already active.
+    fn fetch_lru(&mut self, k: &str) {
+        let Some(it) = self.items.get_mut(k) else {
+            return;
+        };
+        if it.fetches >= 2 {
+            return;
+        }
+        it.fetches += 1;
+        self.touch_lru(k);
     }
     fn exp(&self, ttl: i64) -> u64 {
         match ttl {
@@ -178,11 +193,13 @@ impl Model {
             exptime: 0,
             cas: 0,
             lru: 0,
+            fetches: 0,
         };
         self.evict_for(ntotal(k, &probe));
     }
 
-    /// Removes least recently used items until `need` more bytes fit.
+    /// Removes least recently used items until `need` more bytes fit; an
+    /// active one at the tail goes back to the head, no longer active.
     fn evict_for(&mut self, need: u64) {
         loop {
             let used: u64 = self.items.iter().map(|(k, it)| ntotal(k, it)).sum();
@@ -195,6 +212,11 @@ impl Model {
                 .min_by_key(|(_, it)| it.lru)
                 .map(|(k, _)| k.clone())
                 .unwrap();
+            if self.items[&victim].fetches >= 2 {
+                self.items.get_mut(&victim).unwrap().fetches = 1;
+                self.touch_lru(&victim);
+                continue;
+            }
             self.items.remove(&victim);
         }
     }
@@ -206,6 +228,7 @@ impl Model {
             exptime,
             cas: 0,
             lru: 0,
+            fetches: 0,
         };
         let need = ntotal(k, &it);
         self.items.remove(k);
@@ -318,7 +341,7 @@ impl Model {
                 let req = format!("{} {k}\r\n", if gets { "gets" } else { "get" }).into_bytes();
                 let mut reply = Vec::new();
                 if self.live(k) {
-                    self.touch_lru(k);
+                    self.fetch_lru(k);
                     reply = self.value_line(k, gets);
                     let c = self.items[k].cas;
                     self.last_cas.insert(k.to_string(), c);
@@ -389,7 +412,7 @@ impl Model {
                 }
                 let e = self.exp(*ttl);
                 self.items.get_mut(k).unwrap().exptime = e;
-                self.touch_lru(k);
+                self.fetch_lru(k);
                 (req, b"TOUCHED\r\n".to_vec())
             }
             Op::Flush => {

@@ -233,13 +233,85 @@ fn whole_cache_commands_reach_every_shard() {
         .all(|s| s.config().memory_limit == 25 * 1024 * 1024));
 }
 
+/// The value of `STAT name` in a stats reply.
+fn stat_of(stats: &str, name: &str) -> u64 {
+    let prefix = format!("STAT {name} ");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {stats}"))
+}
+
+/// Gets are counted once per call in the connection's home shard, not in
+/// each key's shard: what another connection's `stats` reports once the
+/// replies are out, and what `stats` in the same batch reports, must still
+/// be exact.
+#[test]
+fn gets_counted_apart_are_exact_in_every_stats() {
+    let clock = Clock::new(0, 1_700_000_000);
+    let mut cache = sharded(&Config::default(), 4, clock);
+    let (mut a, mut b) = (Connection::new(), Connection::new());
+    let send = |conn: &mut Connection, cache: &mut Sharded, req: &str| {
+        let (out, _) = feed(conn, cache, clock, &[req.as_bytes()]);
+        String::from_utf8(out).unwrap()
+    };
+    for i in 0..40 {
+        send(&mut a, &mut cache, &format!("set k{i} 0 0 1\r\nx\r\n"));
+    }
+    // Values of five sizes: more classes than a tally keeps apart.
+    for (i, n) in [100, 300, 900, 2_000, 5_000].iter().enumerate() {
+        let v = "v".repeat(*n);
+        send(
+            &mut a,
+            &mut cache,
+            &format!("set big{i} 0 0 {n}\r\n{v}\r\n"),
+        );
+    }
+    let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+    let bigs: Vec<String> = (0..5).map(|i| format!("big{i}")).collect();
+    send(
+        &mut a,
+        &mut cache,
+        &format!("get {} {}\r\n", keys.join(" "), bigs.join(" ")),
+    );
+    send(&mut a, &mut cache, "mg k1 v\r\nmg nope v\r\n");
+    let other = send(&mut b, &mut cache, "stats\r\n");
+    assert_eq!(stat_of(&other, "cmd_get"), 57, "{other}");
+    assert_eq!(stat_of(&other, "get_hits"), 46, "{other}");
+    assert_eq!(stat_of(&other, "get_misses"), 11, "{other}");
+    let slabs = send(&mut b, &mut cache, "stats slabs\r\n");
+    let class_hits: u64 = slabs
+        .lines()
+        .filter(|l| l.contains(":get_hits "))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(class_hits, 46, "{slabs}");
+    // A stats pipelined behind gets in one batch counts them too.
+    let same = send(&mut a, &mut cache, "get k1 k2 nope\r\nstats\r\n");
+    assert_eq!(stat_of(&same, "cmd_get"), 60, "{same}");
+    assert_eq!(stat_of(&same, "get_misses"), 12, "{same}");
+    // And a reset leaves nothing of the batch before it to reappear.
+    let reset = send(&mut a, &mut cache, "get k1\r\nstats reset\r\nstats\r\n");
+    assert_eq!(stat_of(&reset, "cmd_get"), 0, "{reset}");
+    let after = send(&mut b, &mut cache, "stats\r\n");
+    assert_eq!(stat_of(&after, "cmd_get"), 0, "{after}");
+    assert_eq!(stat_of(&after, "get_hits"), 0, "{after}");
+}
+
 #[test]
 fn shard_count_follows_threads_and_memory() {
     let cfg = Config::default();
     assert_eq!(shard_count(&cfg, 1), 1);
-    assert_eq!(shard_count(&cfg, 2), 8);
-    assert_eq!(shard_count(&cfg, 4), 16);
-    assert_eq!(shard_count(&cfg, 64), 16, "64 MiB / 4 MiB per shard");
+    assert_eq!(shard_count(&cfg, 2), 16, "64 MiB / 4 MiB per shard");
+    assert_eq!(shard_count(&cfg, 64), 16);
+    let gig = Config {
+        memory_limit: 1 << 30,
+        ..Config::default()
+    };
+    assert_eq!(shard_count(&gig, 2), 32);
+    assert_eq!(shard_count(&gig, 8), 128);
+    assert_eq!(shard_count(&gig, 6), 128, "a power of two near 16 each");
     let small = Config {
         memory_limit: 8 * 1024 * 1024,
         ..Config::default()
@@ -253,7 +325,7 @@ fn shard_count_follows_threads_and_memory() {
         memory_limit: 1 << 40,
         ..Config::default()
     };
-    assert_eq!(shard_count(&big, 64), 64);
+    assert_eq!(shard_count(&big, 64), 256);
 }
 
 /// Writes `shards` as one snapshot and restores it into `n` shards.

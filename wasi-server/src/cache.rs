@@ -9,7 +9,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Mutex, MutexGuard};
 
 use wasmcached_core::shards::shard_count;
 use wasmcached_core::{Clock, Config, Shards, Store};
@@ -151,27 +151,18 @@ impl SharedCache {
     }
 }
 
-/// Waits for a shard. A shard is held for one request, a microsecond or
-/// less, so a holder that is running releases it before a sleeping waiter
-/// could be woken; when the holder is not running (preempted: workers and
-/// clients sharing cores), giving it the core is what frees the shard. So
-/// a waiter first yields its core a few times, then sleeps in the kernel
-/// (a bounded wait, never a spin). A worker that panicked holding a shard
-/// cannot have left it half-updated by an input-driven path (those do not
-/// panic), so a poisoned lock is taken over.
+/// Waits for a shard. A shard is held for one request or one key of a
+/// multiget, well under a microsecond, so std's mutex fits: a waiter spins
+/// briefly (the holder, running on another core, releases it meanwhile),
+/// then sleeps in the kernel (a holder that is not running, its core
+/// shared with clients, is given the core). A system call per contended
+/// attempt (yielding) would cost more than the wait itself. A worker that
+/// panicked holding a shard cannot have left it half-updated by an
+/// input-driven path (those do not panic), so a poisoned lock is taken
+/// over.
 fn take(m: &Mutex<Store>) -> MutexGuard<'_, Store> {
-    for _ in 0..YIELDS {
-        match m.try_lock() {
-            Ok(g) => return g,
-            Err(TryLockError::Poisoned(e)) => return e.into_inner(),
-            Err(TryLockError::WouldBlock) => std::thread::yield_now(),
-        }
-    }
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
-
-/// Times a waiter yields its core before it sleeps (see [`take`]).
-const YIELDS: usize = 4;
 
 /// One shard, held; publishes the shard's next expiry deadline and the
 /// log wake-ups it raised on drop.

@@ -365,8 +365,7 @@ impl Connection {
         }
 
         let Some(mut idx) = found else {
-            store.stats.get_misses += 1;
-            store.stats.cmd_get += 1;
+            self.tally.miss();
             let mut line = Vec::from(&b"EN"[..]);
             if let Err(e) = push_reflected(&mut line, toks, key, of.key_binary) {
                 return self.out_err(e);
@@ -474,15 +473,13 @@ impl Connection {
         if !of.no_update {
             store.bump(idx);
         }
-        let cls = usize::from(store.item(idx).class());
+        let cls = store.item(idx).class();
         if ttl_set {
             store.stats.cmd_touch += 1;
             store.stats.touch_hits += 1;
-            store.classes[cls].touch_hits += 1;
+            store.classes[usize::from(cls)].touch_hits += 1;
         } else {
-            store.stats.get_hits += 1;
-            store.classes[cls].get_hits += 1;
-            store.stats.cmd_get += 1;
+            self.tally.hit(store, cls);
         }
         self.noreply = false;
     }

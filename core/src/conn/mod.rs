@@ -8,6 +8,7 @@ mod meta;
 mod observe_cmd;
 mod output;
 mod stats_cmd;
+mod tally;
 mod text;
 mod tokens;
 mod watch;
@@ -183,6 +184,8 @@ pub struct Connection {
     log_fd: i32,
     /// The host worker serving this connection, woken for its log lines.
     log_owner: u32,
+    /// Counters of this `process` call, added to the home shard at its end.
+    tally: tally::Tally,
 }
 
 impl Default for Connection {
@@ -219,6 +222,7 @@ impl Connection {
             watch: None,
             log_fd: -1,
             log_owner: 0,
+            tally: tally::Tally::default(),
         }
     }
 
@@ -377,11 +381,10 @@ impl Connection {
     /// shard at a time (see [`shards`](crate::shards)).
     pub fn process<S: Shards>(&mut self, shards: &mut S, clock: Clock) -> Progress {
         self.clock = clock;
-        {
-            let mut home = self.home_shard(shards);
-            home.stats.bytes_read += core::mem::take(&mut self.unreported_read);
-            home.stats.bytes_written += core::mem::take(&mut self.unreported_written);
-        }
+        self.tally.bytes(
+            core::mem::take(&mut self.unreported_read),
+            core::mem::take(&mut self.unreported_written),
+        );
         self.auth.new_batch();
         let hwm = shards.config().output_high_water;
         let budget = shards.config().requests_per_event.max(1);
@@ -442,8 +445,12 @@ impl Connection {
         } else {
             self.consumed = pos;
         }
-        if self.stats_id.is_some() {
+        // One shard taken for this call's counters, however many keys it
+        // read: before the replies leave, so a client that saw them sees
+        // them counted by `stats` on any connection.
+        if self.stats_id.is_some() || !self.tally.is_empty() {
             let mut home = self.home_shard(shards);
+            self.tally.flush_into(&mut home);
             self.publish(&mut home, progress, done > 0);
         } else {
             self.ran_any |= done > 0;
@@ -629,7 +636,9 @@ impl Connection {
 fn take<S: Shards>(shards: &mut S, i: usize, clock: Clock, cfd: i32) -> S::Shard<'_> {
     let mut shard = shards.shard(i);
     shard.advance(clock);
-    shard.log.set_cfd(cfd);
+    if shard.log.is_watched() {
+        shard.log.set_cfd(cfd);
+    }
     shard
 }
 

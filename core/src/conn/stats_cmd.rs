@@ -54,8 +54,10 @@ pub(super) struct Totals {
 }
 
 impl Connection {
-    /// Sums every shard's figures, taking the shards one at a time.
-    pub(super) fn totals<S: Shards>(&self, shards: &mut S) -> Totals {
+    /// Sums every shard's figures, taking the shards one at a time, after
+    /// adding this connection's own tally to its home shard.
+    pub(super) fn totals<S: Shards>(&mut self, shards: &mut S) -> Totals {
+        self.flush_tally(shards);
         let mut t = Totals {
             stats: Stats::default(),
             classes: [Default::default(); slab::MAX_CLASSES],
@@ -78,10 +80,20 @@ impl Connection {
         t
     }
 
-    /// Zeroes every shard's counters (`stats reset`).
-    pub(super) fn reset_all<S: Shards>(&self, shards: &mut S) {
+    /// Zeroes every shard's counters (`stats reset`), this connection's
+    /// tally included.
+    pub(super) fn reset_all<S: Shards>(&mut self, shards: &mut S) {
+        self.flush_tally(shards);
         for i in 0..shards.count() {
             self.nth_shard(shards, i).reset_stats();
+        }
+    }
+
+    /// Adds this connection's tally to its home shard now.
+    fn flush_tally<S: Shards>(&mut self, shards: &mut S) {
+        if !self.tally.is_empty() {
+            let mut home = self.home_shard(shards);
+            self.tally.flush_into(&mut home);
         }
     }
 

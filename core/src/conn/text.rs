@@ -693,10 +693,8 @@ impl Connection {
         key: &[u8],
         touch: Option<u32>,
     ) -> Option<u32> {
-        // gat/gats count as touches only (memcached 1.6.18 leaves cmd_get).
-        if touch.is_none() {
-            store.stats.cmd_get += 1;
-        }
+        // gat/gats count as touches only (memcached 1.6.18 leaves cmd_get);
+        // gets are counted in the tally (see `tally`).
         let mut found = store.find(key);
         store.observe.fetched(key, found.is_some());
         match (found, touch) {
@@ -711,15 +709,14 @@ impl Connection {
             }
             (Some(idx), None) => {
                 store.bump(idx);
-                store.stats.get_hits += 1;
-                let cls = usize::from(store.item(idx).class());
-                store.classes[cls].get_hits += 1;
+                let cls = store.item(idx).class();
+                self.tally.hit(store, cls);
             }
             (None, Some(_)) => {
                 store.stats.cmd_touch += 1;
                 store.stats.touch_misses += 1;
             }
-            (None, None) => store.stats.get_misses += 1,
+            (None, None) => self.tally.miss(),
         }
         found
     }

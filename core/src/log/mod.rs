@@ -158,6 +158,12 @@ impl Log {
         self.mask & flag != 0
     }
 
+    /// Whether any watcher is registered: lines are made, and the time and
+    /// `cfd` they carry matter, only then.
+    pub(crate) fn is_watched(&self) -> bool {
+        self.mask != 0
+    }
+
     /// The wall-clock time stamped on the next lines.
     pub(crate) fn set_time(&mut self, secs: u64, micros: u32) {
         self.secs = secs;
@@ -258,6 +264,11 @@ impl Log {
     /// Owners whose watchers got lines since the last call, as a bit mask
     /// (bit `owner % 64`); cleared.
     pub(crate) fn take_wakeups(&mut self) -> u64 {
+        // Asked at every unlock of a shard and seldom set: a store of zero
+        // each time would dirty the line for the next core to take it.
+        if self.wake == 0 {
+            return 0;
+        }
         core::mem::take(&mut self.wake)
     }
 

@@ -191,7 +191,9 @@ impl Store {
 
     /// Adopts a new clock reading. Readings that go backwards are ignored.
     pub fn advance(&mut self, clock: Clock) {
-        if clock.mono_ms >= self.now_ms {
+        // Only a watched log needs the time: left alone otherwise, a shard
+        // taken by workers on several cores is written less.
+        if clock.mono_ms >= self.now_ms && self.log.is_watched() {
             self.log.set_time(clock.unix_secs, clock.unix_micros);
         }
         if clock.mono_ms > self.now_ms {
@@ -365,16 +367,24 @@ impl Store {
     /// A fetch: marks the item fetched (then active, refreshing its access
     /// time on the second fetch, as memcached's segmented LRU does) and
     /// moves it to the LRU head.
+    ///
+    /// A fetch of an item already active writes nothing, as in memcached
+    /// (`do_item_bump`): the eviction that reaches it at the tail gives it
+    /// a second chance instead (`make_room`). Hot items are
+    /// fetched far more often than they reach the tail, and a fetch that
+    /// writes nothing leaves the item's and its LRU neighbours' cache lines
+    /// shared between the cores that read them.
     pub(crate) fn bump(&mut self, idx: u32) {
         let now = self.now;
         let mut it = self.item_mut(idx);
-        if !it.has(bits::ACTIVE) {
-            if !it.has(bits::FETCHED) {
-                it.insert_bits(bits::FETCHED);
-            } else {
-                it.insert_bits(bits::ACTIVE);
-                it.set_time(now);
-            }
+        if it.has(bits::ACTIVE) {
+            return;
+        }
+        if !it.has(bits::FETCHED) {
+            it.insert_bits(bits::FETCHED);
+        } else {
+            it.insert_bits(bits::ACTIVE);
+            it.set_time(now);
         }
         self.lru.touch(&mut self.arena, idx);
     }
@@ -503,8 +513,6 @@ impl Store {
         from
     }
 
-    /// Makes room for `need` more bytes by reclaiming expired items and
-    /// evicting from the LRU tail.
     /// Bytes items may take: the memory limit less the share reserved for
     /// the store's own structures ([`Config::reserve_per_mille`]).
     fn item_limit(&self) -> u64 {
@@ -512,6 +520,9 @@ impl Store {
         limit - limit / 1000 * u64::from(self.cfg.reserve_per_mille.min(1000))
     }
 
+    /// Makes room for `need` more bytes by reclaiming expired items and
+    /// evicting from the LRU tail; an active item at the tail is moved to
+    /// the head instead (see [`Store::bump`]).
     fn make_room(&mut self, need: u64) -> Result<(), AllocError> {
         while self.bytes + need > self.item_limit() {
             let tail = self.lru.tail;
@@ -530,6 +541,14 @@ impl Store {
             } else if !self.cfg.evictions {
                 self.classes[cls].outofmemory += 1;
                 return Err(AllocError::NoMemory);
+            } else if it.has(bits::ACTIVE) {
+                // Fetched again since it last came to the head: back to
+                // the head, no longer active, so it goes at its next turn
+                // unless fetched meanwhile. Each turn clears one item's
+                // bit, so the loop ends within one pass of the list.
+                self.item_mut(tail).remove_bits(bits::ACTIVE);
+                self.lru.touch(&mut self.arena, tail);
+                continue;
             } else {
                 if self.log.wants(log::flags::EVICTIONS) {
                     self.log.eviction(&log::eviction_line(it, self.now));
