@@ -83,13 +83,13 @@ fn one_shard_is_the_unsharded_server() {
 const CLIENT: &str = "[[clients]]\nname = \"c\"\npattern = \"cas\"\n";
 
 #[test]
-fn shards_outside_one_to_sixty_four_are_refused() {
-    for bad in ["shards = 0", "shards = 65", "shards = [4, 100]"] {
+fn shards_outside_one_to_the_cores_limit_are_refused() {
+    for bad in ["shards = 0", "shards = 257", "shards = [4, 300]"] {
         let text = format!("name = \"x\"\n[[servers]]\nname = \"s\"\n{bad}\n{CLIENT}");
         let err = spec::parse(&text).unwrap_err();
         assert!(err.contains("shards"), "{bad}: {err}");
     }
-    let ok = format!("name = \"x\"\n[[servers]]\nname = \"s\"\nshards = [1, 64]\n{CLIENT}");
+    let ok = format!("name = \"x\"\n[[servers]]\nname = \"s\"\nshards = [1, 256]\n{CLIENT}");
     assert!(spec::parse(&ok).is_ok());
 }
 

@@ -9,7 +9,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use wasmcached_core::shards::shard_count;
 use wasmcached_core::{Clock, Config, Shards, Store};
@@ -151,18 +151,42 @@ impl SharedCache {
     }
 }
 
-/// Waits for a shard. A shard is held for one request or one key of a
-/// multiget, well under a microsecond, so std's mutex fits: a waiter spins
-/// briefly (the holder, running on another core, releases it meanwhile),
-/// then sleeps in the kernel (a holder that is not running, its core
-/// shared with clients, is given the core). A system call per contended
-/// attempt (yielding) would cost more than the wait itself. A worker that
+/// Waits for a shard: a short spin with backoff, then std's mutex, which
+/// sleeps in the kernel.
+///
+/// A shard is held for one request or one key of a multiget, a fraction of
+/// a microsecond, so a waiter whose holder is running on another core
+/// gets it within a few pauses. Only `try_lock` is used while spinning:
+/// std's `lock` marks a mutex it waits on as contended, every later waiter
+/// then sleeps at once and every unlock pays a wake-up system call, a
+/// convoy (measured on 16 cores with std's `lock` alone: 4.8 context
+/// switches per 100-key multiget at -t 8, none at -t 1). The spin is
+/// bounded (127 pauses, a few microseconds): a holder that is not running
+/// (its core shared with clients) is waited for asleep. A worker that
 /// panicked holding a shard cannot have left it half-updated by an
 /// input-driven path (those do not panic), so a poisoned lock is taken
 /// over.
 fn take(m: &Mutex<Store>) -> MutexGuard<'_, Store> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    let mut pauses = 1;
+    loop {
+        match m.try_lock() {
+            Ok(g) => return g,
+            Err(TryLockError::Poisoned(e)) => return e.into_inner(),
+            Err(TryLockError::WouldBlock) if pauses <= MAX_PAUSES => {
+                for _ in 0..pauses {
+                    std::hint::spin_loop();
+                }
+                pauses *= 2;
+            }
+            Err(TryLockError::WouldBlock) => {
+                return m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+            }
+        }
+    }
 }
+
+/// The longest pause run between two attempts of [`take`]'s spin.
+const MAX_PAUSES: u32 = 64;
 
 /// One shard, held; publishes the shard's next expiry deadline and the
 /// log wake-ups it raised on drop.

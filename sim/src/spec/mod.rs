@@ -139,7 +139,7 @@ pub struct Server {
     pub count: Option<usize>,
     /// `-m`, megabytes (default 64).
     pub memory_mb: Option<OneOf<u64>>,
-    /// Shards the cache is split into, 1 to 64 (default 1: one store),
+    /// Shards the cache is split into, 1 to 256 (default 1: one store),
     /// per seed.
     pub shards: Option<OneOf<usize>>,
     /// `-c` (default 1024).
