@@ -303,15 +303,21 @@ fn gets_counted_apart_are_exact_in_every_stats() {
 fn shard_count_follows_threads_and_memory() {
     let cfg = Config::default();
     assert_eq!(shard_count(&cfg, 1), 1);
-    assert_eq!(shard_count(&cfg, 2), 16, "64 MiB / 4 MiB per shard");
+    assert_eq!(shard_count(&cfg, 2), 8);
+    assert_eq!(shard_count(&cfg, 4), 16, "64 MiB / 4 MiB per shard");
     assert_eq!(shard_count(&cfg, 64), 16);
     let gig = Config {
         memory_limit: 1 << 30,
         ..Config::default()
     };
-    assert_eq!(shard_count(&gig, 2), 32);
+    assert_eq!(shard_count(&gig, 2), 8);
+    assert_eq!(shard_count(&gig, 4), 32);
     assert_eq!(shard_count(&gig, 8), 128);
-    assert_eq!(shard_count(&gig, 6), 128, "a power of two near 16 each");
+    assert_eq!(
+        shard_count(&gig, 6),
+        128,
+        "2 x 36, rounded up to a power of two"
+    );
     let small = Config {
         memory_limit: 8 * 1024 * 1024,
         ..Config::default()
