@@ -104,6 +104,50 @@ fn eviction_keeps_accounting_exact() {
     assert!(store.stats().evictions > 150);
 }
 
+/// A fetch of an active item (fetched twice) no longer moves it in the
+/// LRU, so eviction must give such an item a second chance when it
+/// reaches the tail: a hot key read before a flood of sets survives it,
+/// while keys read once or never are evicted. The scan of the tail ends
+/// even when every item is active.
+#[test]
+fn active_items_get_a_second_chance_at_the_tail() {
+    let cfg = Config {
+        memory_limit: 8192,
+        ..Config::default()
+    };
+    let value = "v".repeat(40);
+    let mut input = Vec::new();
+    for i in 0..20 {
+        input.extend(format!("set key{i} 0 0 40\r\n{value}\r\n").bytes());
+    }
+    // key0 and key1 active, key2 fetched once.
+    input.extend(b"get key0 key1\r\nget key0 key1\r\nget key2\r\n");
+    for i in 20..200 {
+        input.extend(format!("set key{i} 0 0 40\r\n{value}\r\n").bytes());
+        if i % 10 == 0 {
+            // Still read now and then: a rescued item is active again
+            // after two more fetches.
+            input.extend(b"get key0 key1\r\nget key0 key1\r\n");
+        }
+    }
+    input.extend(b"get key0 key1 key2 key3\r\n");
+    let (out, store) = run(cfg.clone(), &input);
+    let tail = &out[out.len() - 200.min(out.len())..];
+    let tail = String::from_utf8_lossy(tail);
+    assert!(tail.contains("VALUE key0 ") && tail.contains("VALUE key1 "), "{tail}");
+    assert!(!tail.contains("VALUE key2 ") && !tail.contains("VALUE key3 "), "{tail}");
+    assert!(store.stats().evictions > 100);
+
+    // Every item active: the eviction that follows still ends.
+    let mut all = Vec::new();
+    for i in 0..200 {
+        all.extend(format!("set a{i} 0 0 40\r\n{value}\r\nget a{i}\r\nget a{i}\r\n").bytes());
+    }
+    let (_, store) = run(cfg, &all);
+    assert!(store.bytes() <= 8192);
+    assert!(store.stats().evictions > 0);
+}
+
 /// A peer whose socket takes a little less than everything each time must
 /// not make the output buffer grow without bound: the transmitted prefix is
 /// compacted away. (Seen as an out-of-memory trap in the wasm guest.) The
