@@ -134,8 +134,14 @@ fn active_items_get_a_second_chance_at_the_tail() {
     let (out, store) = run(cfg.clone(), &input);
     let tail = &out[out.len() - 200.min(out.len())..];
     let tail = String::from_utf8_lossy(tail);
-    assert!(tail.contains("VALUE key0 ") && tail.contains("VALUE key1 "), "{tail}");
-    assert!(!tail.contains("VALUE key2 ") && !tail.contains("VALUE key3 "), "{tail}");
+    assert!(
+        tail.contains("VALUE key0 ") && tail.contains("VALUE key1 "),
+        "{tail}"
+    );
+    assert!(
+        !tail.contains("VALUE key2 ") && !tail.contains("VALUE key3 "),
+        "{tail}"
+    );
     assert!(store.stats().evictions > 100);
 
     // Every item active: the eviction that follows still ends.
