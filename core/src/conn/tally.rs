@@ -4,9 +4,9 @@
 //!
 //! In a cache split into shards on several cores, a counter written in the
 //! key's shard moves that shard's counter lines to the writing core on
-//! every key: a 100-key multiget paid that a hundred times. memcached keeps
-//! these counters per worker thread for the same reason. Totals stay exact
-//! where they are read: `stats` first adds the asking connection's own
+//! every key: a 100-key multiget would pay that a hundred times. memcached
+//! keeps these counters per worker thread for the same reason. Totals stay
+//! exact where they are read: `stats` first adds the asking connection's own
 //! tally ([`Connection::totals`](super::Connection::totals)), and every
 //! other connection's is in its home shard before its replies are sent.
 
