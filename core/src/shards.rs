@@ -62,8 +62,10 @@ pub trait Shards {
     fn shard(&mut self, i: usize) -> Self::Shard<'_>;
 
     /// The shard that takes counters belonging to no key (bytes read and
-    /// written, `flush_all` counts) and `shutdown` requests; a host with
-    /// several workers may give each its own to spread that traffic.
+    /// written, `flush_all` counts), each `process` call's get counters
+    /// (gathered per connection, added once) and `shutdown` requests; a
+    /// host with several workers may give each its own to spread that
+    /// traffic.
     fn home(&self) -> usize {
         0
     }

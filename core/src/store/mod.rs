@@ -364,16 +364,16 @@ impl Store {
             .is_some_and(|v| alloc::sync::Arc::strong_count(v) > 1)
     }
 
-    /// A fetch: marks the item fetched (then active, refreshing its access
-    /// time on the second fetch, as memcached's segmented LRU does) and
-    /// moves it to the LRU head.
+    /// A fetch: the first marks the item fetched, the second active
+    /// (refreshing its access time, as memcached's segmented LRU does), and
+    /// each of those moves it to the LRU head.
     ///
     /// A fetch of an item already active writes nothing, as in memcached
     /// (`do_item_bump`): the eviction that reaches it at the tail gives it
-    /// a second chance instead (`make_room`). Hot items are
-    /// fetched far more often than they reach the tail, and a fetch that
-    /// writes nothing leaves the item's and its LRU neighbours' cache lines
-    /// shared between the cores that read them.
+    /// a second chance instead (`make_room`). Hot items are fetched far
+    /// more often than they reach the tail, and a fetch that writes
+    /// nothing leaves the item's and its LRU neighbours' cache lines shared
+    /// between the cores that read them.
     pub(crate) fn bump(&mut self, idx: u32) {
         let now = self.now;
         let mut it = self.item_mut(idx);

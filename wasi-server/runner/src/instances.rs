@@ -108,8 +108,6 @@ pub fn unclaimed_snapshots(path: Option<&Path>, instances: &[Options]) -> Vec<Pa
     let Some(path) = path else {
         return Vec::new();
     };
-    // One server's file is PATH itself, every PATH.PORT another run's;
-    // an instance's is PATH.PORT, and PATH a single server's.
     let single = instances.len() == 1;
     let (Some(dir), Some(stem)) = (path.parent(), path.file_name()) else {
         return Vec::new();
@@ -119,9 +117,11 @@ pub fn unclaimed_snapshots(path: Option<&Path>, instances: &[Options]) -> Vec<Pa
     } else {
         dir
     };
-    let ports: Vec<u16> = match single {
-        true => Vec::new(),
-        false => instances.iter().map(|o| o.port).collect(),
+    // One server restores PATH itself, so every PATH.PORT is unclaimed.
+    let ports: Vec<u16> = if single {
+        Vec::new()
+    } else {
+        instances.iter().map(|o| o.port).collect()
     };
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -189,10 +189,11 @@ pub fn describe(instances: &[Options]) -> String {
 /// share of the keys to it, so serving on with the others would only hide
 /// the failure. A trap (or an instance the runner cannot start) is an
 /// error naming the instance, and the runner exits 70; otherwise the code
-/// is the guest's own (71: its port taken; 0: `shutdown`). A graceful stop (SIGUSR1, or
-/// one instance's `shutdown graceful`, seen by the snapshot it wrote)
-/// reaches every instance, and the runner waits until all have written
-/// their snapshots; the code is then whatever failed first, or 0.
+/// is the guest's own (71: its port taken; 0: `shutdown`). A graceful
+/// stop (SIGUSR1, or one instance's `shutdown graceful`, seen by the
+/// snapshot it wrote) reaches every instance, and the runner waits until
+/// all have written their snapshots; the code is then whatever failed
+/// first, or 0.
 ///
 /// With more than one instance, one line on stderr says where they listen
 /// once all of them do; a single instance prints nothing new (the server

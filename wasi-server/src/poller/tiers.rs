@@ -16,10 +16,10 @@
 //! [`FULL_EVERY`] times the last one's measured cost (at least
 //! [`FULL_MIN_MS`]), so sweeps take at most a fifth of a busy guest's
 //! time, and a cold socket's first request waits about that gap times
-//! the number of chunks at most. With
-//! nothing hot, or when the hot sockets were quiet until the sweep was
-//! due, the wait lists everything and sleeps until something is ready, as
-//! an untiered one does: an idle guest does not sweep.
+//! the number of chunks at most. With nothing hot, or when the hot
+//! sockets were quiet until the sweep was due, the wait lists everything
+//! and sleeps until something is ready, as an untiered one does: an idle
+//! guest does not sweep.
 //!
 //! Call order per pass: [`plan`](Tiers::plan), the wait it asks for,
 //! [`touch`](Tiers::touch) for every token reported, then
