@@ -12,6 +12,7 @@ mod compile_cache;
 mod instances;
 mod mailbox;
 mod nodelay;
+mod poll;
 mod sandbox;
 mod warm;
 

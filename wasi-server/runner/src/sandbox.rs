@@ -15,6 +15,7 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::mailbox::{self, GuestInput, Mailbox};
+use crate::poll::Poller;
 use crate::warm::SnapshotDir;
 
 /// The embedded server component.
@@ -33,6 +34,8 @@ struct Host {
     /// a new auth file with `-Y`): its polls also end while a message is
     /// unread.
     mailbox: Option<Arc<Mailbox>>,
+    /// The guest's `poll` (see `poll`).
+    poller: Poller,
 }
 
 /// Tells the runner that a guest listens. The address check admits the
@@ -124,8 +127,8 @@ fn reload_auth_file(path: &Path) {
     }
 }
 
-/// Replaces `wasi:io/poll.poll` with one that first lets the runtime poll
-/// its I/O driver.
+/// Replaces `wasi:io/poll.poll` with the runner's (`poll::Poller`), which
+/// first lets the runtime poll its I/O driver.
 ///
 /// The guest, the host's socket futures and tokio's I/O driver share one
 /// thread, and the driver only runs when the guest's future is pending. A
@@ -136,7 +139,6 @@ fn reload_auth_file(path: &Path) {
 /// same reason. The cost is one `epoll_wait(0)` per event-loop pass.
 fn yield_in_poll(linker: &mut Linker<Host>) -> anyhow::Result<()> {
     use wasmtime::component::Resource;
-    use wasmtime_wasi_io::bindings::wasi::io::poll::Host as _;
     use wasmtime_wasi_io::poll::DynPollable;
     linker.allow_shadowing(true);
     let mut poll = linker.instance(WASI_IO_POLL).map_err(|e| anyhow!("{e}"))?;
@@ -152,16 +154,16 @@ fn yield_in_poll(linker: &mut Linker<Host>) -> anyhow::Result<()> {
                 {
                     (l.report)();
                 }
-                let Some(mailbox) = host.mailbox.clone() else {
-                    return Ok((host.table.poll(list).await?,));
-                };
                 // Nothing is ready while a message is unread; the guest
                 // then reads its standard input (see `mailbox`).
-                let ready = tokio::select! {
-                    biased;
-                    () = mailbox.unread() => Vec::new(),
-                    ready = host.table.poll(list) => ready?,
+                let mailbox = host.mailbox.clone();
+                let unread = async {
+                    match &mailbox {
+                        Some(m) => m.unread().await,
+                        None => std::future::pending().await,
+                    }
                 };
+                let ready = host.poller.poll(&mut host.table, list, unread).await?;
                 Ok((ready,))
             })
         },
@@ -312,6 +314,7 @@ pub fn run(
             .build(),
         listening: Some(listening),
         mailbox,
+        poller: Poller::default(),
     };
     let mut store = Store::new(engine, host);
     store.limiter(|h| &mut h.limits);

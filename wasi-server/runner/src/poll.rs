@@ -1,0 +1,190 @@
+//! The runner's `wasi:io/poll.poll`: wasmtime-wasi's, with a cheaper pass
+//! when the guest is busy.
+//!
+//! wasmtime-wasi's `poll` sorts the listed pollables into a map, gives each
+//! a list of its positions, and keeps a future per pollable until one is
+//! ready: about three host allocations per pollable on every call, paid
+//! for every socket the guest waits on however few are ready. An instance
+//! behind hashing clients holds a socket from every client connection, and
+//! only a few of them have a request at a time, so most of a pass was that
+//! bookkeeping.
+//!
+//! [`Poller::poll`] first asks each pollable once whether it is ready now
+//! (`pollable.ready`, no map, no lists), and returns those if any are; it
+//! waits the way wasmtime-wasi does only when none is. A pass that ends up
+//! waiting would pay for both, so the quick look is taken only while the
+//! last poll did not wait: a busy guest gets the cheap pass, an idle or
+//! lightly loaded one the same single wait as before.
+//!
+//! Call order: the runner's `poll` first yields to the I/O driver (so
+//! readiness is fresh; see `sandbox`), then calls [`Poller::poll`].
+
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::task::Poll;
+
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime_wasi_io::bindings::wasi::io::poll::{Host as _, HostPollable as _};
+use wasmtime_wasi_io::poll::DynPollable;
+
+/// Whether the guest's last poll found something ready without waiting.
+#[derive(Debug, Default)]
+pub struct Poller {
+    busy: bool,
+}
+
+impl Poller {
+    /// The positions in `list` of the pollables ready, waiting until at
+    /// least one is or `interrupt` resolves (then none are reported).
+    /// Errors are wasmtime-wasi's (an empty list, a bad handle): they trap
+    /// the guest.
+    pub async fn poll(
+        &mut self,
+        table: &mut ResourceTable,
+        list: Vec<Resource<DynPollable>>,
+        interrupt: impl Future<Output = ()>,
+    ) -> wasmtime::Result<Vec<u32>> {
+        let mut interrupt = pin!(interrupt);
+        if self.busy {
+            if is_ready(interrupt.as_mut()).await {
+                return Ok(Vec::new());
+            }
+            let ready = ready_now(table, &list).await?;
+            if !ready.is_empty() {
+                return Ok(ready);
+            }
+        }
+        let wait = async {
+            tokio::select! {
+                biased;
+                () = interrupt => Ok(Vec::new()),
+                ready = table.poll(list) => ready,
+            }
+        };
+        let (ready, at_once) = first_poll(wait).await;
+        let ready = ready?;
+        self.busy = at_once && !ready.is_empty();
+        Ok(ready)
+    }
+}
+
+/// The positions of the pollables in `list` that are ready now. Each one
+/// not ready registers the task's waker, as a wait would.
+async fn ready_now(
+    table: &mut ResourceTable,
+    list: &[Resource<DynPollable>],
+) -> wasmtime::Result<Vec<u32>> {
+    let mut ready = Vec::new();
+    for (i, p) in (0u32..).zip(list) {
+        if table.ready(Resource::new_borrow(p.rep())).await? {
+            ready.push(i);
+        }
+    }
+    Ok(ready)
+}
+
+/// Polls `f` once: whether it is done.
+async fn is_ready(mut f: Pin<&mut impl Future<Output = ()>>) -> bool {
+    poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx).is_ready())).await
+}
+
+/// Runs `f` to completion; also says whether it was ready when first
+/// polled (it did not wait).
+async fn first_poll<T>(f: impl Future<Output = T>) -> (T, bool) {
+    let mut f = pin!(f);
+    let mut polls = 0u32;
+    let out = poll_fn(|cx| {
+        polls += 1;
+        f.as_mut().poll(cx)
+    })
+    .await;
+    (out, polls == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime_wasi_io::poll::{subscribe, Pollable};
+
+    /// A pollable whose readiness the test sets.
+    struct Flag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+    #[wasmtime_wasi_io::async_trait]
+    impl Pollable for Flag {
+        async fn ready(&mut self) {
+            let flag = self.0.clone();
+            poll_fn(|_| match flag.load(std::sync::atomic::Ordering::SeqCst) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            })
+            .await
+        }
+    }
+
+    fn flags(table: &mut ResourceTable, states: &[bool]) -> Vec<Resource<DynPollable>> {
+        states
+            .iter()
+            .map(|&s| {
+                let flag = Flag(std::sync::Arc::new(s.into()));
+                let r = table.push(flag).unwrap();
+                subscribe(table, r).unwrap()
+            })
+            .collect()
+    }
+
+    fn borrows(list: &[Resource<DynPollable>]) -> Vec<Resource<DynPollable>> {
+        list.iter().map(|p| Resource::new_borrow(p.rep())).collect()
+    }
+
+    fn block_on<T>(f: impl Future<Output = T>) -> T {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(f)
+    }
+
+    #[test]
+    fn reports_what_is_ready_and_learns_whether_it_waited() {
+        let mut table = ResourceTable::new();
+        let list = flags(&mut table, &[false, true, false, true]);
+        let mut poller = Poller::default();
+        let never = std::future::pending::<()>;
+        let ready = block_on(poller.poll(&mut table, borrows(&list), never()));
+        assert_eq!(ready.unwrap(), vec![1, 3]);
+        assert!(poller.busy, "ready at once: the next pass looks first");
+        let ready = block_on(poller.poll(&mut table, borrows(&list), never()));
+        assert_eq!(ready.unwrap(), vec![1, 3], "the quick look finds the same");
+    }
+
+    #[test]
+    fn an_interrupt_ends_a_wait_with_nothing_ready() {
+        let mut table = ResourceTable::new();
+        let list = flags(&mut table, &[false, false]);
+        let mut poller = Poller::default();
+        let ready = block_on(poller.poll(&mut table, borrows(&list), async {}));
+        assert_eq!(ready.unwrap(), Vec::<u32>::new());
+        assert!(
+            !poller.busy,
+            "nothing was ready: the next pass does not look first"
+        );
+    }
+
+    #[test]
+    fn a_busy_guest_still_sees_an_interrupt_before_ready_sockets() {
+        let mut table = ResourceTable::new();
+        let list = flags(&mut table, &[true]);
+        let mut poller = Poller { busy: true };
+        let ready = block_on(poller.poll(&mut table, borrows(&list), async {}));
+        assert_eq!(ready.unwrap(), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn an_empty_list_is_refused_as_wasmtime_wasi_refuses_it() {
+        let mut table = ResourceTable::new();
+        for busy in [false, true] {
+            let mut poller = Poller { busy };
+            let r = block_on(poller.poll(&mut table, Vec::new(), std::future::pending()));
+            assert!(r.is_err());
+        }
+    }
+}
