@@ -1,7 +1,8 @@
 //! `wasmcached`: runs the wasmcached server component under an embedded
 //! wasmtime, with the least privilege it needs.
 //!
-//! The guest may bind, listen and accept on exactly the configured address.
+//! The guest may bind, listen and accept on exactly the configured address
+//! (through the runner's own `wasi:sockets/tcp`, see `tcp`).
 //! It gets no outbound connections, no UDP, no name lookups, no files (but
 //! `-e`'s directory, for the snapshot), no inherited environment, and a
 //! linear-memory cap derived from `-m`.
@@ -11,9 +12,9 @@
 mod compile_cache;
 mod instances;
 mod mailbox;
-mod nodelay;
 mod poll;
 mod sandbox;
+mod tcp;
 mod warm;
 
 use std::path::PathBuf;

@@ -11,7 +11,6 @@ use wasmcached_server::Options;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::mailbox::{self, GuestInput, Mailbox};
@@ -36,6 +35,8 @@ struct Host {
     mailbox: Option<Arc<Mailbox>>,
     /// The guest's `poll` (see `poll`).
     poller: Poller,
+    /// What the guest may do with TCP (see `tcp`).
+    tcp: crate::tcp::Policy,
 }
 
 /// Tells the runner that a guest listens. The address check admits the
@@ -44,6 +45,12 @@ struct Host {
 struct Listening {
     admitted: Arc<AtomicBool>,
     report: Box<dyn FnOnce() + Send>,
+}
+
+impl crate::tcp::TcpView for Host {
+    fn tcp(&mut self) -> (&mut ResourceTable, &crate::tcp::Policy) {
+        (&mut self.table, &self.tcp)
+    }
 }
 
 impl WasiView for Host {
@@ -214,6 +221,7 @@ pub fn load(component: Option<&Path>, granted: &[PathBuf]) -> anyhow::Result<Gue
     let mut linker: Linker<Host> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e}"))?;
     yield_in_poll(&mut linker)?;
+    crate::tcp::link(&mut linker)?;
     let pre = linker
         .instantiate_pre(&component)
         .and_then(CommandPre::new)
@@ -283,28 +291,11 @@ pub fn run(
         .inherit_stdout()
         .inherit_stderr()
         .env("WASMCACHED_PID", std::process::id().to_string())
-        .allow_tcp(true)
+        // The runner's own TCP (see `tcp`) replaces wasmtime-wasi's, which
+        // is off as well; no UDP, no name lookups.
+        .allow_tcp(false)
         .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .socket_addr_check(move |addr, use_| {
-            let ok = match use_ {
-                SocketAddrUse::TcpBind => addr == listen,
-                // With port 0 the kernel picks the port; the IP must match.
-                SocketAddrUse::TcpListen => {
-                    let ok = addr == listen || (listen.port() == 0 && addr.ip() == listen.ip());
-                    // The socket is bound to `addr` now: its connections
-                    // inherit TCP_NODELAY from it (see `nodelay`).
-                    if ok && !crate::nodelay::set_on_socket_bound_to(addr) {
-                        eprintln!("warning: cannot set TCP_NODELAY for {addr}; replies may wait on delayed ACKs");
-                    }
-                    admitted.fetch_or(ok, Ordering::Relaxed);
-                    ok
-                }
-                SocketAddrUse::TcpAccept => true,
-                _ => false,
-            };
-            Box::pin(async move { ok })
-        });
+        .allow_ip_name_lookup(false);
     let host = Host {
         ctx: b.build(),
         table: ResourceTable::new(),
@@ -315,6 +306,7 @@ pub fn run(
         listening: Some(listening),
         mailbox,
         poller: Poller::default(),
+        tcp: crate::tcp::Policy { listen, admitted },
     };
     let mut store = Store::new(engine, host);
     store.limiter(|h| &mut h.limits);

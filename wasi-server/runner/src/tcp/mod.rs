@@ -1,0 +1,83 @@
+//! The guest's TCP: `wasi:sockets/tcp` and `tcp-create-socket`, defined by
+//! the runner in place of wasmtime-wasi's.
+//!
+//! wasmtime-wasi 48's sockets cost the guest twice per request. Its input
+//! stream allocates and zeroes a buffer of the size asked for on every
+//! read, and it never tells tokio that a short read drained the socket, so
+//! a connection kept looking readable until a read found nothing: behind
+//! hashing clients (most connections idle between requests) and for any
+//! lone client, every request cost a second `recv` and often a second
+//! pass of the event loop. Its types cannot be built from the outside, so
+//! keeping its sockets meant keeping that. Here a socket and its streams
+//! (`stream`) are the runner's: same resource names and semantics (every
+//! `start-*` completes at once, `finish-*` reports it), reads that leave
+//! readiness to the next arrival, and TCP_NODELAY set on each accepted
+//! connection directly. Everything else the guest imports (streams'
+//! interface, pollables, `poll`, clocks, `network`) stays wasmtime-wasi's;
+//! the streams are its trait objects.
+//!
+//! Least privilege is [`Policy`]: bind and listen only on the runner's
+//! address (with `-p 0` on the kernel's choice of port there), no
+//! outbound connections.
+
+mod link;
+mod options;
+mod socket;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+
+pub use link::link;
+
+/// What a guest may do with TCP.
+pub struct Policy {
+    /// The address it may bind and listen on (port 0: any port there).
+    pub listen: SocketAddr,
+    /// Set once it listens.
+    pub admitted: Arc<AtomicBool>,
+}
+
+impl Policy {
+    fn may_bind(&self, addr: SocketAddr) -> bool {
+        addr == self.listen
+    }
+
+    fn may_listen(&self, addr: SocketAddr) -> bool {
+        addr == self.listen || (self.listen.port() == 0 && addr.ip() == self.listen.ip())
+    }
+}
+
+/// A store's access to its resource table and TCP policy.
+pub trait TcpView: Send + 'static {
+    fn tcp(&mut self) -> (&mut ResourceTable, &Policy);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_runners_address_is_bound_and_listened_on() {
+        let fixed = Policy {
+            listen: "127.0.0.1:11211".parse().unwrap(),
+            admitted: Arc::default(),
+        };
+        assert!(fixed.may_bind("127.0.0.1:11211".parse().unwrap()));
+        assert!(!fixed.may_bind("127.0.0.1:11212".parse().unwrap()));
+        assert!(!fixed.may_bind("0.0.0.0:11211".parse().unwrap()));
+        assert!(fixed.may_listen("127.0.0.1:11211".parse().unwrap()));
+        assert!(!fixed.may_listen("127.0.0.1:40000".parse().unwrap()));
+        let any_port = Policy {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admitted: Arc::default(),
+        };
+        assert!(any_port.may_bind("127.0.0.1:0".parse().unwrap()));
+        assert!(!any_port.may_bind("127.0.0.1:40000".parse().unwrap()));
+        assert!(any_port.may_listen("127.0.0.1:40000".parse().unwrap()));
+        assert!(!any_port.may_listen("127.0.0.2:40000".parse().unwrap()));
+    }
+}

@@ -1,0 +1,318 @@
+//! The `tcp-socket` resource: a socket's states and what each method does
+//! in them, with the runner's one permission (bind and listen on the
+//! configured address) checked where wasmtime-wasi checks its own.
+//!
+//! Call order, as `wasi:sockets/tcp` defines it: `create-tcp-socket`,
+//! `start-bind`/`finish-bind`, `start-listen`/`finish-listen`, then
+//! `accept` whenever the socket's pollable is ready. Every `start-*`
+//! completes at once here (the system calls do not block), so `finish-*`
+//! only reports it. Outbound connections are refused.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, SockRef, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddressFamily};
+use wasmtime_wasi::p2::bindings::sockets::tcp::ShutdownType;
+use wasmtime_wasi::p2::Pollable;
+
+use super::options;
+use super::stream::{Reader, Writer};
+use super::Policy;
+
+/// The backlog until the guest sets one (wasmtime-wasi's default).
+const DEFAULT_BACKLOG: u32 = 128;
+
+/// A `tcp-socket`.
+pub struct Socket {
+    family: IpAddressFamily,
+    state: State,
+    /// A `start-*` whose `finish-*` has not been called.
+    started: Option<Op>,
+    backlog: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Bind,
+    Listen,
+}
+
+enum State {
+    /// Created, and bound once `start-bind` succeeded.
+    Fresh {
+        socket: socket2::Socket,
+        bound: bool,
+    },
+    Listening(AsyncFd<std::net::TcpListener>),
+    Connected(Connection),
+    /// Between states, or after a failed `listen`.
+    Gone,
+}
+
+/// An accepted connection: what its socket and its streams share.
+pub struct Connection {
+    pub stream: Arc<TcpStream>,
+    pub writer: Writer,
+    pub read_closed: Arc<AtomicBool>,
+}
+
+impl Connection {
+    /// The streams to hand the guest with the socket.
+    pub fn streams(&self) -> (Reader, Writer) {
+        let reader = Reader {
+            stream: self.stream.clone(),
+            closed: self.read_closed.clone(),
+        };
+        (reader, self.writer.clone())
+    }
+}
+
+impl Socket {
+    /// `create-tcp-socket`.
+    pub fn create(family: IpAddressFamily) -> Result<Socket, ErrorCode> {
+        let domain = match family {
+            IpAddressFamily::Ipv4 => Domain::IPV4,
+            IpAddressFamily::Ipv6 => Domain::IPV6,
+        };
+        let socket = socket2::Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_nonblocking(true)?;
+        if family == IpAddressFamily::Ipv6 {
+            // WASI sockets are one family each.
+            socket.set_only_v6(true)?;
+        }
+        Ok(Socket {
+            family,
+            state: State::Fresh {
+                socket,
+                bound: false,
+            },
+            started: None,
+            backlog: DEFAULT_BACKLOG,
+        })
+    }
+
+    pub fn family(&self) -> IpAddressFamily {
+        self.family
+    }
+
+    pub fn is_listening(&self) -> bool {
+        matches!(self.state, State::Listening(_))
+    }
+
+    /// `start-bind`: only to the address the runner admits.
+    pub fn start_bind(&mut self, policy: &Policy, addr: SocketAddr) -> Result<(), ErrorCode> {
+        let State::Fresh { socket, bound } = &mut self.state else {
+            return Err(ErrorCode::InvalidState);
+        };
+        if *bound || self.started.is_some() {
+            return Err(ErrorCode::InvalidState);
+        }
+        if !is_unicast(addr.ip()) || !family_matches(addr.ip(), self.family) {
+            return Err(ErrorCode::InvalidArgument);
+        }
+        if !policy.may_bind(addr) {
+            return Err(ErrorCode::AccessDenied);
+        }
+        // As every listener should: a restart binds while old
+        // connections are in TIME_WAIT.
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        *bound = true;
+        self.started = Some(Op::Bind);
+        Ok(())
+    }
+
+    /// `start-listen`: on the admitted address (an unbound socket would
+    /// take an ephemeral one, which is admitted only where the runner's
+    /// address is the unspecified one with port 0).
+    pub fn start_listen(&mut self, policy: &Policy) -> Result<(), ErrorCode> {
+        if self.started.is_some() {
+            return Err(ErrorCode::InvalidState);
+        }
+        let State::Fresh { socket, bound } = &self.state else {
+            return Err(ErrorCode::InvalidState);
+        };
+        let addr = match bound {
+            true => local_addr(socket)?,
+            false => SocketAddr::new(unspecified(self.family), 0),
+        };
+        if !(*bound || policy.may_bind(addr)) || !policy.may_listen(addr) {
+            return Err(ErrorCode::AccessDenied);
+        }
+        let State::Fresh { socket, .. } = std::mem::replace(&mut self.state, State::Gone) else {
+            return Err(ErrorCode::InvalidState);
+        };
+        let listening = listen(socket, self.backlog)?;
+        policy.admitted.store(true, Ordering::Relaxed);
+        self.state = State::Listening(listening);
+        self.started = Some(Op::Listen);
+        Ok(())
+    }
+
+    /// `finish-bind` and `finish-listen`: whether `op` was started.
+    pub fn finish(&mut self, op_is_listen: bool) -> Result<(), ErrorCode> {
+        let op = if op_is_listen { Op::Listen } else { Op::Bind };
+        match self.started.take_if(|o| *o == op) {
+            Some(_) => Ok(()),
+            None => Err(ErrorCode::NotInProgress),
+        }
+    }
+
+    /// `accept`: a pending connection, or `would-block`.
+    pub fn accept(&mut self) -> Result<(Socket, Connection), ErrorCode> {
+        let State::Listening(listener) = &self.state else {
+            return Err(ErrorCode::InvalidState);
+        };
+        let (conn, _) = listener.try_io(Interest::READABLE, |l| l.accept())?;
+        conn.set_nonblocking(true)?;
+        // memcached's replies leave at once; Nagle's algorithm would hold
+        // the last part of a reply written in two pieces for a delayed ACK.
+        conn.set_nodelay(true)?;
+        let stream = Arc::new(TcpStream::from_std(conn)?);
+        let connection = Connection {
+            writer: Writer::new(stream.clone()),
+            stream,
+            read_closed: Arc::new(AtomicBool::new(false)),
+        };
+        let socket = Socket {
+            family: self.family,
+            state: State::Connected(connection.shared()),
+            started: None,
+            backlog: self.backlog,
+        };
+        Ok((socket, connection))
+    }
+
+    pub fn local_address(&self) -> Result<SocketAddr, ErrorCode> {
+        match &self.state {
+            State::Fresh { bound: false, .. } | State::Gone => Err(ErrorCode::InvalidState),
+            State::Fresh { socket, .. } => local_addr(socket),
+            State::Listening(l) => Ok(l.get_ref().local_addr()?),
+            State::Connected(c) => Ok(c.stream.local_addr()?),
+        }
+    }
+
+    pub fn remote_address(&self) -> Result<SocketAddr, ErrorCode> {
+        match &self.state {
+            State::Connected(c) => Ok(c.stream.peer_addr()?),
+            _ => Err(ErrorCode::InvalidState),
+        }
+    }
+
+    /// `set-listen-backlog-size`: kept for `listen`, or applied at once
+    /// to a listening socket.
+    pub fn set_backlog(&mut self, value: u64) -> Result<(), ErrorCode> {
+        if value == 0 {
+            return Err(ErrorCode::InvalidArgument);
+        }
+        let value = u32::try_from(value)
+            .unwrap_or(u32::MAX)
+            .min(i32::MAX as u32);
+        match &self.state {
+            State::Fresh { .. } => {}
+            State::Listening(l) => SockRef::from(l.get_ref()).listen(value as i32)?,
+            _ => return Err(ErrorCode::InvalidState),
+        }
+        self.backlog = value;
+        Ok(())
+    }
+
+    pub fn shutdown(&mut self, how: ShutdownType) -> Result<(), ErrorCode> {
+        let State::Connected(c) = &self.state else {
+            return Err(ErrorCode::InvalidState);
+        };
+        if matches!(how, ShutdownType::Receive | ShutdownType::Both) {
+            c.read_closed.store(true, Ordering::Relaxed);
+            SockRef::from(&*c.stream).shutdown(std::net::Shutdown::Read)?;
+        }
+        if matches!(how, ShutdownType::Send | ShutdownType::Both) {
+            c.writer.shut_down();
+        }
+        Ok(())
+    }
+
+    /// The socket, for its options.
+    pub fn options(&self) -> Result<options::Options<'_>, ErrorCode> {
+        let sock = match &self.state {
+            State::Fresh { socket, .. } => SockRef::from(socket),
+            State::Listening(l) => SockRef::from(l.get_ref()),
+            State::Connected(c) => SockRef::from(&*c.stream),
+            State::Gone => return Err(ErrorCode::InvalidState),
+        };
+        Ok(options::Options {
+            sock,
+            family: self.family,
+        })
+    }
+}
+
+impl Connection {
+    fn shared(&self) -> Connection {
+        Connection {
+            stream: self.stream.clone(),
+            writer: self.writer.clone(),
+            read_closed: self.read_closed.clone(),
+        }
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Socket {
+    /// A listener is ready when a connection is pending; a socket in any
+    /// other state at once (its operations complete when started).
+    async fn ready(&mut self) {
+        if let State::Listening(l) = &self.state {
+            // Readiness stays until `accept` finds nothing pending.
+            let _ = l.readable().await;
+        }
+    }
+}
+
+fn listen(
+    socket: socket2::Socket,
+    backlog: u32,
+) -> Result<AsyncFd<std::net::TcpListener>, ErrorCode> {
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    let listener: std::net::TcpListener = socket.into();
+    // SAFETY: the listener owns its descriptor and the `AsyncFd` owns the
+    // listener, which is never swapped out or taken back, so the
+    // descriptor stays open and the same for the `AsyncFd`'s life.
+    let registered = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) };
+    registered.map_err(|e| ErrorCode::from(e.into_parts().1))
+}
+
+fn local_addr(socket: &socket2::Socket) -> Result<SocketAddr, ErrorCode> {
+    socket
+        .local_addr()?
+        .as_socket()
+        .ok_or(ErrorCode::InvalidState)
+}
+
+fn unspecified(family: IpAddressFamily) -> IpAddr {
+    match family {
+        IpAddressFamily::Ipv4 => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddressFamily::Ipv6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+fn is_unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_multicast() && !v4.is_broadcast(),
+        IpAddr::V6(v6) => !v6.is_multicast(),
+    }
+}
+
+/// WASI sockets are one family each; an IPv4-mapped IPv6 address is not
+/// IPv6's to use.
+fn family_matches(ip: IpAddr, family: IpAddressFamily) -> bool {
+    match (ip, family) {
+        (IpAddr::V4(_), IpAddressFamily::Ipv4) => true,
+        (IpAddr::V6(v6), IpAddressFamily::Ipv6) => v6.to_ipv4_mapped().is_none(),
+        _ => false,
+    }
+}
