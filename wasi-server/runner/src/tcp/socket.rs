@@ -267,8 +267,9 @@ impl Pollable for Socket {
     /// other state at once (its operations complete when started).
     async fn ready(&mut self) {
         if let State::Listening(l) = &self.state {
-            // Readiness stays until `accept` finds nothing pending.
-            let _ = l.readable().await;
+            // Readiness stays until `accept` finds nothing pending. Only
+            // the guest waits on a listener: tokio's single reader slot.
+            let _ = std::future::poll_fn(|cx| l.poll_read_ready(cx)).await;
         }
     }
 }

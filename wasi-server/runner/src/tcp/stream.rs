@@ -99,8 +99,11 @@ fn read_clearing(stream: &TcpStream, buf: &mut BytesMut, want: usize) -> io::Res
 impl Pollable for Reader {
     async fn ready(&mut self) {
         if !self.is_closed() {
-            // An error shows at the next read.
-            let _ = self.stream.readable().await;
+            // Only the guest waits to read, so tokio's single reader slot
+            // does (cheaper than `readable`'s list of waiters, and most
+            // sockets polled are not ready). An error shows at the next
+            // read.
+            let _ = std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)).await;
         }
     }
 }
