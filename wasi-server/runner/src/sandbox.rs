@@ -39,9 +39,9 @@ struct Host {
     tcp: crate::tcp::Policy,
 }
 
-/// Tells the runner that a guest listens. The address check admits the
-/// listen just before the host's `listen(2)`, so the report waits for the
-/// guest's next `poll`, which comes after it.
+/// Tells the runner that a guest listens. The runner's TCP sets
+/// `admitted` once the guest's `listen(2)` succeeded, and the report comes
+/// at the guest's next `poll`.
 struct Listening {
     admitted: Arc<AtomicBool>,
     report: Box<dyn FnOnce() + Send>,

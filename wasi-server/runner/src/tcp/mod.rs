@@ -18,7 +18,10 @@
 //!
 //! Least privilege is [`Policy`]: bind and listen only on the runner's
 //! address (with `-p 0` on the kernel's choice of port there), no
-//! outbound connections.
+//! outbound connections. Descriptors are the process's: the guest's own
+//! connection limit (`-c`) bounds its connections, and connections it
+//! closed while the last of a reply was still being written linger for
+//! at most 10 s, no more than `stream::MAX_LINGERING` at a time.
 
 mod link;
 mod options;

@@ -109,7 +109,10 @@ impl Socket {
         let State::Fresh { socket, bound } = &mut self.state else {
             return Err(ErrorCode::InvalidState);
         };
-        if *bound || self.started.is_some() {
+        if self.started.is_some() {
+            return Err(ErrorCode::ConcurrencyConflict);
+        }
+        if *bound {
             return Err(ErrorCode::InvalidState);
         }
         if !is_unicast(addr.ip()) || !family_matches(addr.ip(), self.family) {
@@ -127,21 +130,20 @@ impl Socket {
         Ok(())
     }
 
-    /// `start-listen`: on the admitted address (an unbound socket would
-    /// take an ephemeral one, which is admitted only where the runner's
-    /// address is the unspecified one with port 0).
+    /// `start-listen`: on the admitted address, which the socket must be
+    /// bound to already (WASI 0.2 has no implicit bind).
     pub fn start_listen(&mut self, policy: &Policy) -> Result<(), ErrorCode> {
         if self.started.is_some() {
-            return Err(ErrorCode::InvalidState);
+            return Err(ErrorCode::ConcurrencyConflict);
         }
-        let State::Fresh { socket, bound } = &self.state else {
+        let State::Fresh {
+            socket,
+            bound: true,
+        } = &self.state
+        else {
             return Err(ErrorCode::InvalidState);
         };
-        let addr = match bound {
-            true => local_addr(socket)?,
-            false => SocketAddr::new(unspecified(self.family), 0),
-        };
-        if !(*bound || policy.may_bind(addr)) || !policy.may_listen(addr) {
+        if !policy.may_listen(local_addr(socket)?) {
             return Err(ErrorCode::AccessDenied);
         }
         let State::Fresh { socket, .. } = std::mem::replace(&mut self.state, State::Gone) else {
@@ -168,12 +170,16 @@ impl Socket {
         let State::Listening(listener) = &self.state else {
             return Err(ErrorCode::InvalidState);
         };
-        let (conn, _) = listener.try_io(Interest::READABLE, |l| l.accept())?;
-        conn.set_nonblocking(true)?;
+        let (conn, _) = listener
+            .try_io(Interest::READABLE, |l| l.accept())
+            .map_err(accept_error)?;
+        // A failure from here on loses this connection, not the listener.
+        let lost = |_| ErrorCode::ConnectionAborted;
+        conn.set_nonblocking(true).map_err(lost)?;
         // memcached's replies leave at once; Nagle's algorithm would hold
         // the last part of a reply written in two pieces for a delayed ACK.
-        conn.set_nodelay(true)?;
-        let stream = Arc::new(TcpStream::from_std(conn)?);
+        conn.set_nodelay(true).map_err(lost)?;
+        let stream = Arc::new(TcpStream::from_std(conn).map_err(lost)?);
         let connection = Connection {
             writer: Writer::new(stream.clone()),
             stream,
@@ -226,12 +232,17 @@ impl Socket {
         let State::Connected(c) = &self.state else {
             return Err(ErrorCode::InvalidState);
         };
-        if matches!(how, ShutdownType::Receive | ShutdownType::Both) {
-            c.read_closed.store(true, Ordering::Relaxed);
-            SockRef::from(&*c.stream).shutdown(std::net::Shutdown::Read)?;
-        }
         if matches!(how, ShutdownType::Send | ShutdownType::Both) {
             c.writer.shut_down();
+        }
+        if matches!(how, ShutdownType::Receive | ShutdownType::Both) {
+            c.read_closed.store(true, Ordering::Relaxed);
+            // A connection the peer already reset is not connected any
+            // more: the stream is closed all the same.
+            match SockRef::from(&*c.stream).shutdown(std::net::Shutdown::Read) {
+                Err(e) if e.raw_os_error() != Some(libc::ENOTCONN) => return Err(e.into()),
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -287,18 +298,34 @@ fn listen(
     registered.map_err(|e| ErrorCode::from(e.into_parts().1))
 }
 
+/// What a failed `accept(2)` means for the guest. Linux reports some
+/// errors of the connection being accepted (a reset, an ICMP error that
+/// arrived while it was queued) as `accept`'s own; those lose that
+/// connection only, as `connection-aborted` says, and the listener goes on.
+fn accept_error(e: std::io::Error) -> ErrorCode {
+    let lost = [
+        libc::ENETDOWN,
+        libc::EPROTO,
+        libc::ENOPROTOOPT,
+        libc::EHOSTDOWN,
+        libc::ENONET,
+        libc::EHOSTUNREACH,
+        libc::EOPNOTSUPP,
+        libc::ENETUNREACH,
+        libc::ECONNRESET,
+        libc::ECONNABORTED,
+    ];
+    match e.raw_os_error() {
+        Some(errno) if lost.contains(&errno) => ErrorCode::ConnectionAborted,
+        _ => e.into(),
+    }
+}
+
 fn local_addr(socket: &socket2::Socket) -> Result<SocketAddr, ErrorCode> {
     socket
         .local_addr()?
         .as_socket()
         .ok_or(ErrorCode::InvalidState)
-}
-
-fn unspecified(family: IpAddressFamily) -> IpAddr {
-    match family {
-        IpAddressFamily::Ipv4 => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        IpAddressFamily::Ipv6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-    }
 }
 
 fn is_unicast(ip: IpAddr) -> bool {
@@ -315,5 +342,68 @@ fn family_matches(ip: IpAddr, family: IpAddressFamily) -> bool {
         (IpAddr::V4(_), IpAddressFamily::Ipv4) => true,
         (IpAddr::V6(v6), IpAddressFamily::Ipv6) => v6.to_ipv4_mapped().is_none(),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_of_the_connection_lose_only_it() {
+        let code = |errno| accept_error(std::io::Error::from_raw_os_error(errno));
+        for errno in [libc::ECONNRESET, libc::EHOSTUNREACH, libc::EPROTO] {
+            assert!(matches!(code(errno), ErrorCode::ConnectionAborted));
+        }
+        // Out of descriptors is the listener's (the guest pauses accepting).
+        assert!(matches!(code(libc::EMFILE), ErrorCode::NewSocketLimit));
+        assert!(matches!(code(libc::EAGAIN), ErrorCode::WouldBlock));
+    }
+
+    #[test]
+    fn a_socket_binds_and_listens_only_where_the_policy_says() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = probe.local_addr().unwrap();
+            drop(probe);
+            let policy = Policy {
+                listen: addr,
+                admitted: Arc::default(),
+            };
+            let mut s = Socket::create(IpAddressFamily::Ipv4).unwrap();
+            assert!(matches!(
+                s.start_listen(&policy),
+                Err(ErrorCode::InvalidState)
+            ));
+            let elsewhere = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1));
+            assert!(matches!(
+                s.start_bind(&policy, elsewhere),
+                Err(ErrorCode::AccessDenied)
+            ));
+            let v6: SocketAddr = "[::1]:11211".parse().unwrap();
+            assert!(matches!(
+                s.start_bind(&policy, v6),
+                Err(ErrorCode::InvalidArgument)
+            ));
+            s.start_bind(&policy, addr).unwrap();
+            assert!(matches!(
+                s.start_listen(&policy),
+                Err(ErrorCode::ConcurrencyConflict)
+            ));
+            s.finish(false).unwrap();
+            s.start_listen(&policy).unwrap();
+            s.finish(true).unwrap();
+            assert!(policy.admitted.load(Ordering::Relaxed));
+            assert!(matches!(s.accept(), Err(ErrorCode::WouldBlock)));
+            let _client = std::net::TcpStream::connect(addr).unwrap();
+            s.ready().await;
+            let (conn, _) = s.accept().unwrap();
+            assert_eq!(conn.local_address().unwrap(), addr);
+            assert!(conn.options().unwrap().sock.tcp_nodelay().unwrap());
+        });
     }
 }

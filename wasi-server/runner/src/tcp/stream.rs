@@ -1,7 +1,7 @@
 //! A connection's `input-stream` and `output-stream`.
 //!
-//! [`Reader`] reads what has arrived, into a buffer of the size read (not
-//! a zeroed one of the size asked for), and when a read comes back short
+//! [`Reader`] reads what has arrived (into a buffer of the size asked
+//! for, not zeroed first), and when a read comes back short
 //! it tells tokio the socket is drained. tokio learns readiness from
 //! edge-triggered `epoll` and forgets it only when a read fails with
 //! `EAGAIN`; without that, a socket read to the end of one request still
@@ -16,7 +16,8 @@
 //! background, and `check-write` permits nothing until it is done, as in
 //! wasmtime-wasi. Unlike there, dropping the stream does not wait for it
 //! (that blocked the whole guest on a client that stopped reading): the
-//! background write goes on for [`LINGER`] and then gives up.
+//! background write goes on for [`LINGER`] and then gives up, at once if
+//! [`MAX_LINGERING`] others already linger.
 
 use std::io::{self, ErrorKind};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,6 +35,13 @@ pub const MAX_CHUNK: usize = 64 * 1024;
 
 /// How long the rest of a write goes on after its stream was dropped.
 pub const LINGER: Duration = Duration::from_secs(10);
+
+/// Most background writes of dropped streams going on at once in the
+/// process: each holds a descriptor and up to [`MAX_CHUNK`] bytes.
+pub const MAX_LINGERING: usize = 1024;
+
+/// Background writes of dropped streams going on now.
+static LINGERING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A connection's input. `closed` is shared with its socket, whose
 /// `shutdown(receive)` ends the stream.
@@ -184,7 +192,7 @@ impl Writer {
     fn spawn_background(&self) {
         let w = self.clone();
         tokio::spawn(async move {
-            let mut give_up = None;
+            let mut linger = None;
             loop {
                 let (stream, dropped) = {
                     let mut o = w.outbox();
@@ -196,8 +204,12 @@ impl Writer {
                 };
                 let writable = stream.writable();
                 if dropped {
-                    let at = *give_up.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
-                    if tokio::time::timeout_at(at, writable).await.is_err() {
+                    let l = linger.get_or_insert_with(Lingering::start);
+                    let gave_up = match l.until {
+                        Some(at) => tokio::time::timeout_at(at, writable).await.is_err(),
+                        None => true,
+                    };
+                    if gave_up {
                         let mut o = w.outbox();
                         o.pending = Bytes::new();
                         o.writing = false;
@@ -214,12 +226,37 @@ impl Writer {
     }
 }
 
+/// A background write of a dropped stream, counted in [`LINGERING`]
+/// while it lasts.
+struct Lingering {
+    /// When it gives up; `None`: at once (too many linger).
+    until: Option<tokio::time::Instant>,
+}
+
+impl Lingering {
+    fn start() -> Lingering {
+        let before = LINGERING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let until = (before < MAX_LINGERING).then(|| tokio::time::Instant::now() + LINGER);
+        Lingering { until }
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        LINGERING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Outbox {
     /// Writes what is pending as far as the socket takes it, then a
     /// pending shutdown. Whether nothing is left to do.
     fn drain(&mut self) -> bool {
         while !self.pending.is_empty() {
             match self.stream.try_write(&self.pending) {
+                Ok(0) => {
+                    self.fail(ErrorKind::WriteZero);
+                    return true;
+                }
                 Ok(n) => {
                     let _ = self.pending.split_to(n);
                 }
@@ -238,6 +275,16 @@ impl Outbox {
         true
     }
 
+    /// Why a write is refused now: the stream failed, or it is being shut
+    /// down.
+    fn refusal(&self) -> Option<StreamError> {
+        match (self.failed, self.shutdown_after) {
+            (Some(f), _) => Some(f.error()),
+            (None, true) => Some(StreamError::Closed),
+            (None, false) => None,
+        }
+    }
+
     fn fail(&mut self, kind: ErrorKind) {
         self.pending = Bytes::new();
         self.failed = Some(match kind {
@@ -251,8 +298,8 @@ impl Outbox {
 impl OutputStream for Writer {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         let mut o = self.outbox();
-        if let Some(f) = o.failed {
-            return Err(f.error());
+        if let Some(f) = o.refusal() {
+            return Err(f);
         }
         if bytes.len() > o.permit {
             return Err(StreamError::Trap(wasmtime::format_err!(
@@ -263,13 +310,15 @@ impl OutputStream for Writer {
         if bytes.is_empty() {
             return Ok(());
         }
-        o.permit -= bytes.len();
+        // The permit is for one write (a second one without a
+        // `check-write` traps, as in wasmtime-wasi).
+        o.permit = 0;
         o.pending = bytes;
         if o.drain() || o.writing {
             // A failure of this write shows now, as in wasmtime-wasi.
-            return match (o.failed, o.shutdown_after) {
-                (Some(f), false) => Err(f.error()),
-                _ => Ok(()),
+            return match o.failed {
+                Some(f) => Err(f.error()),
+                None => Ok(()),
             };
         }
         o.writing = true;
@@ -288,8 +337,8 @@ impl OutputStream for Writer {
 
     fn check_write(&mut self) -> StreamResult<usize> {
         let mut o = self.outbox();
-        if let Some(f) = o.failed {
-            return Err(f.error());
+        if let Some(f) = o.refusal() {
+            return Err(f);
         }
         o.permit = if o.pending.is_empty() { MAX_CHUNK } else { 0 };
         Ok(o.permit)
@@ -435,6 +484,22 @@ mod tests {
             assert_eq!(w.check_write().unwrap(), MAX_CHUNK);
             let got = reading.await.unwrap().unwrap();
             assert!(got.iter().enumerate().all(|(i, &b)| b == i as u8));
+        });
+    }
+
+    #[test]
+    fn a_permit_is_for_one_write() {
+        run(async {
+            let (server, _client) = pair().await;
+            let mut w = Writer::new(server);
+            assert_eq!(w.check_write().unwrap(), MAX_CHUNK);
+            w.write(Bytes::from_static(b"first")).unwrap();
+            assert!(matches!(
+                w.write(Bytes::from_static(b"second")),
+                Err(StreamError::Trap(_))
+            ));
+            w.shut_down();
+            assert!(matches!(w.check_write(), Err(StreamError::Closed)));
         });
     }
 
