@@ -306,7 +306,11 @@ pub fn run(
         listening: Some(listening),
         mailbox,
         poller: Poller::default(),
-        tcp: crate::tcp::Policy { listen, admitted },
+        tcp: crate::tcp::Policy {
+            listen,
+            admitted,
+            sockets: crate::tcp::Sockets::new(opts.conn_limit),
+        },
     };
     let mut store = Store::new(engine, host);
     store.limiter(|h| &mut h.limits);

@@ -42,8 +42,9 @@ fn define<T: TcpView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     create.func_wrap(
         "create-tcp-socket",
         |mut s: StoreContextMut<'_, T>, (family,): (IpAddressFamily,)| -> Ret<Resource<Socket>> {
-            Ok((match Socket::create(family) {
-                Ok(sock) => Ok(s.data_mut().tcp().0.push(sock)?),
+            let (table, policy) = s.data_mut().tcp();
+            Ok((match Socket::create(policy, family) {
+                Ok(sock) => Ok(table.push(sock)?),
                 Err(e) => Err(e),
             },))
         },
@@ -159,8 +160,8 @@ fn define_connection<T: TcpView>(
     l.func_wrap(
         "[method]tcp-socket.accept",
         |mut s: StoreContextMut<'_, T>, (this,): (Resource<Socket>,)| -> Ret<Accepted> {
-            let table = s.data_mut().tcp().0;
-            let (sock, conn) = match table.get_mut(&this)?.accept() {
+            let (table, policy) = s.data_mut().tcp();
+            let (sock, conn) = match table.get_mut(&this)?.accept(policy) {
                 Ok(accepted) => accepted,
                 Err(e) => return Ok((Err(e),)),
             };

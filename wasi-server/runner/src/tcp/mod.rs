@@ -18,8 +18,7 @@
 //!
 //! Least privilege is [`Policy`]: bind and listen only on the runner's
 //! address (with `-p 0` on the kernel's choice of port there), no
-//! outbound connections. Descriptors are the process's: the guest's own
-//! connection limit (`-c`) bounds its connections, and connections it
+//! outbound connections, at most [`Sockets`] open at once. Connections it
 //! closed while the last of a reply was still being written linger for
 //! at most 10 s, no more than `stream::MAX_LINGERING` at a time.
 
@@ -29,7 +28,7 @@ mod socket;
 mod stream;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
@@ -42,6 +41,53 @@ pub struct Policy {
     pub listen: SocketAddr,
     /// Set once it listens.
     pub admitted: Arc<AtomicBool>,
+    /// Its sockets open now, and how many it may have.
+    pub sockets: Sockets,
+}
+
+/// A count of a guest's open sockets with a limit, so that a guest cannot
+/// take all of the process's descriptors (several instances share them).
+/// The limit is the guest's own connection limit and some room: the
+/// server accepts one over its `-c` to turn it away with memcached's
+/// error, and the listener is a socket too.
+#[derive(Clone)]
+pub struct Sockets {
+    open: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// One of a guest's open sockets: counted until dropped.
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Sockets {
+    /// Room above a connection limit of `conn_limit`.
+    pub const ROOM: usize = 16;
+
+    pub fn new(conn_limit: u32) -> Sockets {
+        Sockets {
+            open: Arc::default(),
+            max: conn_limit as usize + Self::ROOM,
+        }
+    }
+
+    /// A slot for one more socket, or `new-socket-limit`.
+    fn take(&self) -> Result<Slot, wasmtime_wasi::p2::bindings::sockets::network::ErrorCode> {
+        let taken = self
+            .open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Slot(self.open.clone())),
+            Err(_) => Err(wasmtime_wasi::p2::bindings::sockets::network::ErrorCode::NewSocketLimit),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Policy {
@@ -68,6 +114,7 @@ mod tests {
         let fixed = Policy {
             listen: "127.0.0.1:11211".parse().unwrap(),
             admitted: Arc::default(),
+            sockets: Sockets::new(10),
         };
         assert!(fixed.may_bind("127.0.0.1:11211".parse().unwrap()));
         assert!(!fixed.may_bind("127.0.0.1:11212".parse().unwrap()));
@@ -77,10 +124,22 @@ mod tests {
         let any_port = Policy {
             listen: "127.0.0.1:0".parse().unwrap(),
             admitted: Arc::default(),
+            sockets: Sockets::new(10),
         };
         assert!(any_port.may_bind("127.0.0.1:0".parse().unwrap()));
         assert!(!any_port.may_bind("127.0.0.1:40000".parse().unwrap()));
         assert!(any_port.may_listen("127.0.0.1:40000".parse().unwrap()));
         assert!(!any_port.may_listen("127.0.0.2:40000".parse().unwrap()));
+    }
+
+    #[test]
+    fn sockets_beyond_the_limit_are_refused_until_one_closes() {
+        let sockets = Sockets::new(2);
+        let mut held: Vec<Slot> = (0..2 + Sockets::ROOM)
+            .map(|_| sockets.take().unwrap())
+            .collect();
+        assert!(sockets.take().is_err());
+        held.pop();
+        assert!(sockets.take().is_ok());
     }
 }

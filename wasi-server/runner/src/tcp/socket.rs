@@ -22,7 +22,7 @@ use wasmtime_wasi::p2::Pollable;
 
 use super::options;
 use super::stream::{Reader, Writer};
-use super::Policy;
+use super::{Policy, Slot};
 
 /// The backlog until the guest sets one (wasmtime-wasi's default).
 const DEFAULT_BACKLOG: u32 = 128;
@@ -34,6 +34,8 @@ pub struct Socket {
     /// A `start-*` whose `finish-*` has not been called.
     started: Option<Op>,
     backlog: u32,
+    /// Counts this socket against the guest's limit.
+    _slot: Slot,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -74,7 +76,8 @@ impl Connection {
 
 impl Socket {
     /// `create-tcp-socket`.
-    pub fn create(family: IpAddressFamily) -> Result<Socket, ErrorCode> {
+    pub fn create(policy: &Policy, family: IpAddressFamily) -> Result<Socket, ErrorCode> {
+        let slot = policy.sockets.take()?;
         let domain = match family {
             IpAddressFamily::Ipv4 => Domain::IPV4,
             IpAddressFamily::Ipv6 => Domain::IPV6,
@@ -93,6 +96,7 @@ impl Socket {
             },
             started: None,
             backlog: DEFAULT_BACKLOG,
+            _slot: slot,
         })
     }
 
@@ -165,11 +169,13 @@ impl Socket {
         }
     }
 
-    /// `accept`: a pending connection, or `would-block`.
-    pub fn accept(&mut self) -> Result<(Socket, Connection), ErrorCode> {
+    /// `accept`: a pending connection, or `would-block`; at the guest's
+    /// socket limit `new-socket-limit`, leaving the connection queued.
+    pub fn accept(&mut self, policy: &Policy) -> Result<(Socket, Connection), ErrorCode> {
         let State::Listening(listener) = &self.state else {
             return Err(ErrorCode::InvalidState);
         };
+        let slot = policy.sockets.take()?;
         let (conn, _) = listener
             .try_io(Interest::READABLE, |l| l.accept())
             .map_err(accept_error)?;
@@ -190,6 +196,7 @@ impl Socket {
             state: State::Connected(connection.shared()),
             started: None,
             backlog: self.backlog,
+            _slot: slot,
         };
         Ok((socket, connection))
     }
@@ -373,8 +380,9 @@ mod tests {
             let policy = Policy {
                 listen: addr,
                 admitted: Arc::default(),
+                sockets: super::super::Sockets::new(0),
             };
-            let mut s = Socket::create(IpAddressFamily::Ipv4).unwrap();
+            let mut s = Socket::create(&policy, IpAddressFamily::Ipv4).unwrap();
             assert!(matches!(
                 s.start_listen(&policy),
                 Err(ErrorCode::InvalidState)
@@ -398,10 +406,14 @@ mod tests {
             s.start_listen(&policy).unwrap();
             s.finish(true).unwrap();
             assert!(policy.admitted.load(Ordering::Relaxed));
-            assert!(matches!(s.accept(), Err(ErrorCode::WouldBlock)));
+            assert!(matches!(s.accept(&policy), Err(ErrorCode::WouldBlock)));
             let _client = std::net::TcpStream::connect(addr).unwrap();
             s.ready().await;
-            let (conn, _) = s.accept().unwrap();
+            // At the guest's socket limit the connection waits in the queue.
+            let room: Vec<_> = std::iter::from_fn(|| policy.sockets.take().ok()).collect();
+            assert!(matches!(s.accept(&policy), Err(ErrorCode::NewSocketLimit)));
+            drop(room);
+            let (conn, _) = s.accept(&policy).unwrap();
             assert_eq!(conn.local_address().unwrap(), addr);
             assert!(conn.options().unwrap().sock.tcp_nodelay().unwrap());
         });
