@@ -110,3 +110,45 @@ fn unloadable_component_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(70));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: loading"));
 }
+
+/// The runner's own TCP serves an IPv6 address too.
+#[test]
+fn guest_listens_on_an_ipv6_address() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("this host has no IPv6 loopback: nothing to test");
+        return;
+    }
+    let port = free_port();
+    let mut child = Command::new(bin_dir().join("wasmcached"))
+        .args(["-p", &port.to_string(), "-l", "::1", "-m", "8"])
+        .spawn()
+        .expect("run the runner");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut conn = loop {
+        match TcpStream::connect(("::1", port)) {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("the guest never listened on [::1]:{port}: {e}");
+            }
+        }
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(b"set k 0 0 2\r\nv6\r\nget k\r\n").unwrap();
+    let want = b"STORED\r\nVALUE k 0 2\r\nv6\r\nEND\r\n";
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while got.len() < want.len() {
+        match conn.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(got, want);
+}
