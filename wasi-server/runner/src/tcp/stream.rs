@@ -1,10 +1,10 @@
 //! A connection's `input-stream` and `output-stream`.
 //!
 //! [`Reader`] reads what has arrived (into a buffer of the size asked
-//! for, not zeroed first), and when a read comes back short
-//! it tells tokio the socket is drained. tokio learns readiness from
-//! edge-triggered `epoll` and forgets it only when a read fails with
-//! `EAGAIN`; without that, a socket read to the end of one request still
+//! for, not zeroed first), and when a read comes back short it tells
+//! tokio the socket is drained. tokio learns readiness from edge-triggered
+//! `epoll` and forgets it only when a read fails with `EAGAIN`; without
+//! that, a socket read to the end of one request still
 //! looked readable at the next `poll`, and the guest spent a pass and a
 //! `recv` finding nothing there: one wasted read for every request whose
 //! successor had not arrived yet (half of them behind two instances, all
