@@ -84,7 +84,7 @@ fn define_setup<T: TcpView>(
     l.func_wrap(
         "[method]tcp-socket.finish-bind",
         |mut s: StoreContextMut<'_, T>, (this,): (Resource<Socket>,)| -> Ret<()> {
-            Ok((socket(&mut s, &this)?.finish(false),))
+            Ok((socket(&mut s, &this)?.finish_bind(),))
         },
     )?;
     l.func_wrap(
@@ -97,7 +97,7 @@ fn define_setup<T: TcpView>(
     l.func_wrap(
         "[method]tcp-socket.finish-listen",
         |mut s: StoreContextMut<'_, T>, (this,): (Resource<Socket>,)| -> Ret<()> {
-            Ok((socket(&mut s, &this)?.finish(true),))
+            Ok((socket(&mut s, &this)?.finish_listen(),))
         },
     )?;
     l.func_wrap(

@@ -111,21 +111,18 @@ mod tests {
 
     #[test]
     fn only_the_runners_address_is_bound_and_listened_on() {
-        let fixed = Policy {
-            listen: "127.0.0.1:11211".parse().unwrap(),
+        let policy = |listen: &str| Policy {
+            listen: listen.parse().unwrap(),
             admitted: Arc::default(),
             sockets: Sockets::new(10),
         };
+        let fixed = policy("127.0.0.1:11211");
         assert!(fixed.may_bind("127.0.0.1:11211".parse().unwrap()));
         assert!(!fixed.may_bind("127.0.0.1:11212".parse().unwrap()));
         assert!(!fixed.may_bind("0.0.0.0:11211".parse().unwrap()));
         assert!(fixed.may_listen("127.0.0.1:11211".parse().unwrap()));
         assert!(!fixed.may_listen("127.0.0.1:40000".parse().unwrap()));
-        let any_port = Policy {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            admitted: Arc::default(),
-            sockets: Sockets::new(10),
-        };
+        let any_port = policy("127.0.0.1:0");
         assert!(any_port.may_bind("127.0.0.1:0".parse().unwrap()));
         assert!(!any_port.may_bind("127.0.0.1:40000".parse().unwrap()));
         assert!(any_port.may_listen("127.0.0.1:40000".parse().unwrap()));

@@ -3,12 +3,12 @@
 //! something else, values past the system's range clamped.
 //!
 //! Setting an idle time, interval or count does not turn keep-alive on
-//! (WASI keeps them apart), so those set only their own option.
+//! (WASI keeps them apart; socket2 turns it on with them, so it is turned
+//! back off where it was).
 
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use socket2::SockRef;
+use socket2::{SockRef, TcpKeepalive};
 use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddressFamily};
 
 /// A socket's descriptor and family, for one option call.
@@ -35,7 +35,7 @@ impl Options<'_> {
     }
 
     pub fn set_keep_alive_idle_time(&self, ns: u64) -> Result<(), ErrorCode> {
-        self.set_int(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(ns)?)
+        self.set_keep_alive_params(TcpKeepalive::new().with_time(secs(ns)?))
     }
 
     pub fn keep_alive_interval(&self) -> Result<u64, ErrorCode> {
@@ -43,7 +43,7 @@ impl Options<'_> {
     }
 
     pub fn set_keep_alive_interval(&self, ns: u64) -> Result<(), ErrorCode> {
-        self.set_int(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(ns)?)
+        self.set_keep_alive_params(TcpKeepalive::new().with_interval(secs(ns)?))
     }
 
     pub fn keep_alive_count(&self) -> Result<u32, ErrorCode> {
@@ -54,8 +54,7 @@ impl Options<'_> {
         if n == 0 {
             return Err(ErrorCode::InvalidArgument);
         }
-        let n = n.min(MAX_KEEPALIVE_COUNT) as libc::c_int;
-        self.set_int(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, n)
+        self.set_keep_alive_params(TcpKeepalive::new().with_retries(n.min(MAX_KEEPALIVE_COUNT)))
     }
 
     pub fn hop_limit(&self) -> Result<u8, ErrorCode> {
@@ -93,28 +92,15 @@ impl Options<'_> {
         Ok(self.sock.set_send_buffer_size(buffer_size(size)?)?)
     }
 
-    fn set_int(
-        &self,
-        level: libc::c_int,
-        name: libc::c_int,
-        value: libc::c_int,
-    ) -> Result<(), ErrorCode> {
-        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `value` lives across the call and `len` is its size; the
-        // descriptor is borrowed from a socket that outlives the call.
-        let r = unsafe {
-            libc::setsockopt(
-                self.sock.as_raw_fd(),
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                len,
-            )
-        };
-        match r {
-            0 => Ok(()),
-            _ => Err(std::io::Error::last_os_error().into()),
+    /// Sets the keep-alive parameters in `params`, leaving keep-alive
+    /// itself as it was.
+    fn set_keep_alive_params(&self, params: TcpKeepalive) -> Result<(), ErrorCode> {
+        let on = self.sock.keepalive()?;
+        self.sock.set_tcp_keepalive(&params)?;
+        if !on {
+            self.sock.set_keepalive(false)?;
         }
+        Ok(())
     }
 }
 
@@ -123,11 +109,13 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// Whole seconds, rounded up (the system counts in seconds), clamped.
-fn secs(ns: u64) -> Result<libc::c_int, ErrorCode> {
+fn secs(ns: u64) -> Result<Duration, ErrorCode> {
     if ns == 0 {
         return Err(ErrorCode::InvalidArgument);
     }
-    Ok(ns.div_ceil(1_000_000_000).min(MAX_KEEPALIVE_SECS) as libc::c_int)
+    Ok(Duration::from_secs(
+        ns.div_ceil(1_000_000_000).min(MAX_KEEPALIVE_SECS),
+    ))
 }
 
 fn buffer_size(size: u64) -> Result<usize, ErrorCode> {
@@ -142,12 +130,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn keep_alive_parameters_leave_keep_alive_as_it_was() {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let o = Options {
+            sock: SockRef::from(&socket),
+            family: IpAddressFamily::Ipv4,
+        };
+        assert!(!o.keep_alive().unwrap());
+        o.set_keep_alive_idle_time(30_000_000_000).unwrap();
+        o.set_keep_alive_interval(5_500_000_000).unwrap();
+        o.set_keep_alive_count(3).unwrap();
+        assert!(!o.keep_alive().unwrap(), "still off");
+        assert_eq!(o.keep_alive_idle_time().unwrap(), 30_000_000_000);
+        assert_eq!(o.keep_alive_interval().unwrap(), 6_000_000_000);
+        assert_eq!(o.keep_alive_count().unwrap(), 3);
+        o.set_keep_alive(true).unwrap();
+        o.set_keep_alive_idle_time(60_000_000_000).unwrap();
+        assert!(o.keep_alive().unwrap(), "still on");
+    }
+
+    #[test]
     fn durations_become_whole_seconds_and_zero_is_refused() {
         assert!(secs(0).is_err());
-        assert_eq!(secs(1).unwrap(), 1);
-        assert_eq!(secs(1_000_000_000).unwrap(), 1);
-        assert_eq!(secs(1_000_000_001).unwrap(), 2);
-        assert_eq!(secs(u64::MAX).unwrap(), i16::MAX as libc::c_int);
+        let s = Duration::from_secs;
+        assert_eq!(secs(1).unwrap(), s(1));
+        assert_eq!(secs(1_000_000_000).unwrap(), s(1));
+        assert_eq!(secs(1_000_000_001).unwrap(), s(2));
+        assert_eq!(secs(u64::MAX).unwrap(), s(i16::MAX as u64));
         assert!(buffer_size(0).is_err());
         assert_eq!(buffer_size(u64::MAX).unwrap(), i32::MAX as usize);
     }

@@ -57,6 +57,7 @@ enum State {
 }
 
 /// An accepted connection: what its socket and its streams share.
+#[derive(Clone)]
 pub struct Connection {
     pub stream: Arc<TcpStream>,
     pub writer: Writer,
@@ -160,9 +161,17 @@ impl Socket {
         Ok(())
     }
 
-    /// `finish-bind` and `finish-listen`: whether `op` was started.
-    pub fn finish(&mut self, op_is_listen: bool) -> Result<(), ErrorCode> {
-        let op = if op_is_listen { Op::Listen } else { Op::Bind };
+    /// `finish-bind`: whether `start-bind` succeeded.
+    pub fn finish_bind(&mut self) -> Result<(), ErrorCode> {
+        self.finish(Op::Bind)
+    }
+
+    /// `finish-listen`: whether `start-listen` succeeded.
+    pub fn finish_listen(&mut self) -> Result<(), ErrorCode> {
+        self.finish(Op::Listen)
+    }
+
+    fn finish(&mut self, op: Op) -> Result<(), ErrorCode> {
         match self.started.take_if(|o| *o == op) {
             Some(_) => Ok(()),
             None => Err(ErrorCode::NotInProgress),
@@ -193,7 +202,7 @@ impl Socket {
         };
         let socket = Socket {
             family: self.family,
-            state: State::Connected(connection.shared()),
+            state: State::Connected(connection.clone()),
             started: None,
             backlog: self.backlog,
             _slot: slot,
@@ -266,16 +275,6 @@ impl Socket {
             sock,
             family: self.family,
         })
-    }
-}
-
-impl Connection {
-    fn shared(&self) -> Connection {
-        Connection {
-            stream: self.stream.clone(),
-            writer: self.writer.clone(),
-            read_closed: self.read_closed.clone(),
-        }
     }
 }
 
@@ -402,9 +401,9 @@ mod tests {
                 s.start_listen(&policy),
                 Err(ErrorCode::ConcurrencyConflict)
             ));
-            s.finish(false).unwrap();
+            s.finish_bind().unwrap();
             s.start_listen(&policy).unwrap();
-            s.finish(true).unwrap();
+            s.finish_listen().unwrap();
             assert!(policy.admitted.load(Ordering::Relaxed));
             assert!(matches!(s.accept(&policy), Err(ErrorCode::WouldBlock)));
             let _client = std::net::TcpStream::connect(addr).unwrap();

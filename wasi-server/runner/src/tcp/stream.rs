@@ -20,6 +20,7 @@
 //! [`MAX_LINGERING`] others already linger.
 
 use std::io::{self, ErrorKind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -41,18 +42,18 @@ pub const LINGER: Duration = Duration::from_secs(10);
 pub const MAX_LINGERING: usize = 1024;
 
 /// Background writes of dropped streams going on now.
-static LINGERING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
 
 /// A connection's input. `closed` is shared with its socket, whose
 /// `shutdown(receive)` ends the stream.
 pub struct Reader {
     pub stream: Arc<TcpStream>,
-    pub closed: Arc<std::sync::atomic::AtomicBool>,
+    pub closed: Arc<AtomicBool>,
 }
 
 impl Reader {
     fn is_closed(&self) -> bool {
-        self.closed.load(std::sync::atomic::Ordering::Relaxed)
+        self.closed.load(Ordering::Relaxed)
     }
 }
 
@@ -68,15 +69,13 @@ impl InputStream for Reader {
         let mut buf = BytesMut::with_capacity(want);
         match read_clearing(&self.stream, &mut buf, want) {
             Ok(0) => {
-                self.closed
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                self.closed.store(true, Ordering::Relaxed);
                 Err(StreamError::Closed)
             }
             Ok(_) => Ok(buf.freeze()),
             Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(Bytes::new()),
             Err(e) => {
-                self.closed
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                self.closed.store(true, Ordering::Relaxed);
                 Err(StreamError::LastOperationFailed(e.into()))
             }
         }
@@ -235,7 +234,7 @@ struct Lingering {
 
 impl Lingering {
     fn start() -> Lingering {
-        let before = LINGERING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let before = LINGERING.fetch_add(1, Ordering::Relaxed);
         let until = (before < MAX_LINGERING).then(|| tokio::time::Instant::now() + LINGER);
         Lingering { until }
     }
@@ -243,7 +242,7 @@ impl Lingering {
 
 impl Drop for Lingering {
     fn drop(&mut self) {
-        LINGERING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -374,7 +373,6 @@ mod tests {
     use super::*;
     use std::future::Future;
     use std::io::{Read, Write};
-    use std::sync::atomic::AtomicBool;
     use std::task::{Context, Waker};
 
     /// A connected pair: the server side as the runner holds it, the
