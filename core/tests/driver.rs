@@ -261,6 +261,77 @@ fn buffers_shrink_when_a_connection_goes_idle() {
     );
 }
 
+/// 100 keys of 64 bytes, stored, and the multiget of them all (a reply
+/// of about 10 KB).
+fn hundred_keys(h: &mut Host, c: usize) -> Vec<u8> {
+    let mut get = b"get".to_vec();
+    for k in 0..100 {
+        h.send(c, format!("set key{k} 0 0 64 noreply\r\n").as_bytes());
+        h.send(c, &[b'v'; 64]);
+        h.send(c, b"\r\n");
+        get.extend_from_slice(format!(" key{k}").as_bytes());
+    }
+    get.extend_from_slice(b"\r\n");
+    get
+}
+
+#[test]
+fn the_reply_buffer_of_an_idle_connection_serves_the_next_one() {
+    let mut h = host();
+    let a = h.connect(1 << 20);
+    let b = h.connect(1 << 20);
+    let get = hundred_keys(&mut h, a);
+    h.settle();
+    h.send(a, &get);
+    h.settle();
+    let reply = h.take_reply(a);
+    assert!(reply.len() > 8000 && reply.ends_with(b"END\r\n"));
+    // One reply buffer, kept for the next connection to run.
+    assert!(h.driver.held_bytes() >= reply.len());
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        for c in [b, a] {
+            h.send(c, &get);
+            h.settle();
+            assert_eq!(h.take_reply(c), reply);
+        }
+        held.push(h.driver.held_bytes());
+    }
+    // Each connection keeps its small input buffer; the reply buffer goes
+    // round, never a second one.
+    assert!(held.iter().all(|&n| n == held[0]), "{held:?}");
+    assert!(held[0] < 2 * reply.len(), "{held:?}");
+}
+
+#[test]
+fn spare_buffers_are_the_first_memory_to_go() {
+    let dcfg = DriverConfig {
+        memory_limit: 48 * 1024,
+        ..DriverConfig::default()
+    };
+    // A client stalled in a 60 KB value, 40 KB in: past three quarters of
+    // the limit on its own.
+    let stall = |h: &mut Host| {
+        let hog = h.connect(1 << 20);
+        h.send(hog, b"set hog 0 0 60000\r\n");
+        h.send(hog, &vec![b'y'; 40_000]);
+        h.settle();
+        h.driver.held_bytes()
+    };
+    let alone = stall(&mut Host::new(dcfg.clone(), Config::default()));
+    assert!(alone > 36 * 1024, "{alone}");
+    let mut h = Host::new(dcfg, Config::default());
+    let a = h.connect(1 << 20);
+    let get = hundred_keys(&mut h, a);
+    h.send(a, &get);
+    h.settle();
+    h.take_reply(a);
+    let spare = h.driver.held_bytes();
+    assert!(spare > 8000, "{spare}");
+    assert_eq!(stall(&mut h), alone, "the spare buffer was freed");
+    assert_eq!(h.driver.stats().closed_for_memory, 0);
+}
+
 #[test]
 fn over_the_limit_the_heaviest_is_shed_and_items_survive() {
     let dcfg = DriverConfig {

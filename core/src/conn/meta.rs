@@ -357,7 +357,9 @@ impl Connection {
         let key = key.as_slice();
 
         let mut found = store.find(key);
-        store.observe.topkeys.record(key);
+        if self.sampler.next() {
+            store.observe.topkeys.record(key);
+        }
         let mut created = false;
         if found.is_none() && of.vivify && store.reserve(key.len(), 0, 0).is_ok() {
             found = store.link(key, &[], 0, 0, 0).ok();

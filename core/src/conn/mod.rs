@@ -17,6 +17,7 @@ use alloc::vec::Vec;
 
 use crate::clock::Clock;
 use crate::config::{Config, Protocol};
+use crate::observe::Sampler;
 use crate::shards::{shard_of, Shards};
 use crate::store::SharedValue;
 use output::Output;
@@ -186,6 +187,8 @@ pub struct Connection {
     log_owner: u32,
     /// Counters of this `process` call, added to the home shard at its end.
     tally: tally::Tally,
+    /// Which of this connection's fetches `stats topkeys` samples.
+    sampler: Sampler,
 }
 
 impl Default for Connection {
@@ -223,6 +226,7 @@ impl Connection {
             log_fd: -1,
             log_owner: 0,
             tally: tally::Tally::default(),
+            sampler: Sampler::default(),
         }
     }
 
@@ -326,6 +330,27 @@ impl Connection {
             self.consumed = 0;
         }
         self.output.shrink(SHRINK_FLOOR);
+    }
+
+    /// [`shrink`](Connection::shrink), handing over the output buffer
+    /// instead of freeing it (for [`adopt_output`](Connection::adopt_output)
+    /// on another connection).
+    pub(crate) fn shrink_keeping(&mut self) -> Option<Vec<u8>> {
+        let tail = self.output.take_idle_tail(SHRINK_FLOOR);
+        self.shrink();
+        tail
+    }
+
+    /// Capacity of the buffer replies are written to.
+    pub(crate) fn output_capacity(&self) -> usize {
+        self.output.tail_capacity()
+    }
+
+    /// Takes the empty `buf` to write replies to when nothing is pending
+    /// and it is larger than the current buffer; returns the buffer not
+    /// kept.
+    pub(crate) fn adopt_output(&mut self, buf: Vec<u8>) -> Vec<u8> {
+        self.output.adopt_tail(buf)
     }
 
     /// True once the connection must close after its pending output.

@@ -241,6 +241,45 @@ impl Output {
         }
     }
 
+    /// With nothing pending, hands over the owned buffer if it holds more
+    /// than `floor` bytes, leaving an empty one: for a host to lend to
+    /// another connection instead of freeing it.
+    pub(crate) fn take_idle_tail(&mut self, floor: usize) -> Option<Vec<u8>> {
+        if self.len() != 0 || self.tail.capacity() <= floor {
+            return None;
+        }
+        Some(core::mem::take(&mut self.tail))
+    }
+
+    /// Capacity of the owned buffer appends go to.
+    pub(crate) fn tail_capacity(&self) -> usize {
+        self.tail.capacity()
+    }
+
+    /// Takes the empty `buf` as the owned buffer when nothing is pending
+    /// and it is the larger; returns the buffer not kept.
+    pub(crate) fn adopt_tail(&mut self, buf: Vec<u8>) -> Vec<u8> {
+        if self.len() != 0 || !self.queue.is_empty() || buf.capacity() <= self.tail.capacity() {
+            return buf;
+        }
+        let mut old = core::mem::replace(&mut self.tail, buf);
+        self.tail.clear();
+        self.sent = 0;
+        old.clear();
+        old
+    }
+
+    /// Makes room for `n` more owned bytes now, so that appends of up to
+    /// that many later allocate nothing: called before a shard is taken, so
+    /// that a reply grows outside the shard's lock. Grows by doubling;
+    /// should memory run out, nothing changes and the appends allocate
+    /// (fallibly, for values) as they would have.
+    pub(crate) fn reserve_ahead(&mut self, n: usize) {
+        if self.tail.capacity() - self.tail.len() < n {
+            let _ = self.tail.try_reserve(n);
+        }
+    }
+
     /// The current end of the output.
     #[inline]
     pub(crate) fn mark(&self) -> Mark {
@@ -366,5 +405,40 @@ mod tests {
         o.consume(100_000);
         o.shrink(4096);
         assert_eq!(o.held_bytes(), 0);
+    }
+
+    #[test]
+    fn an_idle_buffer_is_handed_over_and_adopted_only_when_nothing_is_pending() {
+        let mut o = Output::new();
+        o.extend_from_slice(&[1u8; 10_000]);
+        assert!(o.take_idle_tail(4096).is_none(), "pending output stays");
+        let big = Vec::with_capacity(32 * 1024);
+        let back = o.adopt_tail(big);
+        assert_eq!(back.capacity(), 32 * 1024, "not adopted while pending");
+        o.consume(10_000);
+        let tail = o.take_idle_tail(4096).map(|t| t.capacity());
+        assert!(tail.is_some_and(|c| c >= 10_000));
+        assert_eq!(o.tail_capacity(), 0);
+        assert!(o.take_idle_tail(4096).is_none());
+        let old = o.adopt_tail(back);
+        assert_eq!(old.capacity(), 0);
+        assert_eq!(o.tail_capacity(), 32 * 1024);
+        o.extend_from_slice(b"VALUE k 0 1\r\n");
+        assert_eq!(all(&o), b"VALUE k 0 1\r\n");
+        let smaller = o.adopt_tail(Vec::with_capacity(64));
+        assert_eq!(smaller.capacity(), 64);
+    }
+
+    #[test]
+    fn reserve_ahead_makes_later_appends_allocation_free() {
+        let mut o = Output::new();
+        o.extend_from_slice(b"x");
+        o.reserve_ahead(2048);
+        let cap = o.tail_capacity();
+        assert!(cap >= 2049);
+        o.extend_from_slice(&[0u8; 2048]);
+        assert_eq!(o.tail_capacity(), cap);
+        o.reserve_ahead(10);
+        assert!(o.tail_capacity() >= 2 * cap, "grows by doubling");
     }
 }

@@ -13,6 +13,13 @@ use super::{Connection, PausedGet, Step};
 /// memcached's `KEY_MAX_LENGTH`.
 pub(crate) const KEY_MAX: usize = 250;
 
+/// Room made in the output before each key of a multiget over several
+/// shards, outside the key's shard: a reply that grows while its shard is
+/// held keeps other workers waiting for the reallocation. A key's `VALUE`
+/// line and a small value fit; a larger value still grows the reply under
+/// the shard, once.
+const RESERVE_AHEAD: usize = 2048;
+
 /// Which storage command a data block belongs to (memcached's `NREAD_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum StoreMode {
@@ -641,6 +648,7 @@ impl Connection {
         }
         while let Some((off, key)) = words(&line[p.cursor..]).next() {
             p.cursor += off + key.len();
+            self.output.reserve_ahead(RESERVE_AHEAD);
             let mut guard = self.key_shard(shards, key);
             self.get_key(&mut guard, key, &p);
             if self.pending_len() >= hwm && words(&line[p.cursor..]).next().is_some() {
@@ -696,7 +704,8 @@ impl Connection {
         // gat/gats count as touches only (memcached 1.6.18 leaves cmd_get);
         // gets are counted in the tally (see `tally`).
         let mut found = store.find(key);
-        store.observe.fetched(key, found.is_some());
+        let sampled = self.sampler.next();
+        store.observe.fetched(key, found.is_some(), sampled);
         match (found, touch) {
             (Some(idx), Some(exp)) => {
                 let idx = store.set_exptime(idx, exp);

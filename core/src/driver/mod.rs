@@ -9,6 +9,7 @@
 //! so a simulation exercises the production policy.
 
 mod gate;
+mod spares;
 mod stats_id;
 mod watchers;
 
@@ -19,6 +20,7 @@ use crate::config::Config;
 use crate::conn::{Connection, Progress};
 use crate::observe::CloseReason;
 use crate::shards::Shards;
+use spares::Spares;
 
 pub use gate::{AcceptError, Admission, Gate, ACCEPT_RETRY_MS, TOO_MANY_CONNECTIONS};
 
@@ -228,6 +230,9 @@ pub struct Driver {
     /// The driver was over its soft limit (or at its limit) when the host
     /// last asked: every connection's interest may have changed since.
     pressure_seen: bool,
+    /// Output buffers of connections gone idle, lent to the next ones to
+    /// run; their bytes count in `held`.
+    spares: Spares,
 }
 
 impl Driver {
@@ -253,6 +258,7 @@ impl Driver {
             unwatch: Vec::new(),
             changed: Vec::new(),
             pressure_seen: false,
+            spares: Spares::default(),
         }
     }
 
@@ -479,6 +485,7 @@ impl Driver {
             self.park(i);
             return;
         }
+        self.lend_spare(i);
         let s = &mut self.slots[i as usize];
         s.ready = false;
         let progress = s.conn.process(cache, clock);
@@ -635,11 +642,28 @@ impl Driver {
             return;
         }
         if empty && !s.ready {
-            s.conn.shrink();
+            if let Some(buf) = s.conn.shrink_keeping() {
+                if !self.over_soft() {
+                    self.held += self.spares.give(buf);
+                }
+            }
         }
         self.remeasure(i);
         if !self.parked.is_empty() && !self.over_soft() {
             self.unpark();
+        }
+    }
+
+    /// Gives connection `i`, about to run with nothing pending, the
+    /// largest spare buffer if it is larger than its own.
+    fn lend_spare(&mut self, i: u32) {
+        let s = &mut self.slots[i as usize];
+        if s.conn.pending_len() != 0 {
+            return;
+        }
+        if let Some(buf) = self.spares.take_larger(s.conn.output_capacity()) {
+            self.held -= buf.capacity();
+            drop(s.conn.adopt_output(buf));
         }
     }
 
@@ -690,6 +714,10 @@ impl Driver {
     /// for ever).
     fn enforce_limit(&mut self) {
         self.shed_over_limit();
+        if self.over_soft() {
+            // Spare buffers are the first memory to go.
+            self.held -= self.spares.clear();
+        }
         if !self.over_soft() {
             self.over_soft_since = None;
             return;
@@ -707,6 +735,9 @@ impl Driver {
     /// Closes the heaviest connections until the driver is within its
     /// limit.
     fn shed_over_limit(&mut self) {
+        if self.held > self.cfg.memory_limit {
+            self.held -= self.spares.clear();
+        }
         while self.held > self.cfg.memory_limit {
             if !self.shed_heaviest() {
                 break;

@@ -8,6 +8,7 @@ mod topkeys;
 
 pub use conns::{addr_text, CloseReason, ConnPhase, ConnTable, ADDR_MAX, TABLE_MAX};
 pub use prefixes::{PrefixStats, PREFIXES_MAX};
+pub(crate) use topkeys::Sampler;
 pub use topkeys::{TopKeys, SAMPLE_EVERY, TRACKED};
 
 use core::net::SocketAddr;
@@ -34,10 +35,13 @@ impl Observe {
         }
     }
 
-    /// A key looked up by a get-family command (`detail` and `topkeys`).
-    pub(crate) fn fetched(&mut self, key: &[u8], hit: bool) {
+    /// A key looked up by a get-family command (`detail`, and `topkeys`
+    /// when the connection's [`Sampler`] chose this fetch).
+    pub(crate) fn fetched(&mut self, key: &[u8], hit: bool, sampled: bool) {
         self.prefixes.record_get(key, hit);
-        self.topkeys.record(key);
+        if sampled {
+            self.topkeys.record(key);
+        }
     }
 
     /// `stats reset`.

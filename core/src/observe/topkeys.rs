@@ -8,9 +8,13 @@
 //! inherits that count plus one (so counts may overestimate, by at most
 //! the inherited part, and a key fetched more often than 1/[`TRACKED`] of
 //! all sampled fetches is always listed). Which fetches are sampled comes
-//! from a xorshift sequence with a fixed seed advanced once per fetch:
-//! deterministic, and without the aliasing a plain every-Nth counter has
-//! when clients cycle through a fixed set of keys. Memory is bounded by
+//! from a xorshift sequence with a fixed seed that each connection advances
+//! once per fetch ([`Sampler`]): deterministic, and without the aliasing a
+//! plain every-Nth counter has when clients cycle through a fixed set of
+//! keys. The sequence belongs to the connection, not the shard, so that a
+//! fetch that is not sampled writes nothing in the shard: in a cache
+//! shared by workers on several cores, a write per fetch would move the
+//! shard's line to the fetching core on every key of a multiget. Memory is bounded by
 //! [`TRACKED`] keys of at most 250 bytes. `stats reset` clears it.
 
 use alloc::vec::Vec;
@@ -53,10 +57,32 @@ impl Entry {
     }
 }
 
-/// The space-saving summary of sampled fetches.
+/// Which fetches one connection samples: one step of a xorshift sequence
+/// per fetch, one in [`SAMPLE_EVERY`] sampled.
 #[derive(Clone, Debug)]
+pub(crate) struct Sampler(u64);
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Sampler(SEED)
+    }
+}
+
+impl Sampler {
+    /// Advances the sequence for one fetch: whether to sample it.
+    pub(crate) fn next(&mut self) -> bool {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x.is_multiple_of(SAMPLE_EVERY)
+    }
+}
+
+/// The space-saving summary of sampled fetches.
+#[derive(Clone, Debug, Default)]
 pub struct TopKeys {
-    state: u64,
     sampled: u64,
     /// The tracked keys (at most [`TRACKED`]); `hashes[i]` and
     /// `counts[i]` (sampled fetches) belong to `entries[i]`, kept apart so
@@ -65,18 +91,6 @@ pub struct TopKeys {
     entries: Vec<Entry>,
     hashes: Vec<u64>,
     counts: Vec<u64>,
-}
-
-impl Default for TopKeys {
-    fn default() -> Self {
-        TopKeys {
-            state: SEED,
-            sampled: 0,
-            entries: Vec::new(),
-            hashes: Vec::new(),
-            counts: Vec::new(),
-        }
-    }
 }
 
 /// A tracked key: its sampled count, hash and entry.
@@ -93,16 +107,8 @@ fn hash(key: &[u8]) -> u64 {
 }
 
 impl TopKeys {
-    /// A key was fetched.
+    /// A fetch of `key` that a [`Sampler`] chose.
     pub(crate) fn record(&mut self, key: &[u8]) {
-        let mut x = self.state;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.state = x;
-        if !x.is_multiple_of(SAMPLE_EVERY) {
-            return;
-        }
         self.sampled += 1;
         self.add(key, hash(key), 1);
     }
@@ -203,17 +209,25 @@ impl TopKeys {
 mod tests {
     use super::*;
 
+    /// One fetch of `key` as a connection with sampler `s` reports it.
+    fn fetch(t: &mut TopKeys, s: &mut Sampler, key: &[u8]) {
+        if s.next() {
+            t.record(key);
+        }
+    }
+
     #[test]
     fn hot_keys_rank_first_and_memory_is_bounded() {
         let mut t = TopKeys::default();
+        let s = &mut Sampler::default();
         for i in 0..20_000u32 {
-            t.record(b"hot");
+            fetch(&mut t, s, b"hot");
             if i % 4 == 0 {
-                t.record(b"warm");
+                fetch(&mut t, s, b"warm");
             }
             let mut cold = Vec::from(&b"cold"[..]);
             push_u64(&mut cold, u64::from(i));
-            t.record(&cold);
+            fetch(&mut t, s, &cold);
         }
         assert!(t.entries.len() <= TRACKED);
         let mut out = Vec::new();
@@ -230,13 +244,25 @@ mod tests {
     fn same_input_same_report() {
         let run = || {
             let mut t = TopKeys::default();
+            let s = &mut Sampler::default();
             for i in 0..1000u64 {
-                t.record(&[b'k', (i % 7) as u8]);
+                fetch(&mut t, s, &[b'k', (i % 7) as u8]);
             }
             let mut out = Vec::new();
             t.report(&mut out);
             out
         };
         assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn a_sampler_picks_about_one_fetch_in_sample_every() {
+        let mut s = Sampler::default();
+        let picked = (0..160_000).filter(|_| s.next()).count() as u64;
+        let want = 160_000 / SAMPLE_EVERY;
+        assert!(
+            (want * 9 / 10..=want * 11 / 10).contains(&picked),
+            "{picked}"
+        );
     }
 }
