@@ -16,6 +16,7 @@ mod poll;
 mod sandbox;
 mod tcp;
 mod warm;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

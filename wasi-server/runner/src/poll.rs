@@ -16,6 +16,13 @@
 //! last poll did not wait: a busy guest gets the cheap pass, an idle or
 //! lightly loaded one the same single wait as before.
 //!
+//! Pollables the runner made and noted (`watch`: connections' input, its
+//! sockets, deadlines) are asked directly, in the quick look and in the
+//! wait, which then is the runner's own: one pass over the list per
+//! wake-up, a socket registering the task in tokio's reader slot, the
+//! earliest deadline in one timer. A list with any other pollable waits
+//! the way wasmtime-wasi does.
+//!
 //! Call order: the runner's `poll` first yields to the I/O driver (so
 //! readiness is fresh; see `sandbox`), then calls [`Poller::poll`].
 
@@ -27,6 +34,8 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi_io::bindings::wasi::io::poll::{Host as _, HostPollable as _};
 use wasmtime_wasi_io::poll::DynPollable;
 
+use crate::watch::{ready_known, ready_one, Timer, Watches};
+
 /// Whether the guest's last poll found something ready without waiting.
 #[derive(Debug, Default)]
 pub struct Poller {
@@ -36,11 +45,13 @@ pub struct Poller {
 impl Poller {
     /// The positions in `list` of the pollables ready, waiting until at
     /// least one is or `interrupt` resolves (then none are reported).
-    /// Errors are wasmtime-wasi's (an empty list, a bad handle): they trap
-    /// the guest.
+    /// Pollables `watches` knows are asked directly, others the way
+    /// wasmtime-wasi asks them. Errors are wasmtime-wasi's (an empty
+    /// list, a bad handle): they trap the guest.
     pub async fn poll(
         &mut self,
         table: &mut ResourceTable,
+        watches: &Watches,
         list: Vec<Resource<DynPollable>>,
         interrupt: impl Future<Output = ()>,
     ) -> wasmtime::Result<Vec<u32>> {
@@ -49,19 +60,33 @@ impl Poller {
             if is_ready(interrupt.as_mut()).await {
                 return Ok(Vec::new());
             }
-            let ready = ready_now(table, &list).await?;
+            let ready = ready_now(table, watches, &list).await?;
             if !ready.is_empty() {
                 return Ok(ready);
             }
         }
-        let wait = async {
-            tokio::select! {
-                biased;
-                () = interrupt => Ok(Vec::new()),
-                ready = table.poll(list) => ready,
-            }
+        let (ready, at_once) = if !list.is_empty() && watches.knows_all(&list) {
+            let mut timer = Timer::default();
+            let wait = poll_fn(|cx| {
+                if interrupt.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(Vec::new()));
+                }
+                match ready_known(watches, table, &list, cx, &mut timer) {
+                    r if r.is_empty() => Poll::Pending,
+                    r => Poll::Ready(Ok(r)),
+                }
+            });
+            first_poll(wait).await
+        } else {
+            let wait = async {
+                tokio::select! {
+                    biased;
+                    () = interrupt => Ok(Vec::new()),
+                    ready = table.poll(list) => ready,
+                }
+            };
+            first_poll(wait).await
         };
-        let (ready, at_once) = first_poll(wait).await;
         let ready = ready?;
         self.busy = at_once && !ready.is_empty();
         Ok(ready)
@@ -69,14 +94,20 @@ impl Poller {
 }
 
 /// The positions of the pollables in `list` that are ready now. Each one
-/// not ready registers the task's waker, as a wait would.
+/// not ready, but a deadline, registers the task's waker, as a wait would.
 async fn ready_now(
     table: &mut ResourceTable,
+    watches: &Watches,
     list: &[Resource<DynPollable>],
 ) -> wasmtime::Result<Vec<u32>> {
     let mut ready = Vec::new();
     for (i, p) in (0u32..).zip(list) {
-        if table.ready(Resource::new_borrow(p.rep())).await? {
+        let known = poll_fn(|cx| Poll::Ready(ready_one(watches, table, p.rep(), cx))).await;
+        let is = match known {
+            Some(is) => is,
+            None => table.ready(Resource::new_borrow(p.rep())).await?,
+        };
+        if is {
             ready.push(i);
         }
     }
@@ -149,10 +180,10 @@ mod tests {
         let list = flags(&mut table, &[false, true, false, true]);
         let mut poller = Poller::default();
         let never = std::future::pending::<()>;
-        let ready = block_on(poller.poll(&mut table, borrows(&list), never()));
+        let ready = block_on(poller.poll(&mut table, &Watches::default(), borrows(&list), never()));
         assert_eq!(ready.unwrap(), vec![1, 3]);
         assert!(poller.busy, "ready at once: the next pass looks first");
-        let ready = block_on(poller.poll(&mut table, borrows(&list), never()));
+        let ready = block_on(poller.poll(&mut table, &Watches::default(), borrows(&list), never()));
         assert_eq!(ready.unwrap(), vec![1, 3], "the quick look finds the same");
     }
 
@@ -161,7 +192,8 @@ mod tests {
         let mut table = ResourceTable::new();
         let list = flags(&mut table, &[false, false]);
         let mut poller = Poller::default();
-        let ready = block_on(poller.poll(&mut table, borrows(&list), async {}));
+        let ready =
+            block_on(poller.poll(&mut table, &Watches::default(), borrows(&list), async {}));
         assert_eq!(ready.unwrap(), Vec::<u32>::new());
         assert!(
             !poller.busy,
@@ -174,7 +206,8 @@ mod tests {
         let mut table = ResourceTable::new();
         let list = flags(&mut table, &[true]);
         let mut poller = Poller { busy: true };
-        let ready = block_on(poller.poll(&mut table, borrows(&list), async {}));
+        let ready =
+            block_on(poller.poll(&mut table, &Watches::default(), borrows(&list), async {}));
         assert_eq!(ready.unwrap(), Vec::<u32>::new());
     }
 
@@ -183,7 +216,12 @@ mod tests {
         let mut table = ResourceTable::new();
         for busy in [false, true] {
             let mut poller = Poller { busy };
-            let r = block_on(poller.poll(&mut table, Vec::new(), std::future::pending()));
+            let r = block_on(poller.poll(
+                &mut table,
+                &Watches::default(),
+                Vec::new(),
+                std::future::pending(),
+            ));
             assert!(r.is_err());
         }
     }

@@ -16,6 +16,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::mailbox::{self, GuestInput, Mailbox};
 use crate::poll::Poller;
 use crate::warm::SnapshotDir;
+use crate::watch::Watches;
 
 /// The embedded server component.
 const GUEST: &[u8] = include_bytes!(env!("WASMCACHED_GUEST"));
@@ -37,6 +38,8 @@ struct Host {
     poller: Poller,
     /// What the guest may do with TCP (see `tcp`).
     tcp: crate::tcp::Policy,
+    /// What the guest's pollables wait for (see `watch`).
+    watches: Watches,
 }
 
 /// Tells the runner that a guest listens. The runner's TCP sets
@@ -48,8 +51,14 @@ struct Listening {
 }
 
 impl crate::tcp::TcpView for Host {
-    fn tcp(&mut self) -> (&mut ResourceTable, &crate::tcp::Policy) {
-        (&mut self.table, &self.tcp)
+    fn tcp(&mut self) -> (&mut ResourceTable, &crate::tcp::Policy, &mut Watches) {
+        (&mut self.table, &self.tcp, &mut self.watches)
+    }
+}
+
+impl crate::watch::WatchView for Host {
+    fn watched(&mut self) -> (&mut ResourceTable, &mut Watches) {
+        (&mut self.table, &mut self.watches)
     }
 }
 
@@ -170,7 +179,10 @@ fn yield_in_poll(linker: &mut Linker<Host>) -> anyhow::Result<()> {
                         None => std::future::pending().await,
                     }
                 };
-                let ready = host.poller.poll(&mut host.table, list, unread).await?;
+                let ready = host
+                    .poller
+                    .poll(&mut host.table, &host.watches, list, unread)
+                    .await?;
                 Ok((ready,))
             })
         },
@@ -222,6 +234,7 @@ pub fn load(component: Option<&Path>, granted: &[PathBuf]) -> anyhow::Result<Gue
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e}"))?;
     yield_in_poll(&mut linker)?;
     crate::tcp::link(&mut linker)?;
+    crate::watch::link(&mut linker)?;
     let pre = linker
         .instantiate_pre(&component)
         .and_then(CommandPre::new)
@@ -306,6 +319,7 @@ pub fn run(
         listening: Some(listening),
         mailbox,
         poller: Poller::default(),
+        watches: Watches::default(),
         tcp: crate::tcp::Policy {
             listen,
             admitted,

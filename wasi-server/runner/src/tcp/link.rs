@@ -42,7 +42,7 @@ fn define<T: TcpView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     create.func_wrap(
         "create-tcp-socket",
         |mut s: StoreContextMut<'_, T>, (family,): (IpAddressFamily,)| -> Ret<Resource<Socket>> {
-            let (table, policy) = s.data_mut().tcp();
+            let (table, policy, _) = s.data_mut().tcp();
             Ok((match Socket::create(policy, family) {
                 Ok(sock) => Ok(table.push(sock)?),
                 Err(e) => Err(e),
@@ -76,7 +76,7 @@ fn define_setup<T: TcpView>(
         |mut s: StoreContextMut<'_, T>,
          (this, _net, addr): (Resource<Socket>, Resource<Network>, IpSocketAddress)|
          -> Ret<()> {
-            let (table, policy) = s.data_mut().tcp();
+            let (table, policy, _) = s.data_mut().tcp();
             let addr: SocketAddr = addr.into();
             Ok((table.get_mut(&this)?.start_bind(policy, addr),))
         },
@@ -90,7 +90,7 @@ fn define_setup<T: TcpView>(
     l.func_wrap(
         "[method]tcp-socket.start-listen",
         |mut s: StoreContextMut<'_, T>, (this,): (Resource<Socket>,)| -> Ret<()> {
-            let (table, policy) = s.data_mut().tcp();
+            let (table, policy, _) = s.data_mut().tcp();
             Ok((table.get_mut(&this)?.start_listen(policy),))
         },
     )?;
@@ -142,7 +142,11 @@ fn define_setup<T: TcpView>(
         |mut s: StoreContextMut<'_, T>,
          (this,): (Resource<Socket>,)|
          -> wasmtime::Result<(Resource<DynPollable>,)> {
-            Ok((wasmtime_wasi::p2::subscribe(s.data_mut().tcp().0, this)?,))
+            let (table, _, watches) = s.data_mut().tcp();
+            let socket = this.rep();
+            let p = wasmtime_wasi::p2::subscribe(table, this)?;
+            crate::watch::socket_subscribed(watches, &p, socket);
+            Ok((p,))
         },
     )?;
     Ok(())
@@ -160,16 +164,18 @@ fn define_connection<T: TcpView>(
     l.func_wrap(
         "[method]tcp-socket.accept",
         |mut s: StoreContextMut<'_, T>, (this,): (Resource<Socket>,)| -> Ret<Accepted> {
-            let (table, policy) = s.data_mut().tcp();
+            let (table, policy, watches) = s.data_mut().tcp();
             let (sock, conn) = match table.get_mut(&this)?.accept(policy) {
                 Ok(accepted) => accepted,
                 Err(e) => return Ok((Err(e),)),
             };
             let (reader, writer) = conn.streams();
             let sock = table.push(sock)?;
+            let watch = reader.watch();
             let input: DynInputStream = Box::new(reader);
             let output: DynOutputStream = Box::new(writer);
             let input = table.push_child(input, &sock)?;
+            watches.opened(input.rep(), watch);
             let output = table.push_child(output, &sock)?;
             Ok((Ok((sock, input, output)),))
         },

@@ -12,9 +12,11 @@
 //! (`stream`) are the runner's: same resource names and semantics (every
 //! `start-*` completes at once, `finish-*` reports it), reads that leave
 //! readiness to the next arrival, and TCP_NODELAY set on each accepted
-//! connection directly. Everything else the guest imports (streams'
-//! interface, pollables, `poll`, clocks, `network`) stays wasmtime-wasi's;
-//! the streams are its trait objects.
+//! connection directly. The streams are wasmtime-wasi's trait objects;
+//! the runner notes each connection's input for its `poll` (`watch`).
+//! Everything else the guest imports (the streams' interface, `network`,
+//! clocks) stays wasmtime-wasi's, but for what `watch` and `poll`
+//! define.
 //!
 //! Least privilege is [`Policy`]: bind and listen only on the runner's
 //! address (with `-p 0` on the kernel's choice of port there), no
@@ -34,6 +36,8 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 
 pub use link::link;
+pub use socket::Socket;
+pub use stream::Reader;
 
 /// What a guest may do with TCP.
 pub struct Policy {
@@ -102,7 +106,7 @@ impl Policy {
 
 /// A store's access to its resource table and TCP policy.
 pub trait TcpView: Send + 'static {
-    fn tcp(&mut self) -> (&mut ResourceTable, &Policy);
+    fn tcp(&mut self) -> (&mut ResourceTable, &Policy, &mut crate::watch::Watches);
 }
 
 #[cfg(test)]

@@ -280,13 +280,20 @@ impl Socket {
 
 #[wasmtime_wasi::async_trait]
 impl Pollable for Socket {
+    async fn ready(&mut self) {
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await
+    }
+}
+
+impl Socket {
     /// A listener is ready when a connection is pending; a socket in any
     /// other state at once (its operations complete when started).
-    async fn ready(&mut self) {
-        if let State::Listening(l) = &self.state {
+    pub fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match &self.state {
             // Readiness stays until `accept` finds nothing pending. Only
             // the guest waits on a listener: tokio's single reader slot.
-            let _ = std::future::poll_fn(|cx| l.poll_read_ready(cx)).await;
+            State::Listening(l) => l.poll_read_ready(cx).map(|_| ()),
+            _ => std::task::Poll::Ready(()),
         }
     }
 }

@@ -105,12 +105,28 @@ fn read_clearing(stream: &TcpStream, buf: &mut BytesMut, want: usize) -> io::Res
 #[wasmtime_wasi::async_trait]
 impl Pollable for Reader {
     async fn ready(&mut self) {
-        if !self.is_closed() {
-            // Only the guest waits to read, so tokio's single reader slot
-            // does (cheaper than `readable`'s list of waiters, and most
-            // sockets polled are not ready). An error shows at the next
-            // read.
-            let _ = std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)).await;
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await
+    }
+}
+
+impl Reader {
+    /// Ready when something can be read or the stream has ended.
+    pub fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.is_closed() {
+            return std::task::Poll::Ready(());
+        }
+        // Only the guest waits to read, so tokio's single reader slot does
+        // (cheaper than `readable`'s list of waiters, and most sockets
+        // polled are not ready). An error shows at the next read.
+        self.stream.poll_read_ready(cx).map(|_| ())
+    }
+
+    /// A second handle on the same connection and end-of-stream flag, for
+    /// the runner's `poll` to ask readiness without the stream itself.
+    pub fn watch(&self) -> Reader {
+        Reader {
+            stream: self.stream.clone(),
+            closed: self.closed.clone(),
         }
     }
 }
