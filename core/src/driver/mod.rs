@@ -49,9 +49,10 @@ pub struct DriverConfig {
     /// processed; above it the heaviest is closed.
     pub memory_limit: usize,
     /// Bytes asked for by the first read from a socket in a pass. Under
-    /// wasmtime a read allocates and zeroes a host buffer of the size asked
-    /// for, so small requests are read with a small buffer and only a read
-    /// that fills it asks for [`read_chunk`](DriverConfig::read_chunk) next.
+    /// wasmtime-wasi's own streams a read allocates and zeroes a host
+    /// buffer of the size asked for, so small requests are read with a
+    /// small buffer and only a read that fills it asks for
+    /// [`read_chunk`](DriverConfig::read_chunk) next.
     pub first_read: usize,
     /// Bytes asked for by later reads in the same pass.
     pub read_chunk: usize,

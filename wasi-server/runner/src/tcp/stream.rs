@@ -1,7 +1,7 @@
 //! A connection's `input-stream` and `output-stream`.
 //!
-//! [`Reader`] reads what has arrived (into a buffer of the size asked
-//! for, not zeroed first), and when a read comes back short it tells
+//! [`Reader`] reads what has arrived (into one buffer per thread, copied
+//! out at the length read), and when a read comes back short it tells
 //! tokio the socket is drained. tokio learns readiness from edge-triggered
 //! `epoll` and forgets it only when a read fails with `EAGAIN`; without
 //! that, a socket read to the end of one request still
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -66,13 +66,17 @@ impl InputStream for Reader {
         if want == 0 {
             return Ok(Bytes::new());
         }
-        let mut buf = BytesMut::with_capacity(want);
-        match read_clearing(&self.stream, &mut buf, want) {
-            Ok(0) => {
+        let r = SCRATCH.with_borrow_mut(|scratch| {
+            let end = want.min(scratch.len());
+            let buf = &mut scratch[..end];
+            read_clearing(&self.stream, buf).map(|n| Bytes::copy_from_slice(&buf[..n]))
+        });
+        match r {
+            Ok(b) if b.is_empty() => {
                 self.closed.store(true, Ordering::Relaxed);
                 Err(StreamError::Closed)
             }
-            Ok(_) => Ok(buf.freeze()),
+            Ok(b) => Ok(b),
             Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(Bytes::new()),
             Err(e) => {
                 self.closed.store(true, Ordering::Relaxed);
@@ -82,15 +86,24 @@ impl InputStream for Reader {
     }
 }
 
-/// Reads up to `want` bytes into `buf`. A read of fewer (but some) makes
-/// tokio forget the readiness it was based on: the inner read succeeds,
-/// the outer closure then reports `WouldBlock` so tokio clears that event,
-/// and the bytes are returned all the same.
-fn read_clearing(stream: &TcpStream, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
-    use bytes::BufMut;
+thread_local! {
+    /// What a read lands in before it is copied out at its length: a
+    /// buffer of the size asked for (4 KiB for a pass's first read, 64 KiB
+    /// after) allocated and freed for each read cost more than the copy of
+    /// a request of a few dozen bytes. One per thread: a read runs to its
+    /// end on the guest's thread.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; MAX_CHUNK]);
+}
+
+/// Reads up to `buf.len()` bytes into `buf`. A read of fewer (but some)
+/// makes tokio forget the readiness it was based on: the inner read
+/// succeeds, the outer closure then reports `WouldBlock` so tokio clears
+/// that event, and the bytes are returned all the same.
+fn read_clearing(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let want = buf.len();
     let mut got = 0;
     let r = stream.try_io(Interest::READABLE, || {
-        got = stream.try_read_buf(&mut buf.limit(want))?;
+        got = stream.try_read(buf)?;
         match got {
             n if n > 0 && n < want => Err(ErrorKind::WouldBlock.into()),
             n => Ok(n),
