@@ -304,6 +304,35 @@ fn the_reply_buffer_of_an_idle_connection_serves_the_next_one() {
 }
 
 #[test]
+fn topkeys_samples_short_connections_too() {
+    let mut h = host();
+    let c = h.connect(1 << 20);
+    h.send(c, b"set hot 0 0 1\r\nx\r\n");
+    h.settle();
+    h.take_reply(c);
+    // 400 connections of 5 fetches each: one sequence for the driver
+    // samples about one fetch in 16 of all of them.
+    for _ in 0..400 {
+        let k = h.connect(1 << 20);
+        h.send(
+            k,
+            b"get hot\r\nget hot\r\nget hot\r\nget hot\r\nget hot\r\n",
+        );
+        h.settle();
+        h.take_reply(k);
+    }
+    h.send(c, b"stats topkeys\r\n");
+    h.settle();
+    let reply = String::from_utf8(h.take_reply(c)).unwrap();
+    let sampled: u64 = reply
+        .lines()
+        .find_map(|l| l.strip_prefix("STAT sampled "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!((90..=160).contains(&sampled), "{reply}");
+}
+
+#[test]
 fn spare_buffers_are_the_first_memory_to_go() {
     let dcfg = DriverConfig {
         memory_limit: 48 * 1024,

@@ -199,7 +199,8 @@ impl Model {
     }
 
     /// Removes least recently used items until `need` more bytes fit; an
-    /// active one at the tail goes back to the head, no longer active.
+    /// active one at the tail goes back to the head, no longer active,
+    /// unless it has expired.
     fn evict_for(&mut self, need: u64) {
         loop {
             let used: u64 = self.items.iter().map(|(k, it)| ntotal(k, it)).sum();
@@ -212,7 +213,12 @@ impl Model {
                 .min_by_key(|(_, it)| it.lru)
                 .map(|(k, _)| k.clone())
                 .unwrap();
-            if self.items[&victim].fetches >= 2 {
+            // An expired item at the tail is reclaimed before an active
+            // one gets its second chance (memcached's `lru_pull_tail`
+            // checks expiry first).
+            let it = &self.items[&victim];
+            let dead = it.exptime != 0 && it.exptime <= self.now;
+            if !dead && it.fetches >= 2 {
                 self.items.get_mut(&victim).unwrap().fetches = 1;
                 self.touch_lru(&victim);
                 continue;

@@ -433,3 +433,21 @@ fn dumps_span_every_shard() {
         "ITEM key2998 [1 b; 0 s]\r\nITEM key2996 [1 b; 0 s]\r\nITEM key2994 [1 b; 0 s]\r\nEND\r\n"
     );
 }
+
+#[test]
+fn a_single_key_get_leaves_an_idle_connection_only_its_replys_buffer() {
+    let clock = Clock::new(0, 1_700_000_000);
+    let mut cache = sharded(&Config::default(), 16, clock);
+    let mut c = Connection::new();
+    let (out, _) = feed(&mut c, &mut cache, clock, &[b"set k 0 0 5\r\nhello\r\n"]);
+    assert_eq!(out, b"STORED\r\n");
+    let (out, _) = feed(&mut c, &mut cache, clock, &[b"get k\r\n"]);
+    assert_eq!(out, b"VALUE k 0 5\r\nhello\r\nEND\r\n");
+    c.shrink();
+    let single = c.held_bytes();
+    assert!(single < 512, "{single}");
+    // A multiget makes room ahead of its keys, outside their shards.
+    let (out, _) = feed(&mut c, &mut cache, clock, &[b"get k k k\r\n"]);
+    assert_eq!(out.len(), 3 * 20 + 5);
+    assert!(c.held_bytes() >= 2048, "{}", c.held_bytes());
+}

@@ -187,7 +187,8 @@ pub struct Connection {
     log_owner: u32,
     /// Counters of this `process` call, added to the home shard at its end.
     tally: tally::Tally,
-    /// Which of this connection's fetches `stats topkeys` samples.
+    /// Which of this connection's fetches `stats topkeys` samples (a
+    /// driver lends its own for each call, see `swap_sampler`).
     sampler: Sampler,
 }
 
@@ -339,6 +340,16 @@ impl Connection {
         let tail = self.output.take_idle_tail(SHRINK_FLOOR);
         self.shrink();
         tail
+    }
+
+    /// Exchanges the connection's `stats topkeys` sampling sequence with
+    /// `other`: a driver lends its one sequence to each connection it runs
+    /// and takes it back after, so that sampling is one in
+    /// [`SAMPLE_EVERY`](crate::observe::SAMPLE_EVERY) of all its fetches,
+    /// not the same positions of every connection's (a connection's own
+    /// sequence would sample none of a short connection's fetches).
+    pub(crate) fn swap_sampler(&mut self, other: &mut Sampler) {
+        core::mem::swap(&mut self.sampler, other);
     }
 
     /// Capacity of the buffer replies are written to.

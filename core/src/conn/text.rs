@@ -13,11 +13,12 @@ use super::{Connection, PausedGet, Step};
 /// memcached's `KEY_MAX_LENGTH`.
 pub(crate) const KEY_MAX: usize = 250;
 
-/// Room made in the output before each key of a multiget over several
-/// shards, outside the key's shard: a reply that grows while its shard is
-/// held keeps other workers waiting for the reallocation. A key's `VALUE`
-/// line and a small value fit; a larger value still grows the reply under
-/// the shard, once.
+/// Room made in the output before each key but the last of a multiget
+/// over several shards, outside the key's shard: a reply that grows while
+/// its shard is held keeps other workers waiting for the reallocation. A
+/// key's `VALUE` line and a small value fit; a larger value still grows
+/// the reply under the shard, once. A single-key `get` makes none, so its
+/// connection keeps a reply buffer of its reply's size when idle.
 const RESERVE_AHEAD: usize = 2048;
 
 /// Which storage command a data block belongs to (memcached's `NREAD_*`).
@@ -648,7 +649,9 @@ impl Connection {
         }
         while let Some((off, key)) = words(&line[p.cursor..]).next() {
             p.cursor += off + key.len();
-            self.output.reserve_ahead(RESERVE_AHEAD);
+            if words(&line[p.cursor..]).next().is_some() {
+                self.output.reserve_ahead(RESERVE_AHEAD);
+            }
             let mut guard = self.key_shard(shards, key);
             self.get_key(&mut guard, key, &p);
             if self.pending_len() >= hwm && words(&line[p.cursor..]).next().is_some() {

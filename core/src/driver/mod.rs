@@ -18,7 +18,7 @@ use alloc::vec::Vec;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::{Connection, Progress};
-use crate::observe::CloseReason;
+use crate::observe::{CloseReason, Sampler};
 use crate::shards::Shards;
 use spares::Spares;
 
@@ -234,6 +234,8 @@ pub struct Driver {
     /// Output buffers of connections gone idle, lent to the next ones to
     /// run; their bytes count in `held`.
     spares: Spares,
+    /// The `stats topkeys` sampling sequence, lent to each connection run.
+    sampler: Sampler,
 }
 
 impl Driver {
@@ -260,6 +262,7 @@ impl Driver {
             changed: Vec::new(),
             pressure_seen: false,
             spares: Spares::default(),
+            sampler: Sampler::default(),
         }
     }
 
@@ -313,7 +316,9 @@ impl Driver {
         self.live == 0
     }
 
-    /// Bytes all connections hold together.
+    /// Bytes all connections hold together, and the reply buffers kept
+    /// for the next ones to run (at most 16 of 64 KiB, none once the last
+    /// connection closed).
     #[must_use]
     pub fn held_bytes(&self) -> usize {
         self.held
@@ -489,7 +494,9 @@ impl Driver {
         self.lend_spare(i);
         let s = &mut self.slots[i as usize];
         s.ready = false;
+        s.conn.swap_sampler(&mut self.sampler);
         let progress = s.conn.process(cache, clock);
+        s.conn.swap_sampler(&mut self.sampler);
         self.note_watcher(i);
         let s = &mut self.slots[i as usize];
         s.blocked = progress == Progress::Blocked;
@@ -561,6 +568,11 @@ impl Driver {
         s.conn = Connection::new();
         self.live -= 1;
         self.free.push(idx);
+        if self.live == 0 {
+            // Nothing left to lend them to: a server without clients
+            // holds nothing for them.
+            self.held -= self.spares.clear();
+        }
         Some((ConnId(idx), reason))
     }
 
@@ -639,6 +651,7 @@ impl Driver {
         let empty = s.conn.pending_len() == 0;
         if empty && s.conn.is_closing() {
             let reason = s.conn.close_reason();
+            self.remeasure(i);
             self.doom(i, reason);
             return;
         }
@@ -674,6 +687,10 @@ impl Driver {
         let now = s.conn.held_bytes();
         self.held = self.held - s.held + now;
         s.held = now;
+        if self.over_soft() {
+            // Spare buffers are the first memory to go.
+            self.held -= self.spares.clear();
+        }
     }
 
     fn doom(&mut self, i: u32, reason: CloseReason) {

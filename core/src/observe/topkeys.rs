@@ -8,13 +8,15 @@
 //! inherits that count plus one (so counts may overestimate, by at most
 //! the inherited part, and a key fetched more often than 1/[`TRACKED`] of
 //! all sampled fetches is always listed). Which fetches are sampled comes
-//! from a xorshift sequence with a fixed seed that each connection advances
-//! once per fetch ([`Sampler`]): deterministic, and without the aliasing a
-//! plain every-Nth counter has when clients cycle through a fixed set of
-//! keys. The sequence belongs to the connection, not the shard, so that a
-//! fetch that is not sampled writes nothing in the shard: in a cache
-//! shared by workers on several cores, a write per fetch would move the
-//! shard's line to the fetching core on every key of a multiget. Memory is bounded by
+//! from a xorshift sequence with a fixed seed advanced once per fetch
+//! ([`Sampler`]): deterministic, and without the aliasing a plain
+//! every-Nth counter has when clients cycle through a fixed set of keys.
+//! A host's driver keeps one sequence and lends it to each connection it
+//! runs (a connection outside a driver has its own). The sequence belongs
+//! to the worker, not the shard, so that a fetch that is not sampled
+//! writes nothing in the shard: in a cache shared by workers on several
+//! cores, a write per fetch would move the shard's line to the fetching
+//! core on every key of a multiget. Memory is bounded by
 //! [`TRACKED`] keys of at most 250 bytes. `stats reset` clears it.
 
 use alloc::vec::Vec;
@@ -57,8 +59,8 @@ impl Entry {
     }
 }
 
-/// Which fetches one connection samples: one step of a xorshift sequence
-/// per fetch, one in [`SAMPLE_EVERY`] sampled.
+/// Which fetches are sampled: one step of a xorshift sequence per fetch,
+/// one in [`SAMPLE_EVERY`] sampled.
 #[derive(Clone, Debug)]
 pub(crate) struct Sampler(u64);
 

@@ -167,7 +167,10 @@ pub fn subscribe_deadline(
     ns: u64,
 ) -> wasmtime::Result<Resource<DynPollable>> {
     let at = Instant::now().checked_add(std::time::Duration::from_nanos(ns));
-    let deadline = table.push(Deadline { at, yielded: false })?;
+    let deadline = table.push(Deadline {
+        at,
+        yield_first: ns == 0,
+    })?;
     let p = wasmtime_wasi::p2::subscribe(table, deadline)?;
     watches.subscribed(p.rep(), Watch::Deadline(at));
     Ok(p)
@@ -227,20 +230,21 @@ pub trait WatchView: Send + 'static {
 /// A deadline's pollable, for whoever asks it the generic way
 /// (`pollable.ready`, `pollable.block`, or a `poll` listing pollables the
 /// runner does not know): wasmtime-wasi's semantics, a zero wait yielding
-/// once first.
+/// once first (so the I/O driver runs), any other ready from its time on.
 struct Deadline {
     at: Option<Instant>,
-    yielded: bool,
+    yield_first: bool,
 }
 
 #[wasmtime_wasi::async_trait]
 impl Pollable for Deadline {
     async fn ready(&mut self) {
+        if self.yield_first {
+            self.yield_first = false;
+            tokio::task::yield_now().await;
+            return;
+        }
         match self.at {
-            Some(t) if t <= Instant::now() && !self.yielded => {
-                self.yielded = true;
-                tokio::task::yield_now().await;
-            }
             Some(t) => tokio::time::sleep_until(t).await,
             None => std::future::pending().await,
         }
