@@ -76,7 +76,16 @@ impl Poller {
                     r => Poll::Ready(Ok(r)),
                 }
             });
-            first_poll(wait).await
+            let (ready, at_once) = first_poll(wait).await;
+            // A zero timeout's deadline is ready at once every time: only
+            // a socket found ready makes the guest busy.
+            let socket_ready = ready.as_ref().is_ok_and(|r| {
+                r.iter().any(|&i| {
+                    let p = list.get(i as usize).map(|p| p.rep());
+                    !p.is_some_and(|rep| watches.is_deadline(rep))
+                })
+            });
+            (ready, at_once && socket_ready)
         } else {
             let wait = async {
                 tokio::select! {
@@ -209,6 +218,24 @@ mod tests {
         let ready =
             block_on(poller.poll(&mut table, &Watches::default(), borrows(&list), async {}));
         assert_eq!(ready.unwrap(), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn a_zero_timeout_alone_does_not_make_the_guest_busy() {
+        let mut table = ResourceTable::new();
+        let mut watches = Watches::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let zero = rt.block_on(async {
+            crate::watch::subscribe_deadline(&mut table, &mut watches, 0).unwrap()
+        });
+        let mut poller = Poller::default();
+        let list = vec![Resource::new_borrow(zero.rep())];
+        let ready = rt.block_on(poller.poll(&mut table, &watches, list, std::future::pending()));
+        assert_eq!(ready.unwrap(), vec![0]);
+        assert!(!poller.busy, "only the timeout was ready");
     }
 
     #[test]

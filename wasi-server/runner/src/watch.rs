@@ -123,6 +123,11 @@ impl Watches {
         self.pollables.get(rep as usize)?.as_ref()
     }
 
+    /// Whether the pollable with handle `rep` is a noted deadline.
+    pub fn is_deadline(&self, rep: u32) -> bool {
+        matches!(self.get(rep), Some(Watch::Deadline(_)))
+    }
+
     /// Whether the runner knows every pollable of `list`.
     pub fn knows_all(&self, list: &[Resource<DynPollable>]) -> bool {
         list.iter().all(|p| self.get(p.rep()).is_some())
