@@ -1,5 +1,5 @@
-//! The runner's `wasi:io/poll.poll`: wasmtime-wasi's, with a cheaper pass
-//! when the guest is busy.
+//! The runner's `wasi:io/poll.poll`: a quick look while the guest is
+//! busy, and the runner's own wait for the pollables it made.
 //!
 //! wasmtime-wasi's `poll` sorts the listed pollables into a map, gives each
 //! a list of its positions, and keeps a future per pollable until one is
@@ -10,18 +10,20 @@
 //! bookkeeping.
 //!
 //! [`Poller::poll`] first asks each pollable once whether it is ready now
-//! (`pollable.ready`, no map, no lists), and returns those if any are; it
-//! waits the way wasmtime-wasi does only when none is. A pass that ends up
-//! waiting would pay for both, so the quick look is taken only while the
-//! last poll did not wait: a busy guest gets the cheap pass, an idle or
-//! lightly loaded one the same single wait as before.
+//! and returns those if any are; it waits only when none is. A pass that
+//! ends up waiting would pay for both, so the quick look is taken only
+//! while the last poll found something ready without waiting (in the
+//! runner's own wait, a socket: a zero timeout's deadline is ready at once
+//! every time): a busy guest gets the cheap pass, an idle or lightly
+//! loaded one a single wait.
 //!
 //! Pollables the runner made and noted (`watch`: connections' input, its
 //! sockets, deadlines) are asked directly, in the quick look and in the
 //! wait, which then is the runner's own: one pass over the list per
 //! wake-up, a socket registering the task in tokio's reader slot, the
-//! earliest deadline in one timer. A list with any other pollable waits
-//! the way wasmtime-wasi does.
+//! earliest deadline in one timer. Any other pollable is asked with
+//! wasmtime-wasi's `pollable.ready`, and a list holding one waits with
+//! wasmtime-wasi's `poll`.
 //!
 //! Call order: the runner's `poll` first yields to the I/O driver (so
 //! readiness is fresh; see `sandbox`), then calls [`Poller::poll`].
@@ -36,7 +38,8 @@ use wasmtime_wasi_io::poll::DynPollable;
 
 use crate::watch::{ready_known, ready_one, Timer, Watches};
 
-/// Whether the guest's last poll found something ready without waiting.
+/// Whether the guest's last poll found something ready without waiting
+/// (see the module documentation).
 #[derive(Debug, Default)]
 pub struct Poller {
     busy: bool,
