@@ -203,7 +203,10 @@ struct Slot {
 /// [`DriverConfig::memory_limit`] the connections holding the most are
 /// neither read nor processed (their output still drains), and above it
 /// the heaviest is closed, with `SERVER_ERROR out of memory` where nothing
-/// else is pending. Stored items are never touched.
+/// else is pending. Stored items are never touched. The reply buffers of
+/// connections gone idle are kept (a few, counted in that memory, the
+/// first to go under pressure) and lent to the next connections to run, so
+/// steady traffic allocates no reply buffers (`spares`).
 pub struct Driver {
     cfg: DriverConfig,
     store_cfg: Config,
