@@ -649,12 +649,13 @@ impl Connection {
         }
         while let Some((off, key)) = words(&line[p.cursor..]).next() {
             p.cursor += off + key.len();
-            if words(&line[p.cursor..]).next().is_some() {
+            let more = words(&line[p.cursor..]).next().is_some();
+            if more {
                 self.output.reserve_ahead(RESERVE_AHEAD);
             }
             let mut guard = self.key_shard(shards, key);
             self.get_key(&mut guard, key, &p);
-            if self.pending_len() >= hwm && words(&line[p.cursor..]).next().is_some() {
+            if more && self.pending_len() >= hwm {
                 self.paused = Some(p);
                 return Step::Paused;
             }

@@ -691,7 +691,9 @@ impl Driver {
         self.held = self.held - s.held + now;
         s.held = now;
         if self.over_soft() {
-            // Spare buffers are the first memory to go.
+            // Spare buffers are the first memory to go: every growth of
+            // `held` comes through here, so none are kept while the driver
+            // is over its soft limit.
             self.held -= self.spares.clear();
         }
     }
@@ -735,10 +737,6 @@ impl Driver {
     /// for ever).
     fn enforce_limit(&mut self) {
         self.shed_over_limit();
-        if self.over_soft() {
-            // Spare buffers are the first memory to go.
-            self.held -= self.spares.clear();
-        }
         if !self.over_soft() {
             self.over_soft_since = None;
             return;
@@ -756,9 +754,6 @@ impl Driver {
     /// Closes the heaviest connections until the driver is within its
     /// limit.
     fn shed_over_limit(&mut self) {
-        if self.held > self.cfg.memory_limit {
-            self.held -= self.spares.clear();
-        }
         while self.held > self.cfg.memory_limit {
             if !self.shed_heaviest() {
                 break;

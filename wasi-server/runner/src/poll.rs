@@ -83,10 +83,9 @@ impl Poller {
             // A zero timeout's deadline is ready at once every time: only
             // a socket found ready makes the guest busy.
             let socket_ready = ready.as_ref().is_ok_and(|r| {
-                r.iter().any(|&i| {
-                    let p = list.get(i as usize).map(|p| p.rep());
-                    !p.is_some_and(|rep| watches.is_deadline(rep))
-                })
+                r.iter()
+                    .filter_map(|&i| list.get(i as usize))
+                    .any(|p| !watches.is_deadline(p.rep()))
             });
             (ready, at_once && socket_ready)
         } else {

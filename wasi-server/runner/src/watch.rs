@@ -58,9 +58,12 @@ impl Watch {
     /// about).
     fn poll(&self, table: &ResourceTable, cx: &mut Context<'_>, timer: &mut Timer) -> bool {
         match self {
-            Watch::Deadline(Some(t)) if *t > Instant::now() => {
-                timer.wake_at(*t, cx);
-                false
+            Watch::Deadline(Some(t)) => {
+                let due = *t <= Instant::now();
+                if !due {
+                    timer.wake_at(*t, cx);
+                }
+                due
             }
             _ => self.ready_now(table, cx),
         }
@@ -158,7 +161,7 @@ pub fn subscribe_input(
     let rep = stream.rep();
     let p = wasmtime_wasi::p2::subscribe(table, stream)?;
     let reader = watches.streams.get(rep as usize).and_then(Option::as_ref);
-    if let Some(r) = reader.map(Reader::watch) {
+    if let Some(r) = reader.cloned() {
         watches.subscribed(p.rep(), Watch::Read(r));
     }
     Ok(p)
@@ -360,7 +363,7 @@ mod tests {
             stream: Arc::new(server),
             closed: Arc::default(),
         };
-        let watch = reader.watch();
+        let watch = reader.clone();
         let mut input: DynInputStream = Box::new(reader);
         // A new connection looks readable until a read finds nothing.
         assert!(input.read(64).unwrap().is_empty());

@@ -171,7 +171,7 @@ fn define_connection<T: TcpView>(
             };
             let (reader, writer) = conn.streams();
             let sock = table.push(sock)?;
-            let watch = reader.watch();
+            let watch = reader.clone();
             let input: DynInputStream = Box::new(reader);
             let output: DynOutputStream = Box::new(writer);
             let input = table.push_child(input, &sock)?;

@@ -276,16 +276,7 @@ impl Socket {
             family: self.family,
         })
     }
-}
 
-#[wasmtime_wasi::async_trait]
-impl Pollable for Socket {
-    async fn ready(&mut self) {
-        std::future::poll_fn(|cx| self.poll_ready(cx)).await
-    }
-}
-
-impl Socket {
     /// A listener is ready when a connection is pending; a socket in any
     /// other state at once (its operations complete when started).
     pub fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
@@ -295,6 +286,13 @@ impl Socket {
             State::Listening(l) => l.poll_read_ready(cx).map(|_| ()),
             _ => std::task::Poll::Ready(()),
         }
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Socket {
+    async fn ready(&mut self) {
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await
     }
 }
 

@@ -45,7 +45,9 @@ pub const MAX_LINGERING: usize = 1024;
 static LINGERING: AtomicUsize = AtomicUsize::new(0);
 
 /// A connection's input. `closed` is shared with its socket, whose
-/// `shutdown(receive)` ends the stream.
+/// `shutdown(receive)` ends the stream. A clone is a second handle on the
+/// same connection (the runner's `poll` keeps one to ask readiness).
+#[derive(Clone)]
 pub struct Reader {
     pub stream: Arc<TcpStream>,
     pub closed: Arc<AtomicBool>,
@@ -54,6 +56,17 @@ pub struct Reader {
 impl Reader {
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Ready when something can be read or the stream has ended.
+    pub fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.is_closed() {
+            return std::task::Poll::Ready(());
+        }
+        // Only the guest waits to read, so tokio's single reader slot does
+        // (cheaper than `readable`'s list of waiters, and most sockets
+        // polled are not ready). An error shows at the next read.
+        self.stream.poll_read_ready(cx).map(|_| ())
     }
 }
 
@@ -119,28 +132,6 @@ fn read_clearing(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 impl Pollable for Reader {
     async fn ready(&mut self) {
         std::future::poll_fn(|cx| self.poll_ready(cx)).await
-    }
-}
-
-impl Reader {
-    /// Ready when something can be read or the stream has ended.
-    pub fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        if self.is_closed() {
-            return std::task::Poll::Ready(());
-        }
-        // Only the guest waits to read, so tokio's single reader slot does
-        // (cheaper than `readable`'s list of waiters, and most sockets
-        // polled are not ready). An error shows at the next read.
-        self.stream.poll_read_ready(cx).map(|_| ())
-    }
-
-    /// A second handle on the same connection and end-of-stream flag, for
-    /// the runner's `poll` to ask readiness without the stream itself.
-    pub fn watch(&self) -> Reader {
-        Reader {
-            stream: self.stream.clone(),
-            closed: self.closed.clone(),
-        }
     }
 }
 
