@@ -346,6 +346,9 @@ struct Worker {
     /// next poll does not wait.
     log_pending: bool,
     sampled_ms: u64,
+    /// The monotonic clock (ms) when the last wait ended: the time the
+    /// last pass worked at.
+    pass_ms: u64,
 }
 
 impl Worker {
@@ -379,6 +382,7 @@ impl Worker {
             log_bell: None,
             log_pending: false,
             sampled_ms: 0,
+            pass_ms: 0,
         })
     }
 
@@ -389,14 +393,18 @@ impl Worker {
     }
 
     /// One pass: wait, accept, read, process, write, close.
+    ///
+    /// The clock is read once, when the wait ends (in the guest every read
+    /// is a host call): the interest set before the wait goes by the last
+    /// pass's time, which can only reopen a paused listener a pass late.
     fn pass(&mut self) -> io::Result<()> {
-        let now = self.shared.clock();
-        let timeout = self.poll_timeout(now.mono_ms);
+        let timeout = self.poll_timeout();
         // This pass pumps whatever made the poll not wait.
         self.log_pending = false;
-        self.update_interest(now.mono_ms)?;
+        self.update_interest(self.pass_ms)?;
         self.poller.wait(timeout, &mut self.events)?;
         let now = self.shared.clock();
+        self.pass_ms = now.mono_ms;
         self.driver.begin_pass(now.mono_ms);
         for k in 0..self.events.len() {
             let ev = self.events[k];
@@ -460,8 +468,10 @@ impl Worker {
     }
 
     /// Milliseconds to wait in poll: until the earliest of the driver's,
-    /// the gate's and the store's deadlines, or forever (-1).
-    fn poll_timeout(&self, now_ms: u64) -> libc::c_int {
+    /// the gate's and the store's deadlines, or forever (-1). The clock is
+    /// read only for a deadline after the last pass's time (connections
+    /// ready to run are due at it).
+    fn poll_timeout(&self) -> libc::c_int {
         if self.log_pending {
             return 0;
         }
@@ -475,7 +485,11 @@ impl Worker {
         .min();
         match due {
             None => -1,
-            Some(t) => t.saturating_sub(now_ms).min(i32::MAX as u64) as libc::c_int,
+            Some(t) if t <= self.pass_ms => 0,
+            Some(t) => {
+                let now_ms = self.shared.clock().mono_ms;
+                t.saturating_sub(now_ms).min(i32::MAX as u64) as libc::c_int
+            }
         }
     }
 

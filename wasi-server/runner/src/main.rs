@@ -13,6 +13,7 @@ mod compile_cache;
 mod instances;
 mod mailbox;
 mod poll;
+mod relay;
 mod sandbox;
 mod tcp;
 mod warm;

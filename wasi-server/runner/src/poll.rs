@@ -15,12 +15,14 @@
 //! while the last poll found something ready without waiting (in the
 //! runner's own wait, a socket: a zero timeout's deadline is ready at once
 //! every time): a busy guest gets the cheap pass, an idle or lightly
-//! loaded one a single wait.
+//! loaded one a single wait. The quick look at a known pollable reads
+//! what the I/O driver last saw and leaves no waker (see `watch`).
 //!
 //! Pollables the runner made and noted (`watch`: connections' input, its
 //! sockets, deadlines) are asked directly, in the quick look and in the
 //! wait, which then is the runner's own: one pass over the list per
-//! wake-up, a socket registering the task in tokio's reader slot, the
+//! wake-up, a socket registering the task in tokio's reader slot (through
+//! one [`Relay`] waker, which a socket already holding it keeps), the
 //! earliest deadline in one timer. Any other pollable is asked with
 //! wasmtime-wasi's `pollable.ready`, and a list holding one waits with
 //! wasmtime-wasi's `poll`.
@@ -36,13 +38,15 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi_io::bindings::wasi::io::poll::{Host as _, HostPollable as _};
 use wasmtime_wasi_io::poll::DynPollable;
 
+use crate::relay::Relay;
 use crate::watch::{ready_known, ready_one, Timer, Watches};
 
 /// Whether the guest's last poll found something ready without waiting
-/// (see the module documentation).
-#[derive(Debug, Default)]
+/// (see the module documentation), and the waker its waits leave.
+#[derive(Default)]
 pub struct Poller {
     busy: bool,
+    relay: Relay,
 }
 
 impl Poller {
@@ -70,11 +74,13 @@ impl Poller {
         }
         let (ready, at_once) = if !list.is_empty() && watches.knows_all(&list) {
             let mut timer = Timer::default();
+            let relay = &self.relay;
             let wait = poll_fn(|cx| {
                 if interrupt.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Ok(Vec::new()));
                 }
-                match ready_known(watches, table, &list, cx, &mut timer) {
+                let mut cx = relay.context(cx);
+                match ready_known(watches, table, &list, &mut cx, &mut timer) {
                     r if r.is_empty() => Poll::Pending,
                     r => Poll::Ready(Ok(r)),
                 }
@@ -104,8 +110,8 @@ impl Poller {
     }
 }
 
-/// The positions of the pollables in `list` that are ready now. Each one
-/// not ready, but a deadline, registers the task's waker, as a wait would.
+/// The positions of the pollables in `list` that are ready now. Known ones
+/// leave no waker; others are asked the way wasmtime-wasi asks them.
 async fn ready_now(
     table: &mut ResourceTable,
     watches: &Watches,
@@ -113,8 +119,7 @@ async fn ready_now(
 ) -> wasmtime::Result<Vec<u32>> {
     let mut ready = Vec::new();
     for (i, p) in (0u32..).zip(list) {
-        let known = poll_fn(|cx| Poll::Ready(ready_one(watches, table, p.rep(), cx))).await;
-        let is = match known {
+        let is = match ready_one(watches, table, p.rep()) {
             Some(is) => is,
             None => table.ready(Resource::new_borrow(p.rep())).await?,
         };
@@ -216,7 +221,10 @@ mod tests {
     fn a_busy_guest_still_sees_an_interrupt_before_ready_sockets() {
         let mut table = ResourceTable::new();
         let list = flags(&mut table, &[true]);
-        let mut poller = Poller { busy: true };
+        let mut poller = Poller {
+            busy: true,
+            ..Poller::default()
+        };
         let ready =
             block_on(poller.poll(&mut table, &Watches::default(), borrows(&list), async {}));
         assert_eq!(ready.unwrap(), Vec::<u32>::new());
@@ -244,7 +252,10 @@ mod tests {
     fn an_empty_list_is_refused_as_wasmtime_wasi_refuses_it() {
         let mut table = ResourceTable::new();
         for busy in [false, true] {
-            let mut poller = Poller { busy };
+            let mut poller = Poller {
+                busy,
+                ..Poller::default()
+            };
             let r = block_on(poller.poll(
                 &mut table,
                 &Watches::default(),

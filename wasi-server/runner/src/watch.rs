@@ -58,21 +58,6 @@ impl Watch {
     /// about).
     fn poll(&self, table: &ResourceTable, cx: &mut Context<'_>, timer: &mut Timer) -> bool {
         match self {
-            Watch::Deadline(Some(t)) => {
-                let due = *t <= Instant::now();
-                if !due {
-                    timer.wake_at(*t, cx);
-                }
-                due
-            }
-            _ => self.ready_now(table, cx),
-        }
-    }
-
-    /// Whether it is ready now; a socket not ready wakes `cx` when it may
-    /// be, a deadline does not.
-    fn ready_now(&self, table: &ResourceTable, cx: &mut Context<'_>) -> bool {
-        match self {
             Watch::Read(r) => r.poll_ready(cx).is_ready(),
             Watch::Socket(rep) => match table.get(&Resource::<Socket>::new_borrow(*rep)) {
                 Ok(s) => s.poll_ready(cx).is_ready(),
@@ -81,6 +66,27 @@ impl Watch {
                 // ready, the guest's next call on it says what is wrong.
                 Err(_) => true,
             },
+            Watch::Deadline(Some(t)) => {
+                let due = *t <= Instant::now();
+                if !due {
+                    timer.wake_at(*t, cx);
+                }
+                due
+            }
+            Watch::Deadline(None) => false,
+        }
+    }
+
+    /// Whether it is ready now, as far as the I/O driver last saw. It
+    /// leaves no waker anywhere: a socket's costs one atomic load, where
+    /// [`poll`](Watch::poll) takes tokio's lock on its waiters and swaps
+    /// the waker kept there.
+    fn ready_now(&self, table: &ResourceTable) -> bool {
+        match self {
+            Watch::Read(r) => r.is_ready(),
+            Watch::Socket(rep) => table
+                .get(&Resource::<Socket>::new_borrow(*rep))
+                .map_or(true, Socket::is_ready),
             Watch::Deadline(at) => at.is_some_and(|t| t <= Instant::now()),
         }
     }
@@ -196,8 +202,12 @@ fn set<T>(v: &mut Vec<Option<T>>, i: u32, x: Option<T>) {
     v[i] = x;
 }
 
-/// The positions in `list` of the pollables ready now, all of them known
-/// to `watches`; `cx` is woken when one of the others may be.
+/// The positions in `list` of the pollables ready, all of them known to
+/// `watches`; when none is, `cx` is woken once one may be.
+///
+/// A wait is polled again at every wake-up, usually for one socket of
+/// many, so it looks without waiting first: only when nothing is ready
+/// does it leave its waker with each pollable.
 ///
 /// `table` is taken mutably (though only read) so that a future holding
 /// it stays `Send`.
@@ -208,26 +218,30 @@ pub fn ready_known(
     cx: &mut Context<'_>,
     timer: &mut Timer,
 ) -> Vec<u32> {
-    let mut ready = Vec::new();
-    for (i, p) in (0u32..).zip(list) {
-        if watches
-            .get(p.rep())
-            .is_some_and(|w| w.poll(table, cx, timer))
-        {
-            ready.push(i);
-        }
+    let ready = positions(watches, list, |w| w.ready_now(table));
+    if !ready.is_empty() {
+        return ready;
     }
-    ready
+    positions(watches, list, |w| w.poll(table, cx, timer))
 }
 
-/// Whether the known pollable `rep` is ready now (`None`: not known).
-pub fn ready_one(
+/// The positions in `list` of the known pollables `ready` says are.
+fn positions(
     watches: &Watches,
-    table: &mut ResourceTable,
-    rep: u32,
-    cx: &mut Context<'_>,
-) -> Option<bool> {
-    Some(watches.get(rep)?.ready_now(table, cx))
+    list: &[Resource<DynPollable>],
+    mut ready: impl FnMut(&Watch) -> bool,
+) -> Vec<u32> {
+    (0u32..)
+        .zip(list)
+        .filter(|(_, p)| watches.get(p.rep()).is_some_and(&mut ready))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Whether the known pollable `rep` is ready now, as far as the I/O
+/// driver last saw (`None`: not known). It leaves no waker.
+pub fn ready_one(watches: &Watches, table: &ResourceTable, rep: u32) -> Option<bool> {
+    Some(watches.get(rep)?.ready_now(table))
 }
 
 /// What a guest's host state gives the notes' definitions.

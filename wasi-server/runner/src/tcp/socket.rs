@@ -287,6 +287,15 @@ impl Socket {
             _ => std::task::Poll::Ready(()),
         }
     }
+
+    /// [`poll_ready`](Socket::poll_ready) as far as the I/O driver last
+    /// saw, leaving no waker.
+    pub fn is_ready(&self) -> bool {
+        match &self.state {
+            State::Listening(l) => l.try_io(Interest::READABLE, |_| Ok(())).is_ok(),
+            _ => true,
+        }
+    }
 }
 
 #[wasmtime_wasi::async_trait]

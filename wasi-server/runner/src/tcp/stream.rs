@@ -68,6 +68,16 @@ impl Reader {
         // polled are not ready). An error shows at the next read.
         self.stream.poll_read_ready(cx).map(|_| ())
     }
+
+    /// Whether something can be read or the stream has ended, as far as
+    /// the I/O driver last saw: [`poll_ready`](Reader::poll_ready) without
+    /// taking tokio's lock on the socket's waiters or leaving a waker
+    /// there, for a look that does not wait.
+    pub fn is_ready(&self) -> bool {
+        // The closure runs only when tokio holds the socket readable, and
+        // answering without reading keeps that readiness.
+        self.is_closed() || self.stream.try_io(Interest::READABLE, || Ok(())).is_ok()
+    }
 }
 
 impl InputStream for Reader {
